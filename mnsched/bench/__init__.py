@@ -1,0 +1,1 @@
+"""mnsched's benchmark: the same workloads under plain asyncio, uvloop and mnsched."""

@@ -1,0 +1,563 @@
+"""P: a processor. An event loop on its own thread, with run queues, stepping goroutines.
+
+A P's loop runs ``schedule`` as an ordinary callback. ``schedule`` steps runnable Gs for
+a bounded batch (about a millisecond), then hands control back to the loop so that I/O
+callbacks and timers run, and posts itself again if work remains. When it finds no work
+it parks: it simply returns, and the loop waits in epoll until I/O, a timer or a
+cross-thread wake-up (``call_soon_threadsafe``) brings it back.
+
+The G driver is the heart of this file (inlined in ``schedule``): it sends into a G's
+coroutine, in the G's context and with the G installed as asyncio's current task, and
+acts on what the coroutine yields, the way a kernel acts on a trap (curio's kernel.py):
+
+- a lock: an mnsched park point (``gopark``); park the G, then release the lock;
+- ``GOSCHED``: yield the processor; back into a run queue;
+- ``None``: a bare yield (``asyncio.sleep(0)``); resume after the loop's ready callbacks;
+- an asyncio future: wait for it on its loop, pinning the G to this P.
+
+Invariant: a RUNNABLE G's ``_p`` is the P whose runnext, local queue or inbox holds it
+(None while in the global queue), so that a join handoff knows where to look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from asyncio import CancelledError
+from asyncio.tasks import _enter_task, _leave_task
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import InternalError, check
+from .g import (
+    _MASK,
+    CANCEL,
+    CANCELLING,
+    DELIVERED,
+    PARKED,
+    RUNNABLE,
+    RUNNING,
+    STATE_LOCKS,
+    WAITING,
+    G,
+    LockType,
+    ready,
+)
+from .m import m
+from .runq import JOIN_HANDOFF_DEPTH, LOCAL_QUEUE_SIZE, RunQ
+from .timers import Timers
+
+if TYPE_CHECKING:
+    from .sched import Sched
+
+# design.md: a P runs Gs for about 1-2 ms, then yields to its loop so I/O and timers run.
+BATCH_TIME = 0.001
+# Reading the clock costs about as much as a small step; read it every this many steps.
+CLOCK_EVERY = 16
+# Go (proc.go, forcePreemptNS): a time slice is 10 ms. Gs taken from runnext inherit the
+# slice of the G that readied them; once the chain has run this long, runnext goes to
+# the back of the queue so that the rest of the queue is not starved.
+TIME_SLICE = 0.010
+# Go (proc.go, findRunnable): every 61st schedule tick takes one G from the global queue
+# first, so that a busy local queue cannot starve it. 61 is prime, to avoid resonances.
+GLOBAL_CHECK_TICKS = 61
+
+
+class _SwapCurrentTask:
+    """Stands in for asyncio's current-task dict where there is none to write (3.14 keeps
+    the current task in thread state): ``ct[loop] = g`` enters g, ``del ct[loop]`` leaves."""
+
+    __slots__ = ()
+
+    def __setitem__(self, loop: asyncio.AbstractEventLoop, g: G) -> None:
+        _enter_task(loop, g)
+
+    def __delitem__(self, loop: asyncio.AbstractEventLoop) -> None:
+        _leave_task(loop, asyncio.current_task(loop))
+
+
+def _current_tasks() -> dict | _SwapCurrentTask:
+    """asyncio.current_task() reads a plain dict on CPython 3.11-3.13: writing it directly
+    costs half as much as _enter_task/_leave_task."""
+    d = getattr(asyncio.tasks, "_current_tasks", None)
+    if isinstance(d, dict):
+        key, probe = object(), object()
+        d[key] = probe
+        try:
+            if asyncio.current_task(key) is probe:  # type: ignore[arg-type]
+                return d
+        except Exception:
+            pass
+        finally:
+            del d[key]
+    return _SwapCurrentTask()
+
+
+CURRENT_TASKS = _current_tasks()
+
+
+class _Gosched:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "GOSCHED"
+
+
+GOSCHED = _Gosched()  # what a G yields to give up the processor (Go: Gosched)
+
+
+class P:
+    def __init__(self, sched: Sched, pid: int, make_loop: Callable[[], asyncio.AbstractEventLoop]):
+        self.sched = sched
+        self.id = pid
+        self._make_loop = make_loop
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.runnext: G | None = None  # the G to run next: just spawned or just woken here
+        self.runq = RunQ()  # local FIFO run queue, stealable
+        self.inbox: deque[G] = deque()  # Gs readied for this P by other threads
+        self.timers = Timers(self)
+        self.curg: G | None = None  # the G being stepped right now
+        self.tick = 0  # steps taken; sysmon watches it move
+        self.slice_start = 0.0  # when the current time slice began (see TIME_SLICE)
+        # active: a schedule callback is queued or running (else the P is idle, parked in
+        # its loop). Changed under sched.lock, except that the owner may read it unlocked.
+        self.active = False
+        self.spinning = False  # woken to look for work and has not found any yet
+        self.retiring = False  # removed by gomaxprocs; runs only its pinned Gs until done
+        self.npinned = 0
+        # Pushes by runqput, less removals by handoff: stamped on a G as it is pushed
+        # (G._qpos), the difference bounds from below how far it is from the tail.
+        self.qseq = 0
+        self.rand = random.Random()
+        self.nspawned = 0
+        self.nfinished = 0
+        self.nsteals = 0  # successful steals by this P
+        self.nstolen = 0  # Gs it took by stealing
+
+    def __repr__(self) -> str:
+        return f"<P{self.id} runq={len(self.runq)} {'active' if self.active else 'idle'}>"
+
+    # -- thread and loop ---------------------------------------------------------------
+
+    def create_loop(self) -> None:
+        loop = self._make_loop()
+        # A task created from inside a goroutine belongs to this loop; so does the G now.
+        loop.set_task_factory(self._task_factory)
+        self.loop = loop
+
+    def start_thread(self) -> None:
+        started = threading.Event()
+
+        def main() -> None:
+            m.p = self
+            try:
+                self.create_loop()
+                started.set()
+                self.loop.run_forever()
+            finally:
+                started.set()
+                self.close_loop()
+                m.p = None
+
+        self.thread = threading.Thread(target=main, name=f"mnsched-P{self.id}", daemon=True)
+        self.thread.start()
+        started.wait()
+        check(self.loop is not None, f"P{self.id} failed to create its loop")
+
+    def stop(self) -> None:
+        """Stop the loop from any thread; its thread then closes it and exits."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass  # closed meanwhile
+
+    def close_loop(self) -> None:
+        """Finish the loop as asyncio.run does: leftover tasks, async generators, executor."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            loop.close()
+
+    def _task_factory(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any):
+        g = self.curg
+        if g is not None and g._home is None:
+            self.pin(g)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    def pin(self, g: G) -> None:
+        check(g._home is None, "pinning a pinned G")
+        g._home = self
+        self.npinned += 1
+
+    # -- making work runnable ---------------------------------------------------------------
+
+    def runqput(self, g: G) -> None:
+        """Put g at the tail of the local queue; when it is full, move half of it and g to
+        the global queue (Go: runqput/runqputslow). Owner thread only."""
+        q = self.runq
+        if len(q) < LOCAL_QUEUE_SIZE or g._home is not None:
+            g._qpos = self.qseq
+            self.qseq += 1
+            q.append(g)
+            return
+        batch = q.take_half_for_global()
+        q.extend([x for x in batch if x._home is not None])  # pinned Gs cannot leave
+        batch = [x for x in batch if x._home is None]
+        batch.append(g)
+        self.sched.globrunqputbatch(batch)
+
+    def ready_here(self, g: G) -> None:
+        """Make g runnable on this P, next in line (runnext). Owner thread only."""
+        g._status = RUNNABLE
+        if self.retiring and g._home is None:
+            self.sched.globrunqputbatch([g])
+            return
+        g._p = self
+        old = self.runnext
+        self.runnext = g
+        if old is not None:
+            self.runqput(old)
+        if not self.active:
+            self.activate()
+        sched = self.sched
+        if sched.idle and not sched.nspinning:
+            sched.wakep_locked()
+
+    def handoff(self, g: G) -> None:
+        """The running G is about to wait for g, which is runnable here: run g next.
+
+        As ForkJoin's join runs the joined task when it is still in the local deque,
+        this keeps fork-join trees depth-first (flat memory), while the queue stays FIFO
+        for everything else. Owner thread only.
+        """
+        old = self.runnext
+        if old is g or self.qseq - g._qpos >= JOIN_HANDOFF_DEPTH:
+            return  # next in line anyway, or surely not near the tail
+        q = self.runq
+        with q.lock:  # against a thief shifting the indexes
+            try:
+                i = q.index(g, max(0, len(q) - JOIN_HANDOFF_DEPTH))
+            except ValueError:
+                return  # not near the tail after all
+            del q[i]
+        self.qseq -= 1
+        self.runnext = g
+        if old is not None:
+            self.runqput(old)
+
+    def activate(self) -> None:
+        """Work appeared on this idle P from its own thread (a timer, I/O, a spawn from a
+        loop callback): leave the idle set and schedule."""
+        sched = self.sched
+        with sched.lock:
+            if self.active:
+                return
+            self.active = True
+            sched.unidle_locked(self)
+        self.loop.call_soon(self.schedule)
+
+    def wake(self) -> None:
+        """Wake this P from another thread, if it is idle."""
+        sched = self.sched
+        with sched.lock:
+            if self.active:
+                return
+            self.active = True
+            sched.unidle_locked(self)
+        self.post_schedule()
+
+    def post_schedule(self) -> None:
+        self.loop.call_soon_threadsafe(self.schedule)
+
+    def _resume_soon(self, g: G) -> None:
+        # After a bare yield: the loop has run its ready callbacks; back in line.
+        g._status = RUNNABLE
+        self.runqput(g)
+        if not self.active:
+            self.activate()
+
+    def _drain_inbox(self) -> None:
+        inbox = self.inbox
+        put = self.runq.append
+        while inbox:
+            put(inbox.popleft())
+
+    # -- the scheduling loop ---------------------------------------------------------------
+
+    def schedule(self) -> None:
+        """Run one batch of Gs. The order in which a P looks for work (Go's schedule and
+        findRunnable), as a priority list:
+
+        1. every 61st tick, one G from the global queue, so that it cannot starve;
+        2. runnext: the G this P just spawned or woke (it inherits the time slice);
+        3. the local run queue, FIFO;
+        4. the inbox: Gs readied for this P from other threads;
+        5. a fair share of the global queue;
+        6. half of a random victim's local queue (stealing);
+        7. nothing: park, by returning to the loop, which waits in epoll.
+
+        The G driver is inlined below: this loop is the hottest code in mnsched.
+        """
+        if not self.active:  # a stray wake-up of an idle P
+            self.activate()
+            return
+        sched = self.sched
+        glob = sched.runq
+        runq = self.runq
+        popleft = runq.popleft
+        loop = self.loop
+        ct = CURRENT_TASKS
+        if self.inbox:
+            self._drain_inbox()
+        now = time.monotonic()
+        deadline = now + BATCH_TIME
+        n = 0
+        while True:
+            if glob and self.tick % GLOBAL_CHECK_TICKS == 0:
+                g = sched.globrunqget(self, 1)
+                self.slice_start = now
+            else:
+                g = self.runnext
+                if g is not None:
+                    self.runnext = None  # inherits the time slice
+                else:
+                    self.slice_start = now
+                    if runq:
+                        g = popleft()
+                    else:
+                        g = self._findrunnable()
+                        if g is None:
+                            return  # parked
+
+            # Step g: send into its coroutine, in its context, as the loop's current task.
+            if g._status != RUNNABLE:
+                raise InternalError(f"executing {g!r}, which is not runnable")
+            self.curg = g
+            self.tick += 1
+            g._status = RUNNING
+            ct[loop] = g
+            try:
+                y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
+            except StopIteration as e:
+                del ct[loop]
+                self.curg = None
+                g._finish(e.value, None, self)
+            except BaseException as e:
+                del ct[loop]
+                self.curg = None
+                self._failed(g, e)
+            else:
+                del ct[loop]
+                self.curg = None
+                # Act on what it yielded. Most often a lock: gopark. g put itself in a
+                # wait queue under it; mark g parked before releasing it, so whoever
+                # finds g there finds it parked.
+                if type(y) is LockType:
+                    sl = STATE_LOCKS[hash(g) & _MASK]  # against a concurrent cancel()
+                    sl.acquire()
+                    g._status = PARKED
+                    if g._pend is CANCEL:
+                        g._pend = DELIVERED  # cancel() came first: we deliver it
+                        sl.release()
+                        y.release()
+                        g._waitq._cancel_wait(g)
+                    else:
+                        sl.release()
+                        y.release()
+                else:
+                    self._trap(g, y)
+            n += 1
+            if n % CLOCK_EVERY == 0:
+                now = time.monotonic()
+                if now - self.slice_start >= TIME_SLICE and self.runnext is not None:
+                    # The runnext chain used up its slice: to the back of the queue.
+                    self.runqput(self.runnext)
+                    self.runnext = None
+                if now >= deadline:
+                    break
+        # The batch is over: let the loop run I/O and timers. runnext keeps its place.
+        loop.call_soon(self.schedule)
+
+    def _failed(self, g: G, e: BaseException) -> None:
+        g._finish(None, e, self)
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            self.sched.rt.fatal_error(e)
+
+    def _findrunnable(self) -> G | None:
+        """Steps 4-7 of the priority list; None means this P has parked."""
+        sched = self.sched
+        rechecked = False
+        while True:
+            if self.inbox:
+                self._drain_inbox()
+                return self._got(self.runq.popleft())
+            if sched.runq and not self.retiring:
+                g = sched.globrunqget(self)
+                if g is not None:
+                    return self._got(g)
+            if len(sched.allp) > 1 and not self.retiring:
+                g = self._steal()
+                if g is not None:
+                    return self._got(g)
+            if not self._park():
+                continue
+            # Parked. Go re-checks every P's queue after dropping spinning, since work
+            # may have appeared after we looked. Do it once; a failed second steal parks.
+            if rechecked or self.retiring or not any(len(p.runq) > 1 for p in sched.allp):
+                return None
+            with sched.lock:
+                if self.active:
+                    return None  # someone already woke us: their callback will run
+                self.active = True
+                sched.unidle_locked(self)
+            rechecked = True
+
+    def _got(self, g: G) -> G:
+        if self.spinning:
+            self.sched.reset_spinning(self)
+        return g
+
+    def _steal(self) -> G | None:
+        sched = self.sched
+        allp, order = sched.allp, sched.order
+        if order.n != len(allp):
+            return None  # procresize in flight; look again next time
+        for i in order.walk(self.rand.getrandbits(32)):
+            victim = allp[i]
+            if victim is self or not victim.runq:
+                continue
+            batch = victim.runq.steal_half()
+            free = []
+            for g in batch:
+                if g._home is None:
+                    free.append(g)
+                else:  # pinned to the victim: give it back
+                    victim.inbox.append(g)
+            if len(free) < len(batch):
+                victim.wake()
+            if free:
+                self.nsteals += 1
+                self.nstolen += len(free)
+                for g in free:
+                    g._p = self
+                self.runq.extend(free[1:])
+                return free[0]
+        return None
+
+    def _park(self) -> bool:
+        """Go idle unless work arrived meanwhile; True if parked."""
+        sched = self.sched
+        with sched.lock:
+            if self.inbox or (sched.runq and not self.retiring):
+                return False
+            self.active = False
+            if not self.retiring:
+                sched.idle.append(self)
+            if self.spinning:
+                self.spinning = False
+                sched.nspinning -= 1
+        if self.retiring and self.npinned == 0 and len(self.timers) == 0:
+            self.loop.stop()  # drained: the thread closes the loop and exits
+        return True
+
+    def retire(self) -> None:
+        """gomaxprocs removed this P (run on its own thread). Its free Gs go to the global
+        queue; it keeps running only the Gs pinned to it, and stops once none is left."""
+        self.retiring = True
+        sched = self.sched
+        if self.runnext is not None:
+            self.runq.appendleft(self.runnext)
+            self.runnext = None
+        self._drain_inbox()
+        mine = [g for g in self.runq if g._home is not None]
+        free = [g for g in self.runq if g._home is None]
+        self.runq.clear()
+        self.runq.extend(mine)
+        with sched.lock:
+            sched.unidle_locked(self)
+        if free:
+            sched.globrunqputbatch(free)
+        if not self.active:
+            self.activate()  # its schedule parks at once, and stops the loop if drained
+
+    # -- the G driver -------------------------------------------------------------------------
+
+    def _throw_pending(self, g: G) -> Any:
+        pend = g._pend
+        g._pend = None
+        if pend in CANCELLING:
+            msg = getattr(g, "_cancel_msg", None)
+            pend = CancelledError() if msg is None else CancelledError(msg)
+        return g._ctx.run(g._coro.throw, pend)
+
+    def _trap(self, g: G, y: Any) -> None:
+        """Act on what g yielded, other than a park lock."""
+        if y is GOSCHED:
+            # Go puts a yielding G on the global queue: any P may take it.
+            g._status = RUNNABLE
+            if g._home is None:
+                g._p = None
+                self.sched.runq.append(g)
+            else:
+                self.runqput(g)
+        elif y is None:
+            # A bare yield (asyncio.sleep(0)): as for a Task, resume after the loop's
+            # other ready callbacks.
+            g._status = WAITING
+            self.loop.call_soon(self._resume_soon, g)
+        elif getattr(y, "_asyncio_future_blocking", None):
+            self._await_future(g, y)
+        else:
+            g._pend = RuntimeError(
+                f"goroutine {g!r} yielded {y!r}; goroutines may await coroutines, "
+                "asyncio futures and mnsched calls")
+            g._status = RUNNABLE
+            self.runqput(g)
+
+    def _await_future(self, g: G, fut: asyncio.Future) -> None:
+        """g awaits an asyncio future: it waits on the future's loop, pinned to this P."""
+        fut._asyncio_future_blocking = False
+        if g._home is None:
+            self.pin(g)
+        g._status = WAITING
+        g._futw = fut
+        floop = fut.get_loop()
+        if floop is self.loop:
+            fut.add_done_callback(self._wakeup_future(g))
+            if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
+                g._pend = None  # the future carries the cancellation now (as asyncio.Task)
+        else:
+            # Another loop's future: add the callback on that loop's thread; the G is
+            # readied back here when it completes.
+            try:
+                floop.call_soon_threadsafe(fut.add_done_callback, self._wakeup_future(g))
+            except RuntimeError as e:
+                g._futw = None
+                g._pend = RuntimeError(f"goroutine {g!r} awaits a future of a closed loop")
+                g._pend.__cause__ = e
+                g._status = RUNNABLE
+                self.runqput(g)
+
+    @staticmethod
+    def _wakeup_future(g: G) -> Callable[[asyncio.Future], None]:
+        def wakeup(_: asyncio.Future) -> None:
+            g._futw = None
+            ready(g)
+
+        return wakeup
+

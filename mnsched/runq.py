@@ -1,0 +1,63 @@
+"""A P's local run queue: FIFO, bounded, and stealable by half.
+
+Go keeps a 256-slot lock-free ring per P (runtime2.go: ``runq [256]guintptr``). Here a
+``collections.deque`` plays the ring: its append/popleft are atomic (under the GIL, and
+under per-object locking on free-threaded builds), so the owner and a thief may pop the
+head at the same time and every item still leaves exactly once.
+"""
+
+import threading
+from collections import deque
+
+# Go: len(p.runq) == 256. When the local queue is full, half of it moves to the global
+# queue (runqputslow), so other Ps can find it without stealing.
+LOCAL_QUEUE_SIZE = 256
+
+
+# A join handoff (P.handoff) looks for the awaited G this far from the queue's tail: a
+# G that spawns up to this many children and then awaits them keeps the tree
+# depth-first.
+JOIN_HANDOFF_DEPTH = 16
+
+
+class RunQ(deque):
+    """The owner appends and pops the head; thieves take half from the head.
+
+    ``lock`` is taken only by operations that need more than one deque step to stay
+    consistent against each other: a thief's grab and the owner's removal from the
+    middle (P.handoff). The owner's appends and pops never take it.
+    """
+
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def steal_half(self) -> list:
+        """Take half of the queue, rounded up, from the head (Go: runqgrab).
+
+        Safe against the owner popping at the same time: a pop that loses the race
+        ends the grab early instead of taking an item twice.
+        """
+        out = []
+        pop = self.popleft
+        with self.lock:
+            n = len(self)
+            try:
+                for _ in range(n - n // 2):
+                    out.append(pop())
+            except IndexError:
+                pass
+        return out
+
+    def take_half_for_global(self) -> list:
+        """Take half of a full queue (Go: runqputslow moves len/2 to the global queue)."""
+        out = []
+        pop = self.popleft
+        try:
+            for _ in range(len(self) // 2):
+                out.append(pop())
+        except IndexError:
+            pass
+        return out

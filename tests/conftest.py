@@ -1,0 +1,67 @@
+"""Shared fixtures: every runtime test runs at procs 1, 2 and 4, on uvloop and asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+
+import mnsched
+
+PROCS = (1, 2, 4)
+LOOPS = ("uvloop", "asyncio")
+
+
+@pytest.fixture(params=[(p, lk) for lk in LOOPS for p in PROCS],
+                ids=lambda v: f"procs{v[0]}-{v[1]}")
+def rt_params(request: pytest.FixtureRequest) -> tuple[int, str]:
+    return request.param
+
+
+@pytest.fixture
+def procs(rt_params: tuple[int, str]) -> int:
+    return rt_params[0]
+
+
+@pytest.fixture
+def run(rt_params: tuple[int, str]) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    """mnsched.run at this test's procs and loop kind."""
+    nprocs, loop = rt_params
+
+    def _run(main: Coroutine[Any, Any, Any]) -> Any:
+        return mnsched.run(main, procs=nprocs, loop=loop)
+
+    return _run
+
+
+@pytest.fixture
+def runtime(rt_params: tuple[int, str]):
+    """A started Runtime at this test's procs and loop kind, closed afterwards."""
+    nprocs, loop = rt_params
+    rt = mnsched.Runtime(procs=nprocs, loop=loop).start()
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads():
+    """Nothing a test starts may outlive it: every P and M thread is joined."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leaked = [t for t in threading.enumerate()
+              if t.ident not in before and t.name.startswith("mnsched")]
+    assert not leaked, f"threads leaked: {leaked}"
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll a condition from a goroutine, bounded: for state that has no event to await."""
+    loop_deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        if asyncio.get_running_loop().time() > loop_deadline:
+            raise AssertionError("condition not met within timeout")
+        await mnsched.sleep(0.001)

@@ -1,0 +1,295 @@
+"""asyncio and anyio code keeps working inside goroutines, at every P count."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+
+import anyio
+import pytest
+
+import mnsched
+
+
+def test_current_task_is_the_goroutine(run):
+    async def main():
+        g = mnsched.go(_me())
+        me = await g
+        return me is g, asyncio.current_task() is not None
+
+    assert run(main()) == (True, True)
+
+
+async def _me():
+    return asyncio.current_task()
+
+
+def test_asyncio_sleep_and_mnsched_sleep_mix(run):
+    async def worker(i):
+        await asyncio.sleep(0.001)
+        await mnsched.sleep(0.001)
+        await asyncio.sleep(0)
+        await mnsched.gosched()
+        return i
+
+    async def main():
+        gs = [mnsched.go(worker(i)) for i in range(50)]
+        return sum([await g for g in gs])
+
+    assert run(main()) == sum(range(50))
+
+
+def test_asyncio_timeout_expires_around_mnsched_and_asyncio_waits(run):
+    async def main():
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await mnsched.sleep(10)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await asyncio.sleep(10)
+        inner = mnsched.go(mnsched.sleep(10))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.02):
+                await inner
+        assert inner.cancelled() or (await _settle(inner))
+        async with asyncio.timeout(5):
+            await mnsched.sleep(0.001)
+        assert asyncio.current_task().cancelling() == 0
+        return await asyncio.wait_for(mnsched.go(mnsched.sleep(0.001, "ok")), 5)
+
+    assert run(main()) == "ok"
+
+
+async def _settle(g):
+    try:
+        await g
+    except asyncio.CancelledError:
+        return True
+    return False
+
+
+def test_taskgroup_inside_goroutines(run):
+    async def child(i):
+        await asyncio.sleep(0.001)
+        return i * i
+
+    async def worker(k):
+        async with asyncio.TaskGroup() as tg:
+            ts = [tg.create_task(child(i)) for i in range(5)]
+            await mnsched.sleep(0.001)  # a park point inside the group
+        return k + sum(t.result() for t in ts)
+
+    async def main():
+        gs = [mnsched.go(worker(k)) for k in range(20)]
+        return sum([await g for g in gs])
+
+    assert run(main()) == sum(range(20)) + 20 * sum(i * i for i in range(5))
+
+
+def test_taskgroup_failure_propagates(run):
+    async def bad():
+        await asyncio.sleep(0)
+        raise ValueError("in child")
+
+    async def main():
+        with pytest.raises(ExceptionGroup) as info:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(bad())
+                tg.create_task(asyncio.sleep(10))
+        return info.value.exceptions[0].args[0]
+
+    assert run(main()) == "in child"
+
+
+def test_gather_queue_and_to_thread_inside_goroutine(run):
+    async def main():
+        q: asyncio.Queue[int] = asyncio.Queue()
+
+        async def producer():
+            for i in range(10):
+                await q.put(i)
+
+        results = await asyncio.gather(producer(), asyncio.to_thread(sum, [1, 2, 3]))
+        got = [q.get_nowait() for _ in range(10)]
+        return results[1], got
+
+    assert run(main()) == (6, list(range(10)))
+
+
+def test_asyncio_streams_between_goroutines(run, procs):
+    async def handle(reader, writer):
+        data = await reader.readline()
+        writer.write(data.upper())
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async def client(port, i):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"hello {i}\n".encode())
+        await writer.drain()
+        line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+        return line.decode().strip()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            gs = [mnsched.go(client(port, i)) for i in range(30)]
+            return [await g for g in gs]
+
+    assert run(main()) == [f"HELLO {i}" for i in range(30)]
+
+
+def test_contextvars_flow_into_tasks_and_goroutines(run):
+    var = contextvars.ContextVar("v", default=None)
+
+    async def read():
+        await asyncio.sleep(0)
+        return var.get()
+
+    async def main():
+        var.set("main")
+        from_task = await asyncio.create_task(read())
+        from_g = await mnsched.go(read())
+        return from_task, from_g
+
+    assert run(main()) == ("main", "main")
+
+
+def test_async_generators_inside_goroutines(run):
+    async def agen():
+        try:
+            for i in range(3):
+                await mnsched.sleep(0)
+                yield i
+        finally:
+            await asyncio.sleep(0)
+
+    async def main():
+        out = [x async for x in agen()]
+        g = mnsched.go(_consume_one(agen()))
+        return out, await g
+
+    assert run(main()) == ([0, 1, 2], 0)
+
+
+async def _consume_one(ag):
+    async for x in ag:
+        await ag.aclose()
+        return x
+
+
+# -- anyio --------------------------------------------------------------------------------
+
+
+def test_anyio_task_group_and_sleep(run):
+    async def worker(i, results):
+        await anyio.sleep(0.001)
+        results.append(i)
+
+    async def main():
+        results: list[int] = []
+        async with anyio.create_task_group() as tg:
+            for i in range(10):
+                tg.start_soon(worker, i, results)
+        return sorted(results)
+
+    assert run(mnsched_anyio(main)) == list(range(10))
+
+
+def mnsched_anyio(fn):
+    async def wrapper():
+        return await fn()
+
+    return wrapper()
+
+
+def test_anyio_cancel_scopes(run):
+    async def main():
+        with anyio.move_on_after(0.02) as scope:
+            await mnsched.sleep(10)
+        assert scope.cancelled_caught
+        with anyio.move_on_after(0.02) as scope:
+            await anyio.sleep(10)
+        assert scope.cancelled_caught
+        with pytest.raises(TimeoutError):
+            with anyio.fail_after(0.02):
+                await anyio.sleep(10)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(anyio.sleep, 10)
+            await anyio.sleep(0.001)
+            tg.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await anyio.sleep(0.001)
+        return "ok"
+
+    assert run(main()) == "ok"
+
+
+def test_anyio_memory_streams_and_to_thread(run):
+    async def main():
+        send, receive = anyio.create_memory_object_stream[int](5)
+
+        async def produce():
+            async with send:
+                for i in range(20):
+                    await send.send(i)
+
+        total = 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async with receive:
+                async for v in receive:
+                    total += v
+        total += await anyio.to_thread.run_sync(sum, [1, 2, 3])
+        return total
+
+    assert run(main()) == sum(range(20)) + 6
+
+
+def test_anyio_sockets(run):
+    async def main():
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+
+        async def serve(conn):
+            async with conn:
+                data = await conn.receive()
+                await conn.send(data[::-1])
+
+        async def client(i):
+            async with await anyio.connect_tcp("127.0.0.1", port) as c:
+                await c.send(f"abc{i}".encode())
+                return (await c.receive()).decode()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, serve)
+            gs = [mnsched.go(client(i)) for i in range(10)]
+            out = [await g for g in gs]
+            tg.cancel_scope.cancel()
+        return out
+
+    assert run(main()) == [f"abc{i}"[::-1] for i in range(10)]
+
+
+def test_goroutine_pinned_after_asyncio_use_stays_on_its_p(run, procs):
+    async def worker():
+        await asyncio.sleep(0)  # not a future: no pin
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(fut.set_result, None)
+        await fut  # an asyncio future: pinned from here on
+        home = asyncio.get_running_loop()
+        for _ in range(20):
+            await mnsched.gosched()
+            await mnsched.sleep(0)
+            assert asyncio.get_running_loop() is home
+        return True
+
+    async def main():
+        gs = [mnsched.go(worker()) for _ in range(8)]
+        return all([await g for g in gs])
+
+    assert run(main())

@@ -1,0 +1,446 @@
+"""The goroutine API and the runtime's lifecycle: run, go, handles, errors, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+
+import pytest
+
+import mnsched
+from mnsched import BlockingCallError, RuntimeClosedError
+
+
+async def double(x):
+    return 2 * x
+
+
+def test_run_returns_main_result(run):
+    async def main():
+        return 42
+
+    assert run(main()) == 42
+
+
+def test_go_and_await_handles(run):
+    async def main():
+        gs = [mnsched.go(double(i)) for i in range(100)]
+        return [await g for g in gs]
+
+    assert run(main()) == [2 * i for i in range(100)]
+
+
+def test_go_decorator_spawns_on_each_call(run):
+    @mnsched.go
+    async def worker(x):
+        await mnsched.gosched()
+        return x + 1
+
+    async def main():
+        gs = [worker(i) for i in range(10)]
+        assert all(isinstance(g, mnsched.G) for g in gs)
+        return sum([await g for g in gs])
+
+    assert run(main()) == sum(range(1, 11))
+
+
+def test_nested_spawns_and_sleep(run):
+    async def tree(depth):
+        if depth == 0:
+            await mnsched.sleep(0.001)
+            return 1
+        gs = [mnsched.go(tree(depth - 1)) for _ in range(3)]
+        return sum([await g for g in gs])
+
+    assert run(tree(5)) == 3**5
+
+
+def test_awaiting_a_goroutine_from_another_goroutine_on_any_p(run, procs):
+    async def main():
+        start = asyncio.Event()  # pins main to P0: waiters below run elsewhere
+        target = mnsched.go(mnsched.sleep(0.01, "ok"))
+
+        async def waiter():
+            return await target
+
+        ws = [mnsched.go(waiter()) for _ in range(20)]
+        start.set()
+        return [await w for w in ws]
+
+    assert run(main()) == ["ok"] * 20
+
+
+def test_exception_reaches_awaiter_with_traceback(run):
+    async def boom():
+        await mnsched.gosched()
+        raise KeyError("boom")
+
+    async def main():
+        g = mnsched.go(boom())
+        with pytest.raises(KeyError) as info:
+            await g
+        return [f.name for f in info.traceback]
+
+    names = run(main())
+    assert "boom" in names
+
+
+def test_exception_of_main_propagates_from_run(run):
+    async def main():
+        raise ValueError("from main")
+
+    with pytest.raises(ValueError, match="from main"):
+        run(main())
+
+
+def test_unawaited_exception_is_logged_once_at_finish(run, caplog):
+    finished = threading.Event()
+
+    async def fails():
+        try:
+            raise RuntimeError("nobody listens")
+        finally:
+            finished.set()
+
+    async def main():
+        mnsched.go(fails())  # not referenced
+        while not finished.is_set():
+            await mnsched.sleep(0.001)
+        for _ in range(10):
+            await mnsched.gosched()
+
+    with caplog.at_level(logging.ERROR, logger="mnsched"):
+        run(main())
+    logged = [r for r in caplog.records if "nobody listens" in r.getMessage()]
+    assert len(logged) == 1
+    assert "nobody was awaiting it" in logged[0].getMessage()
+
+
+def test_unreferenced_goroutine_runs_to_completion(run):
+    done = threading.Event()
+
+    async def work():
+        for _ in range(100):
+            await mnsched.gosched()
+        done.set()
+
+    async def main():
+        mnsched.go(work())
+        while not done.is_set():
+            await mnsched.sleep(0.001)
+        return True
+
+    assert run(main())
+
+
+def test_cancel_runs_finally_once_and_awaiter_sees_cancelled(run):
+    events = []
+
+    async def sleeper(started):
+        try:
+            started.set()
+            await mnsched.sleep(60)
+        finally:
+            events.append("finally")
+
+    async def main():
+        started = threading.Event()
+        g = mnsched.go(sleeper(started))
+        while not started.is_set():
+            await mnsched.gosched()
+        assert g.cancel("stop")
+        with pytest.raises(asyncio.CancelledError):
+            await g
+        assert g.cancelled() and g.done()
+        assert not g.cancel()  # already done
+        return events
+
+    assert run(main()) == ["finally"]
+
+
+def test_cancel_before_first_step_never_runs_body(run):
+    ran = []
+
+    async def body():
+        ran.append(1)
+
+    async def main():
+        g = mnsched.go(body())
+        g.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await g
+        return ran
+
+    assert run(main()) == []
+
+
+def test_cancelling_the_awaiter_cancels_the_awaited_goroutine(run):
+    # As with asyncio tasks: cancelling a G that awaits another G propagates into it.
+    async def main():
+        inner = mnsched.go(mnsched.sleep(60))
+        outer = mnsched.go(_await(inner))
+        await mnsched.sleep(0.01)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        with pytest.raises(asyncio.CancelledError):
+            await inner
+
+    run(main())
+
+
+async def _await(g):
+    return await g
+
+
+def test_shutdown_cancels_every_goroutine_and_runs_finally_once(run):
+    finals = []
+    lock = threading.Lock()
+    n = 50
+
+    async def forever(i, started):
+        try:
+            started.release()
+            await mnsched.sleep(3600)
+        finally:
+            with lock:
+                finals.append(i)
+
+    async def main():
+        started = threading.Semaphore(0)
+        for i in range(n):
+            mnsched.go(forever(i, started))
+        for _ in range(n):
+            while not started.acquire(blocking=False):
+                await mnsched.gosched()
+        return "main done"
+
+    assert run(main()) == "main done"
+    assert sorted(finals) == list(range(n))
+
+
+def test_num_goroutine_returns_to_one(run):
+    async def main():
+        gs = [mnsched.go(mnsched.sleep(0.001)) for _ in range(200)]
+        assert mnsched.num_goroutine() >= 1
+        for g in gs:
+            await g
+        return mnsched.num_goroutine()
+
+    assert run(main()) == 1
+
+
+def test_contextvars_copied_from_spawner(run):
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def child():
+        seen = var.get()
+        var.set("child")  # must not leak back
+        await mnsched.gosched()
+        return seen
+
+    async def main():
+        var.set("parent")
+        g = mnsched.go(child())
+        var.set("after spawn")  # the child's copy was taken at spawn
+        seen = await g
+        return seen, var.get()
+
+    assert run(main()) == ("parent", "after spawn")
+
+
+def test_gomaxprocs_reports_and_changes_procs(procs):
+    async def main():
+        assert mnsched.gomaxprocs() == procs
+        old = mnsched.gomaxprocs(procs + 1)
+        assert old == procs and mnsched.gomaxprocs() == procs + 1
+        gs = [mnsched.go(double(i)) for i in range(1000)]
+        total = sum([await g for g in gs])
+        mnsched.gomaxprocs(1)
+        gs = [mnsched.go(double(i)) for i in range(1000)]
+        total += sum([await g for g in gs])
+        return total, mnsched.gomaxprocs()
+
+    assert mnsched.run(main(), procs=procs) == (2 * 2 * sum(range(1000)), 1)
+
+
+def test_procs_from_environment(monkeypatch):
+    monkeypatch.setenv("MNSCHED_PROCS", "3")
+
+    async def main():
+        return mnsched.gomaxprocs()
+
+    assert mnsched.run(main()) == 3
+    monkeypatch.setenv("MNSCHED_PROCS", "zero")
+    with pytest.raises(ValueError, match="MNSCHED_PROCS"):
+        mnsched.Runtime()
+
+
+@pytest.mark.parametrize("bad, exc", [(0, ValueError), (-2, ValueError), (1.5, TypeError),
+                                      ("2", TypeError), (True, TypeError)])
+def test_bad_procs_are_rejected(bad, exc):
+    with pytest.raises(exc, match="procs"):
+        mnsched.Runtime(procs=bad)
+    coro = double(1)
+    with pytest.raises(exc, match="procs"):
+        mnsched.run(coro, procs=bad)
+
+
+def test_bad_loop_kind_is_rejected():
+    with pytest.raises(ValueError, match="loop must be one of"):
+        mnsched.Runtime(loop="trio")
+
+
+def test_go_rejects_non_coroutines(runtime):
+    def plain():
+        return 1
+
+    async def coro_fn():
+        return 1
+
+    with pytest.raises(TypeError, match="needs a coroutine"):
+        runtime.go(plain)
+    with pytest.raises(TypeError, match="call it"):
+        runtime.go(coro_fn)
+    with pytest.raises(TypeError, match="needs a coroutine"):
+        runtime.go(42)
+    with pytest.raises(TypeError, match="needs a coroutine"):
+        mnsched.go(None)
+
+
+def test_spawning_on_a_closed_runtime_fails_clearly(rt_params):
+    rt = mnsched.Runtime(procs=rt_params[0], loop=rt_params[1]).start()
+    rt.close()
+    with pytest.raises(RuntimeClosedError, match="cannot spawn"):
+        rt.go(double(1))
+    never_started = mnsched.Runtime(procs=1)
+    with pytest.raises(RuntimeClosedError):
+        never_started.go(double(1))
+
+
+def test_blocking_result_inside_a_goroutine_is_refused(run):
+    async def main():
+        g = mnsched.go(double(2))
+        with pytest.raises(BlockingCallError, match="use 'await g'"):
+            g.result()
+        return await g
+
+    assert run(main()) == 4
+
+
+def test_run_inside_a_running_loop_is_refused():
+    async def host():
+        with pytest.raises(RuntimeError, match="cannot be called from a running event loop"):
+            mnsched.run(double(1))
+
+    asyncio.run(host())
+
+
+def test_runtime_as_sync_context_manager(rt_params):
+    with mnsched.Runtime(procs=rt_params[0], loop=rt_params[1]) as rt:
+        gs = [rt.go(double(i)) for i in range(100)]
+        # mnsched.go outside any P resolves to the runtime of the with-block
+        gs.append(mnsched.go(double(100)))
+        assert [g.result(timeout=10) for g in gs] == [2 * i for i in range(101)]
+    with pytest.raises(RuntimeClosedError):
+        rt.go(double(1))
+
+
+def test_result_timeout_from_a_plain_thread(runtime):
+    g = runtime.go(mnsched.sleep(10))
+    with pytest.raises(TimeoutError):
+        g.result(timeout=0.05)
+    g.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        g.result(timeout=10)
+    assert g.exception is not None
+
+
+def test_exception_method(runtime):
+    async def boom():
+        raise OSError("x")
+
+    g = runtime.go(boom())
+    assert isinstance(g.exception(timeout=10), OSError)
+    ok = runtime.go(double(1))
+    assert ok.exception(timeout=10) is None
+
+
+def test_await_from_a_foreign_asyncio_loop(runtime):
+    async def host():
+        g = runtime.go(mnsched.sleep(0.01, "slept"))
+        return await g
+
+    assert asyncio.run(host()) == "slept"
+
+
+def test_cancelling_a_foreign_awaiter_cancels_the_goroutine(runtime):
+    # As asyncio.wrap_future: the cancel crosses over.
+    async def host():
+        g = runtime.go(mnsched.sleep(60))
+        waiter = asyncio.ensure_future(_await(g))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        return g
+
+    g = asyncio.run(host())
+    with pytest.raises(asyncio.CancelledError):
+        g.result(timeout=10)
+
+
+def test_await_outside_any_loop_is_refused(runtime):
+    g = runtime.go(double(1))
+    g.result(timeout=10)
+    it = g.__await__()
+    assert next(it, None) is None or True  # done: completes without a loop
+    pending = runtime.go(mnsched.sleep(10))
+    with pytest.raises(RuntimeError, match="needs a goroutine or a running event loop"):
+        pending.__await__().send(None)
+    pending.cancel()
+
+
+def test_many_start_close_cycles_leak_no_threads():
+    before = threading.active_count()
+    for i in range(100):
+        rt = mnsched.Runtime(procs=1 + i % 4, loop=("uvloop", "asyncio")[i % 2]).start()
+        rt.go(double(i)).result(timeout=10)
+        rt.close()
+    assert threading.active_count() == before
+
+
+def test_default_runtime_serves_go_outside_any_runtime():
+    g = mnsched.go(double(21))
+    assert g.result(timeout=10) == 42
+    rt = mnsched.current_runtime()
+    assert not rt.closed
+    rt.close()  # normally closed at interpreter exit
+    assert mnsched.go(double(1)).result(timeout=10) == 2  # a new one starts on demand
+    mnsched.current_runtime().close()
+
+
+def test_stats_add_up(run):
+    async def main():
+        gs = [mnsched.go(double(i)) for i in range(500)]
+        for g in gs:
+            await g
+        return mnsched.current_runtime().stats()
+
+    st = run(main())
+    assert st["spawned"] == st["finished"] + st["goroutines"]
+    assert st["goroutines"] == 1  # main, still running when it took the stats
+
+
+def test_keyboard_interrupt_in_a_goroutine_ends_run(run):
+    async def interrupt():
+        raise KeyboardInterrupt
+
+    async def main():
+        mnsched.go(interrupt())
+        await mnsched.sleep(60)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(main())
