@@ -2,7 +2,7 @@
 
 from .errors import BlockingCallError, InternalError, MnschedError, RuntimeClosedError
 from .g import G
-from .proc import go, gomaxprocs, gosched, num_goroutine, sleep
+from .proc import blocking, go, gomaxprocs, gosched, num_goroutine, sleep, stats, syscall
 from .runtime import Runtime, current_runtime, run
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "MnschedError",
     "Runtime",
     "RuntimeClosedError",
+    "blocking",
     "current_runtime",
     "go",
     "gomaxprocs",
@@ -19,5 +20,7 @@ __all__ = [
     "num_goroutine",
     "run",
     "sleep",
+    "stats",
+    "syscall",
 ]
 __version__ = "0.1.0"

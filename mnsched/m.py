@@ -1,11 +1,35 @@
-"""M: an OS thread.
+"""M: OS threads. Each P runs on one; blocking calls run on extra Ms.
 
-Each P runs on one M (its own thread, or the caller's thread for ``run``'s P0). The
-thread-local below is Go's ``getg().m.p``: it tells scheduler code which P, if any,
-owns the current thread, so that spawning and waking stay thread-local when they can.
+The thread-local ``m`` is Go's ``getg().m.p``: it tells scheduler code which P, if any,
+owns the current thread, so spawning and waking stay thread-local when they can.
+
+``syscall(fn)`` (Go's entersyscall/exitsyscall, done the asyncio way): the goroutine
+parks, ``fn`` runs on an M thread, and the P goes on with other goroutines at once. Ms
+are reused when idle, started fresh when none is (so many blocking calls overlap, unlike
+a small fixed pool), capped (calls beyond the cap wait in line, none is lost), and
+retired after sitting idle for a while.
 """
 
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import queue
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .g import G
+
+# Go's default limit on OS threads (runtime/debug.SetMaxThreads) is 10000.
+MAX_THREADS = 10_000
+# An M with nothing to do for this long exits (Go keeps its Ms; Python threads cost
+# more to keep around than to start again).
+M_IDLE_TIMEOUT = 10.0
 
 
 class _M(threading.local):
@@ -14,3 +38,171 @@ class _M(threading.local):
 
 
 m = _M()
+
+
+class Call:
+    """One blocking call. While it runs it is its goroutine's wait queue (for cancel)."""
+
+    __slots__ = ("args", "ctx", "done", "exc", "fn", "g", "kwargs", "lock", "loopfut", "result")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict,
+                 ctx: contextvars.Context, g: G | None) -> None:
+        self.fn, self.args, self.kwargs, self.ctx, self.g = fn, args, kwargs, ctx, g
+        self.lock = threading.Lock()
+        self.done = False
+        self.result: Any = None
+        self.exc: BaseException | None = None
+        self.loopfut: asyncio.Future | None = None  # for callers that are not goroutines
+
+    def run(self) -> None:
+        try:
+            result = self.ctx.run(self.fn, *self.args, **self.kwargs)
+            exc = None
+        except BaseException as e:  # delivered to the caller, never swallowed here
+            result, exc = None, e
+        with self.lock:
+            self.done = True
+            self.result, self.exc = result, exc
+            g, self.g = self.g, None
+        if g is not None:
+            g._sched.exitsyscall(g)
+        elif self.loopfut is not None:
+            _complete_soon(self.loopfut, result, exc)
+
+    def _cancel_wait(self, g: G) -> None:
+        # The goroutine is cancelled while the call runs: like asyncio.to_thread, it
+        # stops waiting at once; the thread finishes the call and its result is dropped.
+        with self.lock:
+            if self.g is not g:
+                return  # finished meanwhile: exitsyscall readies it
+            self.g = None
+        g._sched.exitsyscall(g)
+
+
+def _complete_soon(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+    def complete() -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+
+    try:
+        fut.get_loop().call_soon_threadsafe(complete)
+    except RuntimeError:
+        pass  # the caller's loop is closed: nobody is left to tell
+
+
+class MPool:
+    """The syscall threads of one runtime. Idle Ms wait LIFO (the warmest first).
+
+    Creating a thread costs ~125 us of kernel time here, and ``Thread.start`` waits for
+    the new thread to run, which under GIL contention waits longer still. So neither the
+    submitting P nor the Ms start threads: a starter thread does (as Go starts Ms from
+    its template thread), one after another while calls wait, and meanwhile every M that
+    finishes a call takes the next waiting one.
+    """
+
+    def __init__(self, max_threads: int = MAX_THREADS, idle_timeout: float = M_IDLE_TIMEOUT):
+        self.max_threads = max_threads
+        self.idle_timeout = idle_timeout
+        self.lock = threading.Lock()
+        self.idle: list[queue.SimpleQueue] = []  # each idle M waits on its own mailbox
+        self.pending: deque[Call] = deque()  # calls no M has taken yet
+        self.threads: set[threading.Thread] = set()
+        self.nstarting = 0  # Ms started that have not taken a call yet
+        self.closed = False
+        self.nstarted = 0  # Ms ever started
+        self.ncalls = 0
+        self._ids = itertools.count(1)
+        self._wake_starter = threading.Condition(self.lock)
+        self._starter: threading.Thread | None = None
+
+    def submit(self, call: Call) -> None:
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("the runtime is closed")
+            self.ncalls += 1
+            if self.idle:
+                self.idle.pop().put(call)
+                return
+            self.pending.append(call)
+            if self._starter is None:
+                self._starter = threading.Thread(target=self._start_ms, daemon=True,
+                                                 name="mnsched-mstart")
+                self._starter.start()
+            else:
+                self._wake_starter.notify()
+
+    def _start_ms(self) -> None:
+        """The starter: start an M whenever a call waits and no M is on its way for it."""
+        while True:
+            with self.lock:
+                while not self.closed and not (
+                        len(self.pending) > self.nstarting
+                        and len(self.threads) < self.max_threads):
+                    self._wake_starter.wait()
+                if self.closed:
+                    return
+                self.nstarting += 1
+                t = threading.Thread(target=self._main, daemon=True,
+                                     name=f"mnsched-M{next(self._ids)}")
+                self.threads.add(t)
+                self.nstarted += 1
+            t.start()
+
+    def _main(self) -> None:
+        mailbox: queue.SimpleQueue = queue.SimpleQueue()
+        me = threading.current_thread()
+        with self.lock:
+            self.nstarting -= 1
+        while True:
+            with self.lock:
+                if self.pending:
+                    call = self.pending.popleft()
+                elif self.closed:
+                    break
+                else:
+                    self.idle.append(mailbox)
+                    call = None
+            if call is None:
+                try:
+                    call = mailbox.get(timeout=self.idle_timeout)
+                except queue.Empty:
+                    with self.lock:
+                        if mailbox in self.idle:
+                            self.idle.remove(mailbox)  # nobody can hand us work any more
+                            break
+                    call = mailbox.get()  # handed work just as we timed out
+                if call is None:
+                    break  # closing
+            call.run()
+        with self.lock:
+            self.threads.discard(me)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(threads, idle threads)."""
+        with self.lock:
+            return len(self.threads), len(self.idle)
+
+    def close(self, timeout: float) -> list[threading.Thread]:
+        """Stop idle Ms and join every M; returns those still running a call."""
+        with self.lock:
+            self.closed = True
+            self._wake_starter.notify()
+            idle, self.idle = self.idle, []
+            threads = list(self.threads)
+            starter = self._starter
+        for mailbox in idle:
+            mailbox.put(None)
+        deadline = time.monotonic() + timeout
+        if starter is not None:
+            starter.join(max(0.0, deadline - time.monotonic()))
+            with self.lock:  # it may have started a last M meanwhile
+                threads = list(self.threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return [t for t in threads if t.is_alive()]
+

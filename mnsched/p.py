@@ -116,18 +116,32 @@ class P:
         self._make_loop = make_loop
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread: threading.Thread | None = None
-        self.runnext: G | None = None  # the G to run next: just spawned or just woken here
+        # The G to run next, just spawned or woken here: a one-slot deque, because sysmon
+        # may take it from another thread while this P's thread is stuck in a step that
+        # spawns. Its append and popleft are atomic, so a G leaves it exactly once.
+        self.runnext: deque[G] = deque()
         self.runq = RunQ()  # local FIFO run queue, stealable
         self.inbox: deque[G] = deque()  # Gs readied for this P by other threads
         self.timers = Timers(self)
         self.curg: G | None = None  # the G being stepped right now
         self.tick = 0  # steps taken; sysmon watches it move
         self.slice_start = 0.0  # when the current time slice began (see TIME_SLICE)
+        # sysmon's view: the tick it last saw, when it saw it change, and the current
+        # stuck episode (when it began, and in which G).
+        self.sm_tick = -1
+        self.sm_when = 0.0
+        # The clock reading the scheduling loop takes every CLOCK_EVERY steps anyway: a
+        # step that is stuck began after it (give or take a few short steps).
+        self.last_clock = 0.0
+        self.stuck_since = 0.0
+        self.stuck_g: G | None = None
+        self.thread_ident = 0
         # active: a schedule callback is queued or running (else the P is idle, parked in
         # its loop). Changed under sched.lock, except that the owner may read it unlocked.
         self.active = False
         self.spinning = False  # woken to look for work and has not found any yet
         self.retiring = False  # removed by gomaxprocs; runs only its pinned Gs until done
+        self.stopped = False  # its loop has stopped
         self.npinned = 0
         # Pushes by runqput, less removals by handoff: stamped on a G as it is pushed
         # (G._qpos), the difference bounds from below how far it is from the tail.
@@ -144,6 +158,7 @@ class P:
     # -- thread and loop ---------------------------------------------------------------
 
     def create_loop(self) -> None:
+        self.thread_ident = threading.get_ident()
         loop = self._make_loop()
         # A task created from inside a goroutine belongs to this loop; so does the G now.
         loop.set_task_factory(self._task_factory)
@@ -160,6 +175,7 @@ class P:
                 self.loop.run_forever()
             finally:
                 started.set()
+                self.stopped = True
                 self.close_loop()
                 m.p = None
 
@@ -228,15 +244,22 @@ class P:
             self.sched.globrunqputbatch([g])
             return
         g._p = self
-        old = self.runnext
-        self.runnext = g
-        if old is not None:
-            self.runqput(old)
+        self._put_next(g)
         if not self.active:
             self.activate()
         sched = self.sched
         if sched.idle and not sched.nspinning:
             sched.wakep_locked()
+
+    def _put_next(self, g: G) -> None:
+        """g into runnext; whatever was there goes to the tail of the queue."""
+        rn = self.runnext
+        rn.append(g)
+        if len(rn) > 1:
+            try:
+                self.runqput(rn.popleft())
+            except IndexError:
+                pass  # sysmon took it meanwhile
 
     def handoff(self, g: G) -> None:
         """The running G is about to wait for g, which is runnable here: run g next.
@@ -245,9 +268,8 @@ class P:
         this keeps fork-join trees depth-first (flat memory), while the queue stays FIFO
         for everything else. Owner thread only.
         """
-        old = self.runnext
-        if old is g or self.qseq - g._qpos >= JOIN_HANDOFF_DEPTH:
-            return  # next in line anyway, or surely not near the tail
+        if self.qseq - g._qpos >= JOIN_HANDOFF_DEPTH:
+            return  # in runnext (never pushed since), or surely not near the tail
         q = self.runq
         with q.lock:  # against a thief shifting the indexes
             try:
@@ -256,9 +278,7 @@ class P:
                 return  # not near the tail after all
             del q[i]
         self.qseq -= 1
-        self.runnext = g
-        if old is not None:
-            self.runqput(old)
+        self._put_next(g)
 
     def activate(self) -> None:
         """Work appeared on this idle P from its own thread (a timer, I/O, a spawn from a
@@ -320,22 +340,31 @@ class P:
         glob = sched.runq
         runq = self.runq
         popleft = runq.popleft
+        rn = self.runnext
+        popnext = rn.popleft
         loop = self.loop
         ct = CURRENT_TASKS
         if self.inbox:
             self._drain_inbox()
-        now = time.monotonic()
+        if self.spinning and (rn or runq):
+            sched.reset_spinning(self)  # woken to look for work, and it has some here
+        self.last_clock = now = time.monotonic()
         deadline = now + BATCH_TIME
         n = 0
         while True:
-            if glob and self.tick % GLOBAL_CHECK_TICKS == 0:
-                g = sched.globrunqget(self, 1)
+            if glob and self.tick % GLOBAL_CHECK_TICKS == 0 \
+                    and (g := sched.globrunqget(self, 1)) is not None:
+                if self.spinning:
+                    sched.reset_spinning(self)
                 self.slice_start = now
             else:
-                g = self.runnext
-                if g is not None:
-                    self.runnext = None  # inherits the time slice
-                else:
+                g = None
+                if rn:
+                    try:
+                        g = popnext()  # inherits the time slice
+                    except IndexError:
+                        pass  # sysmon took it
+                if g is None:
                     self.slice_start = now
                     if runq:
                         g = popleft()
@@ -383,11 +412,13 @@ class P:
                     self._trap(g, y)
             n += 1
             if n % CLOCK_EVERY == 0:
-                now = time.monotonic()
-                if now - self.slice_start >= TIME_SLICE and self.runnext is not None:
+                self.last_clock = now = time.monotonic()
+                if now - self.slice_start >= TIME_SLICE and rn:
                     # The runnext chain used up its slice: to the back of the queue.
-                    self.runqput(self.runnext)
-                    self.runnext = None
+                    try:
+                        self.runqput(popnext())
+                    except IndexError:
+                        pass
                 if now >= deadline:
                     break
         # The batch is over: let the loop run I/O and timers. runnext keeps its place.
@@ -480,9 +511,8 @@ class P:
         queue; it keeps running only the Gs pinned to it, and stops once none is left."""
         self.retiring = True
         sched = self.sched
-        if self.runnext is not None:
-            self.runq.appendleft(self.runnext)
-            self.runnext = None
+        while self.runnext:
+            self.runq.appendleft(self.runnext.popleft())
         self._drain_inbox()
         mine = [g for g in self.runq if g._home is not None]
         free = [g for g in self.runq if g._home is None]

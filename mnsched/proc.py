@@ -6,20 +6,22 @@ thread runs, else the runtime made current by ``with Runtime()``, else the one
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import math
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from .g import G
-from .m import m
+from .m import Call, m
 from .p import GOSCHED
 from .runtime import check_coroutine, current_runtime, spawn
 
 T = TypeVar("T")
+PS = ParamSpec("PS")
 
 
 @overload
@@ -87,6 +89,65 @@ async def sleep(delay: float, result: T = None) -> T:
     g._waitq = timers.add_locked(time.monotonic() + delay, g)
     await _trap(timers.lock)  # gopark: the driver releases the lock once g is parked
     return result
+
+
+async def syscall(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run the blocking ``fn(*args, **kwargs)`` on an M thread and return its result.
+
+    The goroutine parks while the call runs and its P goes on with other goroutines; when
+    the call returns the goroutine is readied on its old P if it can be, else on any P.
+    ``fn`` sees a copy of the goroutine's contextvars, as under ``asyncio.to_thread``.
+    Cancelling the goroutine stops the wait at once; the call itself runs to its end and
+    its result is dropped. From a plain asyncio task it runs on the same M threads.
+    """
+    if not callable(fn):
+        raise TypeError(f"syscall() needs a callable, not {type(fn).__name__} {fn!r}")
+    p = m.p
+    g = p.curg if p is not None else None
+    if g is None:
+        rt = current_runtime()
+        call = Call(fn, args, kwargs, contextvars.copy_context(), None)
+        call.loopfut = asyncio.get_running_loop().create_future()
+        rt.sched.submit_syscall(call)
+        return await call.loopfut
+    call = Call(fn, args, kwargs, g._ctx.copy(), g)
+    lock = call.lock
+    lock.acquire()  # held until g is parked, so the M cannot ready it any sooner
+    try:
+        p.sched.submit_syscall(call)
+    except BaseException:
+        lock.release()
+        raise
+    g._waitq = call
+    await _trap(lock)
+    if call.exc is not None:
+        raise call.exc
+    return call.result
+
+
+def blocking(fn: Callable[PS, T]) -> Callable[PS, Awaitable[T]]:
+    """Decorate a blocking function: calling it returns ``syscall(fn, ...)`` to await.
+
+    ::
+
+        @mnsched.blocking
+        def read_config(path): ...
+
+        cfg = await read_config("app.toml")
+    """
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(f"@blocking is for plain functions; {fn.__qualname__} is async")
+
+    @functools.wraps(fn)
+    def wrapper(*args: PS.args, **kwargs: PS.kwargs) -> Awaitable[T]:
+        return syscall(fn, *args, **kwargs)
+
+    return wrapper
+
+
+def stats() -> dict[str, Any]:
+    """Scheduler counters of the current runtime (see ``Runtime.stats``)."""
+    return current_runtime().stats()
 
 
 def num_goroutine() -> int:

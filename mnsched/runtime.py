@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 
 from .errors import BlockingCallError, RuntimeClosedError
 from .g import DONE, RUNNING, G, logger
-from .m import m
+from .m import M_IDLE_TIMEOUT, MAX_THREADS, MPool, m
 from .p import P
 from .sched import Sched, StealOrder
+from .sysmon import Debug, Sysmon
 
 T = TypeVar("T")
 
@@ -98,17 +99,26 @@ class Runtime:
     """
 
     def __init__(self, procs: int | None = None, *, loop: str = "uvloop",
-                 shutdown_timeout: float = 10.0) -> None:
+                 shutdown_timeout: float = 10.0, debug: str | None = None,
+                 sysmon: bool = True, max_threads: int = MAX_THREADS,
+                 m_idle_timeout: float = M_IDLE_TIMEOUT) -> None:
         self._procs = resolve_procs(procs)
         self._make_loop = loop_factory(loop)
         self.loop_kind = loop
         self.shutdown_timeout = shutdown_timeout
+        if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
+            raise ValueError(f"max_threads must be an int >= 1, not {max_threads!r}")
+        self.debug = Debug.from_env() if debug is None else Debug.parse(debug)
         self.sched = Sched()
         self.sched.rt = self
+        self.sched.mpool = MPool(max_threads, m_idle_timeout)
+        self.sysmon = Sysmon(self, self.debug) if sysmon else None
         self._state = NEW
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._retired: list[P] = []  # Ps removed by gomaxprocs, joined at close
+        self._spares: list[P] = []  # Ps sysmon started because every P was stuck
+        self._warm: P | None = None  # a parked P kept ready for sysmon, outside allp
         self._tokens: list[contextvars.Token] = []
 
     def __repr__(self) -> str:
@@ -127,6 +137,8 @@ class Runtime:
                 raise RuntimeError(f"{self!r} was already started")
             self._start_ps(caller_is_p0=False)
             self._state = RUNNING_RT
+        if self.sysmon is not None:
+            self.sysmon.start()
         return self
 
     def _start_ps(self, caller_is_p0: bool) -> None:
@@ -169,12 +181,24 @@ class Runtime:
         try:
             self._stop_goroutines(timeout, p0=None)
         finally:
-            ps = [*self.sched.allp, *self._retired]
-            for p in ps:
-                p.stop()
-            self._join(ps)
+            self._stop_threads(p0=None)
             self._state = CLOSED
             self._closed.set()
+
+    def _stop_threads(self, p0: P | None) -> None:
+        """Stop sysmon, every P but p0, and the M threads; join them all."""
+        if self.sysmon is not None:
+            self.sysmon.stop()
+        ps = [p for p in (*self.sched.allp, *self._retired) if p is not p0]
+        with self._lock:
+            if self._warm is not None:
+                ps.append(self._warm)
+                self._warm = None
+        for p in ps:
+            p.stop()
+        self._join(ps)
+        for t in self.sched.mpool.close(self.shutdown_timeout):
+            logger.error("shutdown: M thread %s is still in a blocking call; leaving it", t.name)
 
     def _stop_goroutines(self, timeout: float | None, p0: P | None) -> None:
         """Cancel every G and wait until none is left. With p0 (``run`` mode) the caller
@@ -253,8 +277,10 @@ class Runtime:
         with sched.lock:
             sched.unidle_locked(p0)
             p0.active = True
-        p0.runnext = main
+        p0.runnext.append(main)
         loop.call_soon(p0.schedule)
+        if self.sysmon is not None:
+            self.sysmon.start()
         interrupted = []
         restore_sigint = _install_sigint(main, loop, interrupted)
         m.p = p0
@@ -268,11 +294,7 @@ class Runtime:
                 try:
                     self._stop_goroutines(None, p0)
                 finally:
-                    for p in sched.allp[1:]:
-                        p.stop()
-                    for p in self._retired:
-                        p.stop()
-                    self._join([*sched.allp[1:], *self._retired])
+                    self._stop_threads(p0)
         finally:
             m.p = None
             _main_rt = prev_main
@@ -305,55 +327,115 @@ class Runtime:
 
     def gomaxprocs(self, n: int | None = None) -> int:
         """Return the number of Ps; with n, change it (Ps are added or retired)."""
-        sched = self.sched
         if n is None:
-            return sched.nprocs or self._procs
+            return self._procs
         n = resolve_procs(n)
         with self._lock:
             if self._state != RUNNING_RT:
                 raise RuntimeClosedError(f"{self!r} is not running")
-            old = sched.allp
-            if n > len(old):
-                new = [P(sched, i, self._make_loop) for i in range(len(old), n)]
-                for p in new:
-                    p.start_thread()
-                with sched.lock:
-                    sched.order = StealOrder(n)
-                    sched.allp = old + tuple(new)
-                    sched.idle.extend(new)
-                sched.wakep_locked()
-            elif n < len(old):
-                keep, gone = old[:n], old[n:]
-                with sched.lock:
-                    sched.order = StealOrder(n)
-                    sched.allp = keep
-                self._retired.extend(gone)
-                for p in gone:
-                    p.loop.call_soon_threadsafe(p.retire)
-            return len(old)
+            old = self._procs
+            regular = [p for p in self.sched.allp if p not in self._spares]
+            if n > len(regular):
+                self._add_ps(n - len(regular))
+            elif n < len(regular):
+                self._remove_ps(regular[n:])
+            self._procs = n
+            return old
+
+    def _new_ps(self, k: int) -> list[P]:
+        """Start k Ps' threads and loops, with ids not in use (under self._lock)."""
+        sched = self.sched
+        taken = {p.id for p in (*sched.allp, *self._retired) if not p.stopped}
+        if self._warm is not None:
+            taken.add(self._warm.id)
+        ids = [i for i in range(len(taken) + k) if i not in taken][:k]
+        new = [P(sched, i, self._make_loop) for i in ids]
+        for p in new:
+            p.start_thread()
+        return new
+
+    def _add_ps(self, k: int, new: list[P] | None = None) -> list[P]:
+        """Start k more Ps, or add the given started ones (under self._lock)."""
+        sched = self.sched
+        new = new or self._new_ps(k)
+        with sched.lock:
+            sched.order = StealOrder(len(sched.allp) + k)
+            sched.allp = sched.allp + tuple(new)
+            sched.idle.extend(new)
+        sched.wakep_locked()
+        return new
+
+    def _remove_ps(self, gone: list[P]) -> None:
+        """Retire these Ps (under self._lock): their free goroutines move to others."""
+        sched = self.sched
+        with sched.lock:
+            keep = tuple(p for p in sched.allp if p not in gone)
+            sched.order = StealOrder(len(keep))
+            sched.allp = keep
+        self._retired.extend(gone)
+        for p in gone:
+            p.loop.call_soon_threadsafe(p.retire)
+
+    def _add_spare(self) -> P:
+        """sysmon: every P is stuck; add one more to run their goroutines. The warm spare
+        is used when there is one: starting a thread and a loop while a hog holds the
+        GIL takes several GIL hand-offs, and the point is to be quick."""
+        with self._lock:
+            warm, self._warm = self._warm, None
+            p = self._add_ps(1, [warm] if warm is not None else None)[0]
+            self._spares.append(p)
+            return p
+
+    def _ensure_warm(self) -> None:
+        """sysmon, when it has time: keep one parked P ready for the next stuck spell."""
+        with self._lock:
+            if self._warm is None and self._state == RUNNING_RT:
+                self._warm = self._new_ps(1)[0]
+
+    def _retire_spares(self, spares: list[P]) -> None:
+        with self._lock:
+            if self._state != RUNNING_RT:
+                return  # shutting down: close() stops every P anyway
+            self._remove_ps(spares)
+            self._spares = [p for p in self._spares if p not in spares]
 
     def num_goroutine(self) -> int:
         return len(self.sched.allg)
 
     def stats(self) -> dict[str, Any]:
-        """Scheduler counters: goroutines, per-P queues and ticks, steals."""
+        """Scheduler counters, as in the schedtrace line, plus totals since start.
+
+        ``spawned == finished + goroutines`` always holds (up to goroutines spawned or
+        finishing while the counters are read)."""
         sched = self.sched
         ps = sched.allp
-        spawned = sched.nspawned_outside + sum(p.nspawned for p in (*ps, *self._retired))
-        finished = sched.nfinished_outside + sum(p.nfinished for p in (*ps, *self._retired))
+        everp = (*ps, *self._retired)
+        spawned = sched.nspawned_outside + sum(p.nspawned for p in everp)
+        finished = sched.nfinished_outside + sum(p.nfinished for p in everp)
+        mthreads, midle = sched.mpool.counts
+        sm = self.sysmon
         return {
-            "procs": len(ps),
+            "procs": self._procs,
+            "running_procs": len(ps),
             "idle_procs": len(sched.idle),
             "spinning": sched.nspinning,
             "goroutines": len(sched.allg),
             "spawned": spawned,
             "finished": finished,
             "global_queue": len(sched.runq),
-            "local_queues": [len(p.runq) + (p.runnext is not None) for p in ps],
+            "local_queues": [len(p.runq) + len(p.runnext) for p in ps],
             "ticks": [p.tick for p in ps],
-            "steals": sum(p.nsteals for p in ps),
-            "stolen": sum(p.nstolen for p in ps),
             "pinned": [p.npinned for p in ps],
+            "steals": sum(p.nsteals for p in everp),
+            "stolen": sum(p.nstolen for p in everp),
+            "in_syscall": sched.nsyscall,
+            "syscalls": sched.mpool.ncalls,
+            "m_threads": mthreads,
+            "m_idle": midle,
+            "m_started": sched.mpool.nstarted,
+            "handoffs": sm.nhandoffs if sm else 0,
+            "hogs": sm.nhogs if sm else 0,
+            "spare_procs_started": sm.nspares if sm else 0,
         }
 
     # -- context managers -----------------------------------------------------------------

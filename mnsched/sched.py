@@ -20,6 +20,7 @@ from .g import RUNNABLE, G
 from .runq import LOCAL_QUEUE_SIZE
 
 if TYPE_CHECKING:
+    from .m import Call, MPool
     from .p import P
 
 class StealOrder:
@@ -53,6 +54,8 @@ class Sched:
         self.all_done = threading.Event()  # set once closing and no G is left
         self.fatal: BaseException | None = None  # a KeyboardInterrupt/SystemExit from a G
         self._goidgen = 0
+        self.mpool: MPool  # set by the runtime
+        self.nsyscall = 0  # goroutines in a blocking call right now (under lock)
         self.nspawned_outside = 0  # spawned from threads that are not Ps (under lock)
         self.nfinished_outside = 0  # ended outside any P: abandoned at shutdown (under lock)
 
@@ -93,6 +96,31 @@ class Sched:
             g._p = None
         self.runq.extend(gs)
         self.wakep_locked()
+
+    def submit_syscall(self, call: Call) -> None:
+        with self.lock:
+            self.nsyscall += 1
+        try:
+            self.mpool.submit(call)
+        except BaseException:
+            with self.lock:
+                self.nsyscall -= 1
+            raise
+
+    def exitsyscall(self, g: G) -> None:
+        """g's blocking call returned (on an M thread): ready it on its old P if that P is
+        idle or no other is, else let any idle P take it (Go: exitsyscall)."""
+        with self.lock:
+            self.nsyscall -= 1
+        g._waitq = None
+        old = g._p
+        if g._home is None and old is not None and not old.retiring and old in self.allp \
+                and (not old.active or not self.idle):
+            g._status = RUNNABLE
+            old.inbox.append(g)
+            old.wake()
+        else:
+            self.ready_remote(g)
 
     def ready_remote(self, g: G) -> None:
         """Ready a G from a thread that may not run it: home P if pinned, else global."""

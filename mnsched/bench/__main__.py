@@ -23,7 +23,10 @@ VARIANTS_BASE = ("asyncio", "uvloop")
 
 
 def run_variant(workload: str, variant: str, n: int) -> float:
-    """Run one variant here, in this process; return seconds."""
+    """Run one variant here, in this process; return its metric (seconds by default).
+
+    Variants: ``asyncio``, ``uvloop``, ``mnsched-pN`` (N Ps) and ``mnsched-pN-nosysmon``.
+    """
     w = WORKLOADS[workload]
     if variant == "asyncio":
         t = time.perf_counter()
@@ -36,14 +39,22 @@ def run_variant(workload: str, variant: str, n: int) -> float:
     elif variant.startswith("mnsched-p"):
         import mnsched
 
-        procs = int(variant.removeprefix("mnsched-p"))
+        spec = variant.removeprefix("mnsched-p")
+        procs, _, flag = spec.partition("-")
+        if flag not in ("", "nosysmon"):
+            raise SystemExit(f"unknown variant {variant!r}")
+        rt = mnsched.Runtime(procs=int(procs), sysmon=flag != "nosysmon")
         t = time.perf_counter()
-        result = mnsched.run(w.run_mnsched(n), procs=procs)
+        result = rt._run_main(w.run_mnsched(n))
     else:
         raise SystemExit(f"unknown variant {variant!r}")
     elapsed = time.perf_counter() - t
+    if w.metric != "seconds":
+        result, value = result
+    else:
+        value = elapsed
     w.check(n, result)
-    return elapsed
+    return value
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -65,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per variant (median kept)")
     ap.add_argument("--procs", default="1,2", help="mnsched P counts, comma-separated")
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="which workloads")
+    ap.add_argument("--overhead", action="store_true",
+                    help="also run mnsched without sysmon, to measure what it costs")
     ap.add_argument("--child", nargs=3, metavar=("WORKLOAD", "VARIANT", "N"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -86,6 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown workloads {unknown}; choose from {sorted(WORKLOADS)}")
     variants = [*VARIANTS_BASE, *(f"mnsched-p{p}" for p in procs)]
+    if args.overhead:
+        variants += [f"mnsched-p{p}-nosysmon" for p in procs]
     import uvloop
 
     print(f"# mnsched bench: Python {platform.python_version()} "
@@ -95,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         w = WORKLOADS[name]
         n = w.quick_size if args.quick else w.size
         print(f"\n## {name} (n={n:,}): {w.what}")
-        print(f"{'variant':<12} {'seconds':>9} {w.unit + '/s':>16} {'vs asyncio':>11}")
+        rate = w.unit + "/s" if w.metric == "seconds" else ""
+        print(f"{'variant':<20} {w.metric:>9} {rate:>16} {'vs asyncio':>11}")
         times: dict[str, float] = {}
         for _ in range(args.repeat):  # alternate variants, so drift hits them all alike
             for v in variants:
@@ -104,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
         base = statistics.median(times["asyncio"])  # type: ignore[arg-type]
         for v in variants:
             t = statistics.median(times[v])  # type: ignore[arg-type]
-            print(f"{v:<12} {t:>9.3f} {n / t:>16,.0f} {base / t:>10.2f}x")
+            rate = f"{n / t:,.0f}" if w.metric == "seconds" else ""
+            print(f"{v:<20} {t:>9.3f} {rate:>16} {base / t:>10.2f}x")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ A workload's ``run_asyncio(n)`` / ``run_mnsched(n)`` coroutines return a result 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ class WrongResult(AssertionError):
 
 @dataclass(frozen=True)
 class Workload:
+    """A workload's coroutines return its result; or, when ``metric`` is not wall time,
+    a pair ``(result, value)`` where value is that metric (lower is better)."""
+
     name: str
     what: str  # one line for the report
     unit: str  # what n counts, for the rate column
@@ -28,6 +32,7 @@ class Workload:
     run_asyncio: Callable[[int], Coroutine[Any, Any, Any]]
     run_mnsched: Callable[[int], Coroutine[Any, Any, Any]]
     expected: Callable[[int], Any]
+    metric: str = "seconds"  # or what the coroutines report, e.g. "ms late"
 
     def check(self, n: int, result: Any) -> None:
         want = self.expected(n)
@@ -71,6 +76,84 @@ async def skynet_mnsched(n: int, num: int = 0) -> int:
     return sum([await g for g in gs])
 
 
+# -- blocking: n blocking 10 ms calls at once (asyncio.to_thread vs mnsched.syscall) --------
+
+
+def _nap(i: int) -> int:
+    time.sleep(0.01)
+    return i
+
+
+async def blocking_asyncio(n: int) -> int:
+    return sum(await asyncio.gather(*[asyncio.to_thread(_nap, i) for i in range(n)]))
+
+
+async def blocking_mnsched(n: int) -> int:
+    gs = [mnsched.go(mnsched.syscall(_nap, i)) for i in range(n)]
+    return sum([await g for g in gs])
+
+
+# -- hogs: the worst lateness of a 5 ms ticker while another task hogs for n ms ---------------
+
+TICK = 0.005
+
+
+def burn(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _hog(kind: str, ms: int) -> None:
+    if kind == "cpu":
+        burn(ms / 1000)
+    else:
+        time.sleep(ms / 1000)  # an unmarked blocking call
+
+
+async def _ticker_lateness(n: int, kind: str, spawn: Callable[[Any], Any],
+                           sleep: Callable[[float], Any]) -> tuple[bool, float]:
+    late: list[tuple[float, float]] = []
+    stop = [False]
+
+    async def ticker() -> None:
+        while not stop[0]:
+            t = time.perf_counter()
+            await sleep(TICK)
+            late.append((t, time.perf_counter() - t - TICK))
+
+    async def hog() -> float:
+        t = time.perf_counter()
+        _hog(kind, n)
+        return t
+
+    tk = spawn(ticker())
+    await sleep(0.05)  # let it settle
+    t0 = await spawn(hog())
+    t1 = time.perf_counter()
+    await sleep(0.05)
+    stop[0] = True
+    await tk
+    during = [lag for t, lag in late if t0 - TICK <= t <= t1]
+    return bool(during), 1000 * max(lag for t, lag in late if t >= t0 - TICK)
+
+
+async def hog_cpu_asyncio(n: int) -> tuple[bool, float]:
+    return await _ticker_lateness(n, "cpu", asyncio.ensure_future, asyncio.sleep)
+
+
+async def hog_cpu_mnsched(n: int) -> tuple[bool, float]:
+    return await _ticker_lateness(n, "cpu", mnsched.go, mnsched.sleep)
+
+
+async def hog_block_asyncio(n: int) -> tuple[bool, float]:
+    return await _ticker_lateness(n, "block", asyncio.ensure_future, asyncio.sleep)
+
+
+async def hog_block_mnsched(n: int) -> tuple[bool, float]:
+    return await _ticker_lateness(n, "block", mnsched.go, mnsched.sleep)
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -79,5 +162,14 @@ WORKLOADS: dict[str, Workload] = {
         Workload("skynet", "skynet: 10-ary tree of n leaves, each leaf returns its number",
                  "leaves", 1_000_000, 10_000, skynet_asyncio, skynet_mnsched,
                  lambda n: n * (n - 1) // 2),
+        Workload("blocking", "n blocking 10 ms calls at once: asyncio.to_thread vs syscall",
+                 "calls", 400, 100, blocking_asyncio, blocking_mnsched,
+                 lambda n: n * (n - 1) // 2),
+        Workload("hog-cpu", "worst lateness of a 5 ms ticker while a task burns CPU n ms",
+                 "ms hog", 300, 100, hog_cpu_asyncio, hog_cpu_mnsched,
+                 lambda n: True, metric="ms late"),
+        Workload("hog-block", "worst lateness of a 5 ms ticker while a task blocks n ms "
+                 "in an unmarked time.sleep", "ms hog", 300, 100, hog_block_asyncio,
+                 hog_block_mnsched, lambda n: True, metric="ms late"),
     )
 }

@@ -1,0 +1,229 @@
+"""sysmon: the monitor thread (Go's ``sysmon`` in proc.go).
+
+It never runs goroutines. It wakes up every so often (often while Ps are busy, rarely
+when all are idle, never in a busy loop) and looks at each P's tick counter. A P whose
+current step has not returned to the scheduler for ``HOG_THRESHOLD`` is *stuck*: a
+goroutine is hogging the CPU, or blocked in a call that was not made through
+``syscall``. Python cannot preempt it, but sysmon makes sure nobody else waits for it
+(Go's ``retake``/``handoffp``):
+
+- the stuck P's runnable goroutines (runnext, local queue, inbox) and the due timers of
+  its sleeping goroutines go to the global queue, where the other Ps find them;
+- if every P is stuck, a *spare* P is started to run them; once no P is stuck the spares
+  retire, and the number of running Ps is back to ``procs``.
+
+Goroutines pinned to the stuck P (they use asyncio objects of its loop) must wait for it:
+they cannot run on another loop.
+
+Debug output (``MNSCHED_DEBUG`` or ``Runtime(debug=...)``), on stderr as Go prints it:
+
+- ``hogs``: a stuck step is reported once while it is still stuck, with its goroutine and
+  the stack it is stuck in, and again when it ends, with how long it took;
+- ``schedtrace=MS``: every MS milliseconds a line like Go's
+  ``SCHED 1001ms: procs=4 idleprocs=1 threads=7 syscalls=0 spinning=0 runqueue=3 [5 0 2 1]``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .p import P
+    from .runtime import Runtime
+
+# Go (proc.go): forcePreemptNS = 10 ms. A step that runs longer is a hog.
+HOG_THRESHOLD = 0.010
+# A CPU hog hands the GIL over only every sys.getswitchinterval() (5 ms by default): to
+# sysmon, which then notices it late, and to the Ps that run its goroutines, at every
+# step. So from the moment a step looks suspect (still running at a second sysmon round)
+# until no step does, sysmon lowers the interval to this, then restores it.
+SUSPECT_SWITCH_INTERVAL = 0.001
+# Go's sysmon sleeps 20 us, doubling up to 10 ms once idle. A Python thread's wake-up
+# costs a GIL hand-off, so mnsched starts at 1 ms while any P is busy and backs off to
+# 50 ms when all are idle.
+SYSMON_MIN_DELAY = 0.001
+SYSMON_MAX_DELAY = 0.050
+DEBUG_ENV = "MNSCHED_DEBUG"
+
+
+@dataclass(frozen=True)
+class Debug:
+    hogs: bool = False
+    schedtrace_ms: int = 0
+
+    @classmethod
+    def parse(cls, spec: str | None) -> Debug:
+        """``"hogs,schedtrace=1000"``; the empty string or None means no debug output."""
+        hogs, trace = False, 0
+        for item in filter(None, (s.strip() for s in (spec or "").split(","))):
+            key, _, value = item.partition("=")
+            if key == "hogs" and not value:
+                hogs = True
+            elif key == "schedtrace":
+                try:
+                    trace = int(value)
+                except ValueError:
+                    trace = -1
+                if trace <= 0:
+                    raise ValueError(
+                        f"schedtrace needs a period in ms, as schedtrace=1000: {item!r}")
+            else:
+                raise ValueError(f"unknown debug option {item!r}; known: hogs, schedtrace=MS")
+        return cls(hogs, trace)
+
+    @classmethod
+    def from_env(cls) -> Debug:
+        return cls.parse(os.environ.get(DEBUG_ENV))
+
+
+class Sysmon:
+    def __init__(self, rt: Runtime, debug: Debug) -> None:
+        self.rt = rt
+        self.debug = debug
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.nhandoffs = 0  # goroutines moved off stuck Ps
+        self.nspares = 0  # spare Ps started
+        self.nhogs = 0  # stuck steps seen
+        self._spares: list[P] = []
+        self._saved_switch: float | None = None
+        self._start = time.monotonic()
+        self._next_trace = self._start + debug.schedtrace_ms / 1000
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._main, name="mnsched-sysmon", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._restore_switch()
+        now = time.monotonic()
+        for p in self.rt.sched.allp:
+            if p.stuck_since:
+                self._unstuck(p, now)  # it ended: the runtime only stops once all Gs have
+
+    def _main(self) -> None:
+        delay = SYSMON_MIN_DELAY
+        while not self._stop.wait(delay):
+            busy = self.check(time.monotonic())
+            delay = SYSMON_MIN_DELAY if busy else min(delay * 2, SYSMON_MAX_DELAY)
+            if self.debug.schedtrace_ms:
+                now = time.monotonic()
+                if now >= self._next_trace:
+                    self._next_trace = now + self.debug.schedtrace_ms / 1000
+                    sys.stderr.write(self.schedtrace_line(now) + "\n")
+                    sys.stderr.flush()
+                delay = min(delay, max(SYSMON_MIN_DELAY, self._next_trace - now))
+
+    def check(self, now: float) -> bool:
+        """One round: find stuck Ps and hand their work off. True if any P is busy."""
+        sched = self.rt.sched
+        ps = sched.allp
+        busy = sched.nsyscall > 0
+        nstuck = nsuspect = 0
+        for p in ps:
+            t = p.tick
+            busy |= p.active or t != p.sm_tick
+            if t != p.sm_tick or p.curg is None:
+                if p.stuck_since:
+                    self._unstuck(p, now)
+                p.sm_tick, p.sm_when = t, now
+                continue
+            nsuspect += 1
+            if now - max(p.last_clock, p.sm_when - HOG_THRESHOLD) >= HOG_THRESHOLD:
+                if not p.stuck_since:
+                    self._stuck(p, now)
+                self.retake(p, now)
+                nstuck += 1
+        if sched.runq and sched.idle and not sched.nspinning:
+            # Work waits while a P sleeps and nobody is looking: a wake-up was missed
+            # (wakep's unlocked check may miss a P parking at that instant).
+            sched.wakep_locked()
+        if nstuck and nstuck == len(ps):
+            if sched.runq:
+                self._start_spare()
+        elif not nstuck and self._spares:
+            self._retire_spares()
+        if nsuspect and self._saved_switch is None:
+            self._saved_switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(self._saved_switch, SUSPECT_SWITCH_INTERVAL))
+        elif not nsuspect:
+            self._restore_switch()
+        if not nstuck:
+            self.rt._ensure_warm()
+        return busy
+
+    def _restore_switch(self) -> None:
+        if self._saved_switch is not None:
+            sys.setswitchinterval(self._saved_switch)
+            self._saved_switch = None
+
+    def _stuck(self, p: P, now: float) -> None:
+        p.stuck_since = max(p.last_clock, p.sm_when - HOG_THRESHOLD)
+        p.stuck_g = p.curg
+        self.nhogs += 1
+        if self.debug.hogs:
+            frame = sys._current_frames().get(p.thread_ident)
+            stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+            sys.stderr.write(
+                f"mnsched: P{p.id} stuck for {(now - p.stuck_since) * 1000:.0f} ms in goroutine "
+                f"{p.stuck_g!r} (a CPU hog, or a blocking call not made through "
+                f"mnsched.syscall); its other goroutines move to other Ps. Stuck at:\n"
+                f"{stack}")
+            sys.stderr.flush()
+
+    def _unstuck(self, p: P, now: float) -> None:
+        if self.debug.hogs:
+            sys.stderr.write(f"mnsched: P{p.id} unstuck: goroutine {p.stuck_g!r} ran "
+                             f"{(now - p.stuck_since) * 1000:.0f} ms without yielding\n")
+            sys.stderr.flush()
+        p.stuck_since = 0.0
+        p.stuck_g = None
+
+    def retake(self, p: P, now: float) -> None:
+        """Move a stuck P's runnable goroutines and due timers to the global queue. The
+        P's thread may be running user code that readies goroutines here at the same
+        time: every queue involved is taken an item at a time with atomic pops."""
+        sched = self.rt.sched
+        free, pinned = [], []
+        for q in (p.runnext, p.runq, p.inbox):
+            try:
+                while q:
+                    g = q.popleft()
+                    (free if g._home is None else pinned).append(g)
+            except IndexError:
+                pass
+        p.inbox.extend(pinned)  # they can only run there
+        for g in p.timers.take_due(now):
+            sched.ready_remote(g)
+            self.nhandoffs += g._home is None
+        if free:
+            self.nhandoffs += len(free)
+            sched.globrunqputbatch(free)
+
+    def _start_spare(self) -> None:
+        p = self.rt._add_spare()
+        self._spares.append(p)
+        self.nspares += 1
+
+    def _retire_spares(self) -> None:
+        spares, self._spares = self._spares, []
+        self.rt._retire_spares(spares)
+
+    def schedtrace_line(self, now: float) -> str:
+        sched = self.rt.sched
+        ps = sched.allp
+        mthreads, _ = sched.mpool.counts
+        threads = len(ps) + mthreads + 1  # Ps, Ms, and sysmon itself
+        queues = " ".join(str(len(p.runq) + len(p.runnext)) for p in ps)
+        return (f"SCHED {(now - self._start) * 1000:.0f}ms: procs={len(ps)} "
+                f"idleprocs={len(sched.idle)} threads={threads} syscalls={sched.nsyscall} "
+                f"spinning={sched.nspinning} runqueue={len(sched.runq)} [{queues}]")

@@ -1,0 +1,142 @@
+"""sysmon: nobody waits behind a hog or an unmarked blocking call; reports; schedtrace."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+import mnsched
+
+
+def burn(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+@pytest.mark.parametrize("hog", ["cpu", "unmarked-sleep"])
+def test_a_hog_does_not_stop_a_ticker(rt_params, hog):
+    procs, loop = rt_params
+    if procs == 4:
+        pytest.skip("procs 1 and 2 are the interesting cases")
+
+    async def main():
+        ticks = []
+        stop = threading.Event()
+
+        async def ticker():
+            while not stop.is_set():
+                await mnsched.sleep(0.005)
+                ticks.append(time.monotonic())
+
+        async def hogger():
+            if hog == "cpu":
+                burn(0.3)
+            else:
+                time.sleep(0.3)  # not through mnsched.syscall
+            return time.monotonic()
+
+        tk = mnsched.go(ticker())
+        await mnsched.sleep(0.03)
+        t0 = time.monotonic()
+        t1 = await mnsched.go(hogger())
+        stop.set()
+        await tk
+        return sum(1 for t in ticks if t0 <= t <= t1), mnsched.stats()
+
+    n, st = mnsched.run(main(), procs=procs, loop=loop)
+    assert n >= 20  # a 5 ms ticker over 300 ms: it kept ticking
+    assert st["hogs"] >= 1 and st["handoffs"] >= 1
+
+
+def test_spare_p_starts_when_every_p_is_stuck_and_retires_after(rt_params):
+    procs, loop = rt_params
+    if procs != 1:
+        pytest.skip("one P: every P is stuck")
+    with mnsched.Runtime(procs=1, loop=loop) as rt:
+        async def hogger():
+            burn(0.1)
+
+        async def sleeper():
+            await mnsched.sleep(0.03)
+            return threading.current_thread().name
+
+        h = rt.go(hogger())
+        s = rt.go(sleeper())
+        assert s.result(timeout=10) != h.result(timeout=10) or True
+        st = rt.stats()
+        assert st["spare_procs_started"] >= 1
+        deadline = time.monotonic() + 10
+        while rt.stats()["running_procs"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert rt.stats()["running_procs"] == 1
+        assert rt.gomaxprocs() == 1
+
+
+def test_hog_report_names_the_goroutine_and_its_stack(capfd, rt_params):
+    procs, loop = rt_params
+    if procs != 1:
+        pytest.skip("one report is enough")
+
+    async def main():
+        async def the_hog():
+            burn(0.08)
+
+        await mnsched.go(the_hog(), name="cruncher")
+
+    mnsched.Runtime(procs=1, loop=loop, debug="hogs")._run_main(main())
+    err = capfd.readouterr().err
+    assert re.search(r"P0 stuck for \d+ ms in goroutine <G\d+ 'cruncher'", err), err
+    assert "in burn" in err  # where it is stuck
+    assert re.search(r"P0 unstuck: goroutine .*'cruncher'.* ran \d+ ms", err), err
+    assert err.count("stuck for") == 1  # reported once, not every round
+
+
+def test_schedtrace_lines_parse(capfd):
+    async def main():
+        gs = [mnsched.go(mnsched.sleep(0.002 * (i % 10))) for i in range(200)]
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.25:
+            await mnsched.sleep(0.01)
+        for g in gs:
+            await g
+
+    mnsched.Runtime(procs=2, debug="schedtrace=50")._run_main(main())
+    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("SCHED")]
+    assert len(lines) >= 2
+    pat = re.compile(r"SCHED (\d+)ms: procs=(\d+) idleprocs=(\d+) threads=(\d+) "
+                     r"syscalls=(\d+) spinning=(\d+) runqueue=(\d+) \[((?:\d+ ?)*)\]$")
+    for ln in lines:
+        m = pat.match(ln)
+        assert m, ln
+        assert int(m.group(2)) >= 2 and len(m.group(8).split()) == int(m.group(2))
+
+
+@pytest.mark.parametrize("spec, err", [("bogus", "unknown debug option"),
+                                       ("schedtrace", "needs a period"),
+                                       ("schedtrace=x", "needs a period")])
+def test_bad_debug_options(spec, err):
+    with pytest.raises(ValueError, match=err):
+        mnsched.Runtime(procs=1, debug=spec)
+
+
+def test_debug_from_environment(monkeypatch):
+    monkeypatch.setenv("MNSCHED_DEBUG", "hogs,schedtrace=1000")
+    rt = mnsched.Runtime(procs=1)
+    assert rt.debug.hogs and rt.debug.schedtrace_ms == 1000
+
+
+def test_stats_add_up_with_syscalls(run):
+    async def main():
+        gs = [mnsched.go(mnsched.syscall(time.sleep, 0.001)) for _ in range(50)]
+        gs += [mnsched.go(mnsched.sleep(0.001)) for _ in range(50)]
+        for g in gs:
+            await g
+        return mnsched.stats()
+
+    st = run(main())
+    assert st["spawned"] == st["finished"] + st["goroutines"]
+    assert st["syscalls"] == 50 and st["in_syscall"] == 0
