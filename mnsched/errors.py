@@ -13,6 +13,12 @@ class RuntimeClosedError(MnschedError, RuntimeError):
     """The runtime is closed or shutting down, so it cannot take new goroutines."""
 
 
+class Deadlock(MnschedError, RuntimeError):
+    """Every goroutine is blocked on channels, sync objects or each other, and nothing
+    (timer, blocking call, I/O, task) could ever wake one (Go: "all goroutines are asleep
+    - deadlock!")."""
+
+
 class BlockingCallError(MnschedError, RuntimeError):
     """A blocking call was made on a P's thread, where it would stall every goroutine there."""
 

@@ -291,6 +291,9 @@ class G(Generic[T]):
                 self._waiters = [ws, w]
             return True
 
+    def _blocked_on(self) -> str:
+        return f"await {self!r}"
+
     def _cancel_wait(self, waiter: G) -> None:
         # Some G awaiting this one was cancelled. As with asyncio tasks, the cancel
         # propagates into the awaited goroutine; the waiter wakes when this one ends.

@@ -143,6 +143,7 @@ class P:
         self.retiring = False  # removed by gomaxprocs; runs only its pinned Gs until done
         self.stopped = False  # its loop has stopped
         self.npinned = 0
+        self.ntasks = 0  # asyncio tasks alive on this P's loop
         # Pushes by runqput, less removals by handoff: stamped on a G as it is pushed
         # (G._qpos), the difference bounds from below how far it is from the tail.
         self.qseq = 0
@@ -213,7 +214,13 @@ class P:
         g = self.curg
         if g is not None and g._home is None:
             self.pin(g)
-        return asyncio.Task(coro, loop=loop, **kwargs)
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+        self.ntasks += 1  # sysmon's deadlock check waits while tasks may still act
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, _: asyncio.Task) -> None:
+        self.ntasks -= 1
 
     def pin(self, g: G) -> None:
         check(g._home is None, "pinning a pinned G")
@@ -244,22 +251,26 @@ class P:
             self.sched.globrunqputbatch([g])
             return
         g._p = self
-        self._put_next(g)
+        if self._put_next(g):
+            # Work another P could steal: wake one if none is looking (Go's wakep). A G in
+            # runnext alone is not worth a cross-thread wake-up: nobody may steal it.
+            sched = self.sched
+            if sched.idle and not sched.nspinning:
+                sched.wakep_locked()
         if not self.active:
             self.activate()
-        sched = self.sched
-        if sched.idle and not sched.nspinning:
-            sched.wakep_locked()
 
-    def _put_next(self, g: G) -> None:
-        """g into runnext; whatever was there goes to the tail of the queue."""
+    def _put_next(self, g: G) -> bool:
+        """g into runnext; whatever was there goes to the tail of the queue (True then)."""
         rn = self.runnext
         rn.append(g)
         if len(rn) > 1:
             try:
                 self.runqput(rn.popleft())
+                return True
             except IndexError:
                 pass  # sysmon took it meanwhile
+        return False
 
     def handoff(self, g: G) -> None:
         """The running G is about to wait for g, which is runnable here: run g next.

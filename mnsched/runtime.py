@@ -119,6 +119,7 @@ class Runtime:
         self._retired: list[P] = []  # Ps removed by gomaxprocs, joined at close
         self._spares: list[P] = []  # Ps sysmon started because every P was stuck
         self._warm: P | None = None  # a parked P kept ready for sysmon, outside allp
+        self._main: G | None = None  # run()'s main goroutine
         self._tokens: list[contextvars.Token] = []
 
     def __repr__(self) -> str:
@@ -267,7 +268,7 @@ class Runtime:
         sched = self.sched
         p0 = sched.allp[0]
         loop = p0.loop
-        main = G(coro, sched, p0)
+        main = self._main = G(coro, sched, p0)
         assert main.id == 1  # like Go's main goroutine
         sched.nspawned_outside += 1
         p0.pin(main)

@@ -33,6 +33,9 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import Deadlock
+from .g import PARKED
+
 if TYPE_CHECKING:
     from .p import P
     from .runtime import Runtime
@@ -93,6 +96,8 @@ class Sysmon:
         self.nhogs = 0  # stuck steps seen
         self._spares: list[P] = []
         self._saved_switch: float | None = None
+        self._dl_ticks: int | None = None  # ticks when all looked deadlocked, to confirm
+        self._dl_seen: int | None = None  # ticks when a scan last found someone awake
         self._start = time.monotonic()
         self._next_trace = self._start + debug.schedtrace_ms / 1000
 
@@ -159,7 +164,44 @@ class Sysmon:
             self._restore_switch()
         if not nstuck:
             self.rt._ensure_warm()
+        if not busy:
+            self._check_deadlock(ps)
         return busy
+
+    def _check_deadlock(self, ps: tuple[P, ...]) -> None:
+        """In ``run``: if every goroutine is blocked on channels, sync objects or other
+        goroutines, and nothing else is going on that could wake one, end the program
+        with Deadlock instead of hanging (Go: "all goroutines are asleep")."""
+        rt = self.rt
+        sched = rt.sched
+        main = rt._main
+        if main is None or main.done() or sched.runq or sched.nsyscall or any(
+                p.active or p.inbox or p.ntasks or len(p.timers) for p in ps):
+            self._dl_ticks = None
+            return
+        ticks = sum(p.tick for p in ps)
+        if ticks == self._dl_seen:
+            return  # nothing ran since it was found innocent
+        ours = {p.thread_ident for p in ps}
+        if any(t.ident not in ours and not t.name.startswith("mnsched-")
+               for t in threading.enumerate()):
+            self._dl_ticks = None
+            return  # another thread may yet send: only a closed world can be deadlocked
+        blocked = []
+        for g in sched.allg.copy():
+            what = getattr(g._waitq, "_blocked_on", None) if g._status == PARKED else None
+            if what is None or (what := what()) is None:
+                self._dl_seen, self._dl_ticks = ticks, None
+                return
+            blocked.append(f"  {g!r}: {what}")
+        if self._dl_ticks != ticks:
+            self._dl_ticks = ticks  # confirm on the next round
+            return
+        listed = "\n".join(blocked[:20]) + (f"\n  ... and {len(blocked) - 20} more"
+                                           if len(blocked) > 20 else "")
+        rt.fatal_error(Deadlock(
+            f"all goroutines are asleep - deadlock! {len(blocked)} goroutine(s) blocked:\n"
+            f"{listed}"))
 
     def _restore_switch(self) -> None:
         if self._saved_switch is not None:

@@ -154,6 +154,109 @@ async def hog_block_mnsched(n: int) -> tuple[bool, float]:
     return await _ticker_lateness(n, "block", mnsched.go, mnsched.sleep)
 
 
+# -- ping-pong: n round trips between two tasks over unbuffered channels / Queue(1) --------
+
+
+async def pingpong_asyncio(n: int) -> int:
+    ping: asyncio.Queue[int] = asyncio.Queue(1)
+    pong: asyncio.Queue[int] = asyncio.Queue(1)
+
+    async def ponger() -> None:
+        for _ in range(n):
+            await pong.put(await ping.get() + 1)
+
+    t = asyncio.create_task(ponger())
+    total = 0
+    for i in range(n):
+        await ping.put(i)
+        total += await pong.get() - i
+    await t
+    return total
+
+
+async def pingpong_mnsched(n: int) -> int:
+    ping: mnsched.Chan[int] = mnsched.Chan()
+    pong: mnsched.Chan[int] = mnsched.Chan()
+
+    async def ponger() -> None:
+        for _ in range(n):
+            await pong.send(await ping.recv() + 1)
+
+    g = mnsched.go(ponger())
+    total = 0
+    for i in range(n):
+        await ping.send(i)
+        total += await pong.recv() - i
+    await g
+    return total
+
+
+# -- sieve: Go's concurrent prime sieve, the first n primes --------------------------------
+
+
+async def sieve_asyncio(n: int) -> int:
+    async def generate(q: asyncio.Queue[int]) -> None:
+        i = 2
+        while True:
+            await q.put(i)
+            i += 1
+
+    async def filt(src: asyncio.Queue[int], dst: asyncio.Queue[int], prime: int) -> None:
+        while True:
+            i = await src.get()
+            if i % prime:
+                await dst.put(i)
+
+    tasks = []
+    q: asyncio.Queue[int] = asyncio.Queue(1)
+    tasks.append(asyncio.create_task(generate(q)))
+    prime = 0
+    for _ in range(n):
+        prime = await q.get()
+        q1: asyncio.Queue[int] = asyncio.Queue(1)
+        tasks.append(asyncio.create_task(filt(q, q1, prime)))
+        q = q1
+    for t in tasks:
+        t.cancel()
+    return prime
+
+
+async def sieve_mnsched(n: int) -> int:
+    async def generate(ch: mnsched.Chan[int]) -> None:
+        i = 2
+        while True:
+            await ch.send(i)
+            i += 1
+
+    async def filt(src: mnsched.Chan[int], dst: mnsched.Chan[int], prime: int) -> None:
+        while True:
+            i = await src.recv()
+            if i % prime:
+                await dst.send(i)
+
+    gs = []
+    ch: mnsched.Chan[int] = mnsched.Chan()
+    gs.append(mnsched.go(generate(ch)))
+    prime = 0
+    for _ in range(n):
+        prime = await ch.recv()
+        ch1: mnsched.Chan[int] = mnsched.Chan()
+        gs.append(mnsched.go(filt(ch, ch1, prime)))
+        ch = ch1
+    for g in gs:
+        g.cancel()
+    return prime
+
+
+def nth_prime(n: int) -> int:
+    found, k = 0, 1
+    while found < n:
+        k += 1
+        if all(k % d for d in range(2, int(k**0.5) + 1)):
+            found += 1
+    return k
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -165,6 +268,11 @@ WORKLOADS: dict[str, Workload] = {
         Workload("blocking", "n blocking 10 ms calls at once: asyncio.to_thread vs syscall",
                  "calls", 400, 100, blocking_asyncio, blocking_mnsched,
                  lambda n: n * (n - 1) // 2),
+        Workload("pingpong", "n round trips over unbuffered channels (asyncio.Queue(1))",
+                 "round trips", 200_000, 20_000, pingpong_asyncio, pingpong_mnsched,
+                 lambda n: n),
+        Workload("sieve", "Go's concurrent prime sieve: the first n primes", "primes",
+                 2_000, 300, sieve_asyncio, sieve_mnsched, nth_prime),
         Workload("hog-cpu", "worst lateness of a 5 ms ticker while a task burns CPU n ms",
                  "ms hog", 300, 100, hog_cpu_asyncio, hog_cpu_mnsched,
                  lambda n: True, metric="ms late"),

@@ -1,0 +1,239 @@
+"""sync: WaitGroup, Mutex and Once (Go's sync package), for goroutines on any P, plain
+threads and foreign asyncio loops.
+
+Each keeps a lock and a FIFO queue of sudogs, and parks and wakes its waiters exactly as
+a channel does (see chan.py), cancellation included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .chan import Sudog, _new_sem, _park, _rearm_cancel, _refuse_on_p, current_g
+
+
+class _Waitable:
+    """A lock and a queue of waiting sudogs: what Sudog expects of its ``ch``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: deque[Sudog] = deque()
+        self._foreign = False
+
+    def _unqueue(self, sg: Sudog) -> None:
+        try:
+            self._waiters.remove(sg)
+        except ValueError:
+            pass
+
+    async def _wait(self) -> Sudog:
+        """Queue the caller and wait until a sudog completes it (lock held on entry)."""
+        sg = Sudog(self, "wait on")
+        self._waiters.append(sg)
+        g = current_g()
+        if g is not None:
+            sg.g = g
+            g._waitq = sg
+            try:
+                await _park(self._lock)
+            except asyncio.CancelledError:
+                if not sg.done:
+                    raise
+                _rearm_cancel(g)
+            return sg
+        self._foreign = True
+        try:
+            sg.fut = asyncio.get_running_loop().create_future()
+        except RuntimeError:
+            self._waiters.remove(sg)
+            self._lock.release()
+            raise
+        self._lock.release()
+        try:
+            await sg.fut
+        except asyncio.CancelledError:
+            with self._lock:
+                if not sg.done:
+                    self._unqueue(sg)
+                    raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.cancel()  # completed as we were cancelled: keep it, cancel later
+        return sg
+
+    def _wait_blocking(self, timeout: float | None, what: str, instead: str) -> bool:
+        """A plain thread waits (lock held on entry); False on timeout."""
+        try:
+            _refuse_on_p(what, instead)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._foreign = True
+        sg = Sudog(self, "wait on")
+        sg.sem = _new_sem()
+        self._waiters.append(sg)
+        self._lock.release()
+        if sg.sem.acquire(timeout=-1 if timeout is None else timeout):
+            return True
+        with self._lock:
+            if sg.done:
+                return True
+            self._unqueue(sg)
+            return False
+
+    def _wake_all(self) -> list[Sudog]:
+        """Complete every waiter (under the lock); wake them once it is released."""
+        woken = list(self._waiters)
+        self._waiters.clear()
+        for sg in woken:
+            sg.done = True
+        return woken
+
+
+class WaitGroup(_Waitable):
+    """Go's sync.WaitGroup: ``add(n)`` before starting work, ``done()`` as each piece
+    ends, ``await wg.wait()`` until the counter is back to zero (``wait_blocking`` from a
+    plain thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._n = 0
+
+    def add(self, delta: int = 1) -> None:
+        with self._lock:
+            n = self._n + delta
+            if n < 0:
+                raise ValueError(f"negative WaitGroup counter ({n})")
+            self._n = n
+            woken = self._wake_all() if n == 0 else ()
+        for sg in woken:
+            sg.wake()
+
+    def done(self) -> None:
+        self.add(-1)
+
+    @property
+    def count(self) -> int:
+        return self._n
+
+    async def wait(self) -> None:
+        self._lock.acquire()
+        if self._n == 0:
+            self._lock.release()
+            return
+        await self._wait()
+
+    def wait_blocking(self, timeout: float | None = None) -> None:
+        self._lock.acquire()
+        if self._n == 0:
+            self._lock.release()
+            return
+        if not self._wait_blocking(timeout, "wait_blocking", "await wg.wait()"):
+            raise TimeoutError(f"WaitGroup still at {self._n} after {timeout} s")
+
+    def __repr__(self) -> str:
+        return f"<WaitGroup count={self._n} waiters={len(self._waiters)}>"
+
+
+class Mutex(_Waitable):
+    """Go's sync.Mutex, with FIFO hand-off to waiters: ``await mu.lock()`` /
+    ``mu.unlock()``, or ``async with mu:``. Unlocking an unlocked mutex raises.
+    ``lock_blocking`` serves plain threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._locked = False
+
+    def locked(self) -> bool:
+        return self._locked
+
+    async def lock(self) -> None:
+        self._lock.acquire()
+        if not self._locked:
+            self._locked = True
+            self._lock.release()
+            return
+        await self._wait()  # woken owning it: unlock hands it over
+
+    def lock_blocking(self, timeout: float | None = None) -> None:
+        self._lock.acquire()
+        if not self._locked:
+            self._locked = True
+            self._lock.release()
+            return
+        if not self._wait_blocking(timeout, "lock_blocking", "await mu.lock()"):
+            raise TimeoutError(f"mutex not acquired within {timeout} s")
+
+    def try_lock(self) -> bool:
+        with self._lock:
+            if self._locked:
+                return False
+            self._locked = True
+            return True
+
+    def unlock(self) -> None:
+        with self._lock:
+            if not self._locked:
+                raise RuntimeError("unlock of unlocked mutex")
+            if self._waiters:
+                sg = self._waiters.popleft()
+                sg.done = True  # ownership passes to it; _locked stays True
+            else:
+                self._locked = False
+                sg = None
+        if sg is not None:
+            sg.wake()
+
+    async def __aenter__(self) -> Mutex:
+        await self.lock()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.unlock()
+
+    def __repr__(self) -> str:
+        return f"<Mutex {'locked' if self._locked else 'unlocked'} waiters={len(self._waiters)}>"
+
+
+class Once(_Waitable):
+    """Go's sync.Once: ``await once.do(fn, *args)`` calls fn (sync or async) the first
+    time only; callers arriving while it runs wait for it to end. As in Go, if fn
+    raises, it counts as done: the exception goes to its caller, later calls do nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._done = False
+        self._running = False
+
+    async def do(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._done:
+            return
+        self._lock.acquire()
+        if self._done:
+            self._lock.release()
+            return
+        if self._running:
+            await self._wait()
+            return
+        self._running = True
+        self._lock.release()
+        try:
+            r = fn(*args)
+            if inspect.isawaitable(r):
+                await r
+        finally:
+            with self._lock:
+                self._done, self._running = True, False
+                woken = self._wake_all()
+            for sg in woken:
+                sg.wake()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+

@@ -1,0 +1,47 @@
+"""The samples run and compute the right thing, at every P count."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+sys.path.insert(0, str(SAMPLES))
+
+import pipeline  # noqa: E402
+import sieve  # noqa: E402
+import worker_pool  # noqa: E402
+
+
+def test_sieve(run):
+    primes = run(sieve.primes(200))
+    assert len(primes) == 200 and primes[-1] == 1223
+    assert all(all(p % d for d in range(2, math.isqrt(p) + 1)) for p in primes)
+
+
+def test_worker_pool(run):
+    out = run(worker_pool.run_pool(40, 6))
+    assert out == {n: worker_pool._hash(n) for n in range(40)}
+
+
+def test_pipeline_cancellation_leaves_nothing_running(run):
+    got, left = run(pipeline.first_squares(10))
+    assert len(set(got)) == 10 and all(math.isqrt(v) ** 2 == v for v in got)
+    assert left == 1
+
+
+@pytest.mark.parametrize("script, args, expect", [
+    ("sieve.py", ["10"], "2 3 5 7 11 13 17 19 23 29"),
+    ("worker_pool.py", ["--jobs", "5", "--workers", "2"], "5 results"),
+    ("pipeline.py", ["--take", "3"], "goroutines left: 1"),
+])
+def test_samples_run_from_the_command_line(script, args, expect):
+    out = subprocess.run([sys.executable, str(SAMPLES / script), *args, "--procs", "2"]
+                         if script != "sieve.py" else
+                         [sys.executable, str(SAMPLES / script), *args],
+                         capture_output=True, text=True, timeout=60, check=True)
+    assert expect in out.stdout

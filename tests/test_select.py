@@ -1,0 +1,178 @@
+"""select (Go's chan_test.go intent): exactly one case, default, fairness, timeouts, stress."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+import mnsched
+from mnsched import Chan, ChannelClosed, Recv, Send, after, select
+
+
+def test_default_never_blocks_and_one_case_fires(run):
+    async def main():
+        a, b = Chan(), Chan(1)
+        assert await select(Recv(a), Recv(b), default="nothing") == "nothing"
+        assert await select(default=7) == 7
+        b.try_send("x")
+        ra, rb = Recv(a), Recv(b)
+        assert await select(ra, rb, default=None) is rb and rb.value == "x" and rb.ok
+        sb = Send(b, "y")
+        assert await select(Send(a, 1), sb, default=None) is sb
+        assert b.try_recv() == "y"
+        return True
+
+    assert run(main())
+
+
+def test_select_blocks_until_a_case_is_ready(run):
+    async def main():
+        a, b = Chan(), Chan()
+        ra, rb = Recv(a), Recv(b)
+        g = mnsched.go(select(ra, rb))
+        for _ in range(20):
+            await mnsched.gosched()
+        assert not g.done()
+        await b.send("hello")
+        fired = await g
+        # exactly one case fired; the other channel is untouched and the select's
+        # waiter is gone from it
+        assert fired is rb and rb.value == "hello"
+        with pytest.raises(mnsched.WouldBlock):
+            a.try_send(1)
+        return True
+
+    assert run(main())
+
+
+def test_select_send_case_waits_for_a_receiver(run):
+    async def main():
+        a = Chan()
+        s = Send(a, 5)
+        g = mnsched.go(select(s, Recv(Chan())))
+        assert await a.recv() == 5
+        return await g is s
+
+    assert run(main())
+
+
+def test_timeout_case(run):
+    async def main():
+        never = Chan()
+        timeout = Recv(after(0.02))
+        fired = await select(Recv(never), timeout)
+        return fired is timeout, isinstance(timeout.value, float)
+
+    assert run(main()) == (True, True)
+
+
+def test_closed_channels_in_select(run):
+    async def main():
+        a = Chan()
+        a.close()
+        r = Recv(a)
+        assert await select(r) is r and not r.ok and r.value is None
+        with pytest.raises(ChannelClosed):
+            await select(Send(a, 1))
+        b = Chan()
+        g = mnsched.go(select(Send(b, 1), Recv(Chan())))
+        for _ in range(20):
+            await mnsched.gosched()
+        b.close()
+        with pytest.raises(ChannelClosed):
+            await g
+        return True
+
+    assert run(main())
+
+
+def test_select_cancel_removes_every_waiter(run):
+    async def main():
+        chans = [Chan() for _ in range(4)]
+        g = mnsched.go(select(*(Recv(c) for c in chans)))
+        for _ in range(20):
+            await mnsched.gosched()
+        g.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await g
+        for c in chans:
+            with pytest.raises(mnsched.WouldBlock):
+                c.try_send(1)
+        return True
+
+    assert run(main())
+
+
+def test_select_fairness(run):
+    # Go's TestSelectFairness: two always-ready channels; each is chosen within 10 sigma
+    # of half of 10,000 selects.
+    trials = 10_000
+
+    async def main():
+        c1, c2 = Chan(trials + 1), Chan(trials + 1)
+        for _ in range(trials + 1):
+            c1.try_send(1)
+            c2.try_send(2)
+        r1, r2 = Recv(c1), Recv(c2)
+        cnt1 = 0
+        for _ in range(trials):
+            if await select(r1, r2) is r1:
+                cnt1 += 1
+        return cnt1
+
+    cnt1 = run(main())
+    sigma = math.sqrt(trials) / 2
+    assert abs(cnt1 - trials / 2) <= 10 * sigma, cnt1
+
+
+@pytest.mark.timeout(300)
+def test_select_stress(run):
+    # Go's TestSelectStress: 4 channels (2 unbuffered, cap 2, cap 3); plain senders and
+    # receivers plus select senders and receivers; nothing lost, no deadlock.
+    n = 25_000  # values per channel per kind of sender: 100k per kind in all
+
+    async def main():
+        cs = [Chan(), Chan(), Chan(2), Chan(3)]
+        wg = mnsched.WaitGroup()
+        received = [0, 0]
+
+        async def plain_sender(c):
+            for i in range(n):
+                await c.send(i)
+            wg.done()
+
+        async def plain_receiver(c):
+            for _ in range(n):
+                await c.recv()
+            wg.done()
+
+        async def select_sender():
+            left = [n] * 4
+            while any(left):
+                cases = [Send(c, 1) for c, k in zip(cs, left, strict=True) if k]
+                fired = await select(*cases)
+                left[cs.index(fired.ch)] -= 1
+            wg.done()
+
+        async def select_receiver():
+            left = [n] * 4
+            while any(left):
+                cases = [Recv(c) for c, k in zip(cs, left, strict=True) if k]
+                fired = await select(*cases)
+                left[cs.index(fired.ch)] -= 1
+                received[1] += 1
+            wg.done()
+
+        for c in cs:
+            wg.add(2)
+            mnsched.go(plain_sender(c))
+            mnsched.go(plain_receiver(c))
+        wg.add(2)
+        mnsched.go(select_sender())
+        mnsched.go(select_receiver())
+        await wg.wait()
+        return received[1]
+
+    assert run(main()) == 4 * n

@@ -1,0 +1,224 @@
+"""WaitGroup, Mutex, Once, tickers, and deadlock detection."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+import mnsched
+from mnsched import Chan, Deadlock, Mutex, Once, WaitGroup
+
+
+def test_waitgroup(run):
+    async def main():
+        wg = WaitGroup()
+        await wg.wait()  # zero: returns at once
+        done = []
+
+        async def work(i):
+            await mnsched.sleep(0.001 * (i % 3))
+            done.append(i)
+            wg.done()
+
+        for i in range(100):
+            wg.add(1)
+            mnsched.go(work(i))
+        await wg.wait()
+        assert sorted(done) == list(range(100)) and wg.count == 0
+        with pytest.raises(ValueError, match="negative WaitGroup counter"):
+            wg.done()
+        return True
+
+    assert run(main())
+
+
+def test_waitgroup_from_a_plain_thread(runtime):
+    wg = WaitGroup()
+    wg.add(3)
+    for _ in range(3):
+        runtime.go(_done_later(wg))
+    wg.wait_blocking(timeout=10)
+    wg.add(1)
+    with pytest.raises(TimeoutError):
+        wg.wait_blocking(timeout=0.01)
+    wg.done()
+
+
+async def _done_later(wg):
+    await mnsched.sleep(0.01)
+    wg.done()
+
+
+def test_mutex_excludes_across_ps(run):
+    async def main():
+        mu = Mutex()
+        counter = [0]
+
+        async def bump():
+            for _ in range(200):
+                async with mu:
+                    v = counter[0]
+                    await mnsched.gosched()  # others run here, but not in here
+                    counter[0] = v + 1
+
+        gs = [mnsched.go(bump()) for _ in range(8)]
+        for g in gs:
+            await g
+        assert not mu.locked()
+        with pytest.raises(RuntimeError, match="unlock of unlocked mutex"):
+            mu.unlock()
+        assert mu.try_lock() and not mu.try_lock()
+        mu.unlock()
+        return counter[0]
+
+    assert run(main()) == 8 * 200
+
+
+def test_mutex_with_plain_threads(runtime):
+    mu = Mutex()
+    total = [0]
+
+    def thread_bump():
+        for _ in range(100):
+            mu.lock_blocking(timeout=10)
+            total[0] += 1
+            mu.unlock()
+
+    async def g_bump():
+        for _ in range(100):
+            async with mu:
+                total[0] += 1
+                await mnsched.sleep(0)
+
+    ts = [threading.Thread(target=thread_bump) for _ in range(2)]
+    for t in ts:
+        t.start()
+    gs = [runtime.go(g_bump()) for _ in range(2)]
+    for t in ts:
+        t.join(30)
+    for g in gs:
+        g.result(timeout=30)
+    assert total[0] == 400
+
+
+def test_once(run):
+    async def main():
+        once = Once()
+        calls = []
+
+        async def setup():
+            calls.append(1)
+            await mnsched.sleep(0.01)
+
+        async def user():
+            await once.do(setup)
+            return len(calls)
+
+        gs = [mnsched.go(user()) for _ in range(10)]
+        seen = [await g for g in gs]
+        return calls, seen, once.done
+
+    calls, seen, done = run(main())
+    assert calls == [1] and seen == [1] * 10 and done
+
+
+def test_once_that_raises_counts_as_done(run):
+    async def main():
+        once = Once()
+
+        def boom():
+            raise ValueError("setup failed")
+
+        with pytest.raises(ValueError):
+            await once.do(boom)
+        await once.do(boom)  # not called again
+        return once.done
+
+    assert run(main())
+
+
+def test_ticker(run):
+    async def main():
+        t = mnsched.Ticker(0.005)
+        stamps = [await t.c.recv() for _ in range(5)]
+        t.stop()
+        assert stamps == sorted(stamps)
+        ch = mnsched.tick(0.002)
+        await ch.recv()
+        with pytest.raises(ValueError):
+            mnsched.Ticker(0)
+        return True
+
+    assert run(main())
+
+
+def test_deadlock_is_reported(rt_params):
+    procs, loop = rt_params
+
+    async def main():
+        ch = Chan()
+
+        async def stuck():
+            await ch.send(1)
+            await ch.send(2)
+
+        mnsched.go(stuck())
+        await ch.recv()
+        await Chan().recv()  # nobody will ever send
+
+    with pytest.raises(Deadlock, match=r"all goroutines are asleep - deadlock! 2 goroutine"):
+        mnsched.run(main(), procs=procs, loop=loop)
+
+
+def test_deadlock_on_waitgroup_and_mutex(rt_params):
+    procs, loop = rt_params
+
+    async def main():
+        wg = WaitGroup()
+        wg.add(1)
+        await wg.wait()
+
+    with pytest.raises(Deadlock, match="wait on <WaitGroup count=1"):
+        mnsched.run(main(), procs=procs, loop=loop)
+
+
+def test_no_false_deadlock_while_sleeping_in_syscall_or_asyncio(rt_params):
+    procs, loop = rt_params
+
+    async def main():
+        ch = Chan()
+
+        async def later_sleep():
+            await mnsched.sleep(0.2)
+            await ch.send("slept")
+
+        async def later_syscall():
+            await mnsched.syscall(time.sleep, 0.2)
+            await ch.send("syscall")
+
+        async def later_asyncio():
+            await asyncio.sleep(0.2)
+            await ch.send("asyncio")
+
+        out = []
+        for f in (later_sleep, later_syscall, later_asyncio):
+            mnsched.go(f())
+            out.append(await ch.recv())
+        return out
+
+    assert mnsched.run(main(), procs=procs, loop=loop) == ["slept", "syscall", "asyncio"]
+
+
+def test_no_false_deadlock_when_a_thread_will_send(rt_params):
+    procs, loop = rt_params
+    ch = Chan()
+
+    async def main():
+        # the thread has not touched the channel yet: only its existence tells
+        threading.Timer(0.2, ch.send_blocking, args=("from thread",)).start()
+        return await ch.recv()
+
+    assert mnsched.run(main(), procs=procs, loop=loop) == "from thread"
