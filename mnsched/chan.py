@@ -50,7 +50,7 @@ def _park(lock: object) -> Generator[object, None, None]:
     yield lock  # gopark: the driver parks the goroutine, then releases the lock
 
 
-def current_g() -> G | None:
+def current_g() -> G[Any] | None:
     """The goroutine running on this thread, if any."""
     p = m.p
     return p.curg if p is not None else None
@@ -68,10 +68,10 @@ class Sudog:
         self.elem = elem
         self.ok = False  # a receive got a value (False: the channel was closed)
         self.done = False  # a partner completed the operation (under the channel lock)
-        self.g: G | None = None
+        self.g: G[Any] | None = None
         self.sel: Select | None = None
         self.case = -1
-        self.fut: asyncio.Future | None = None  # a foreign task's
+        self.fut: asyncio.Future[Any] | None = None  # a foreign task's
         self.sem: Any = None  # a plain thread's: a lock it blocks on
 
     def wake(self, p: P | None = None) -> None:
@@ -94,7 +94,7 @@ class Sudog:
         """What the goroutine waits for, if only another goroutine can end the wait."""
         return None if self.ch._foreign else f"{self.op} {self.ch!r}"
 
-    def _cancel_wait(self, g: G) -> None:
+    def _cancel_wait(self, g: G[Any]) -> None:
         """g, parked on one channel here, was cancelled: take it out unless a partner has
         already completed its operation (then it resumes with that, as usual)."""
         with self.ch._lock:
@@ -105,7 +105,7 @@ class Sudog:
         ready(g)
 
 
-def _resolve_threadsafe(fut: asyncio.Future) -> None:
+def _resolve_threadsafe(fut: asyncio.Future[Any]) -> None:
     def resolve() -> None:
         if not fut.done():
             fut.set_result(None)
@@ -116,7 +116,7 @@ def _resolve_threadsafe(fut: asyncio.Future) -> None:
         pass  # that loop is closed: nobody is waiting any more
 
 
-def _rearm_cancel(g: G) -> None:
+def _rearm_cancel(g: G[Any]) -> None:
     """g's operation completed, and CancelledError was thrown in as it resumed: it keeps
     the completed operation and takes the cancellation at its next wait instead."""
     g._pend = CANCEL
@@ -188,7 +188,7 @@ class Chan(Generic[T]):
         except ValueError:
             pass
 
-    def _send_now(self, v: T) -> Sudog | bool | None:
+    def _send_now(self, v: T) -> Sudog | bool:
         """Under the lock. Returns False if it would block; True if sent into the buffer;
         or the receiver sudog that took v (to wake once unlocked)."""
         if self._closed:
@@ -319,12 +319,12 @@ class Chan(Generic[T]):
             sg.done = True
             lock.release()
             sg.wake(p)
-            return sg.elem
-        done, v, ok, sg = self._recv_now()
+            return sg.elem  # type: ignore[no-any-return]
+        done, v, ok, wake = self._recv_now()
         if done:
             lock.release()
-            if sg is not None:
-                sg.wake(p)
+            if wake is not None:
+                wake.wake(p)
         else:
             sg = Sudog(self, "receive from")
             yield from self._wait(sg, self._recvq, p)  # releases the lock
@@ -360,7 +360,7 @@ class Chan(Generic[T]):
             raise WouldBlock("channel empty")
         if not ok:
             raise ChannelClosed("receive from closed channel")
-        return v
+        return v  # type: ignore[no-any-return]
 
     def recv_blocking(self, timeout: float | None = None) -> T:
         """Receive from a plain thread, blocking it (not from a goroutine or P thread)."""
@@ -380,7 +380,7 @@ class Chan(Generic[T]):
             v, ok = sg.elem, sg.ok
         if not ok:
             raise ChannelClosed("receive from closed channel")
-        return v
+        return v  # type: ignore[no-any-return]
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._iterate()
@@ -390,7 +390,7 @@ class Chan(Generic[T]):
             v, ok = await self.recv_ok()
             if not ok:
                 return
-            yield v
+            yield v  # type: ignore[misc]  # ok: v is a T
 
     # -- close -------------------------------------------------------------------------
 
@@ -468,7 +468,7 @@ class Recv:
 
     __slots__ = ("ch", "ok", "value")
 
-    def __init__(self, ch: Chan) -> None:
+    def __init__(self, ch: Chan[Any]) -> None:
         if not isinstance(ch, Chan):
             raise TypeError(f"Recv needs a Chan, not {ch!r}")
         self.ch, self.value, self.ok = ch, None, False
@@ -482,7 +482,7 @@ class Send:
 
     __slots__ = ("ch", "value")
 
-    def __init__(self, ch: Chan, value: Any) -> None:
+    def __init__(self, ch: Chan[Any], value: Any) -> None:
         if not isinstance(ch, Chan):
             raise TypeError(f"Send needs a Chan, not {ch!r}")
         self.ch, self.value = ch, value
@@ -520,7 +520,7 @@ class Select:
             self.fired = sg
             return True
 
-    def _cancel_wait(self, g: G) -> None:
+    def _cancel_wait(self, g: G[Any]) -> None:
         with self.lock:
             if self.done:
                 return  # a case fired: the select completes with it
@@ -590,12 +590,12 @@ async def select(*cases: Recv | Send, default: Any = _NO_DEFAULT) -> Any:
     return await _select_wait(cases, chans)
 
 
-def _unlock_all(chans: list[Chan]) -> None:
+def _unlock_all(chans: list[Chan[Any]]) -> None:
     for ch in reversed(chans):
         ch._lock.release()
 
 
-async def _select_wait(cases: tuple[Recv | Send, ...], chans: list[Chan]) -> Any:
+async def _select_wait(cases: tuple[Recv | Send, ...], chans: list[Chan[Any]]) -> Any:
     """No case is ready: queue a sudog on every channel and park (channel locks held)."""
     g = current_g()
     sel = Select()
@@ -621,16 +621,17 @@ async def _select_wait(cases: tuple[Recv | Send, ...], chans: list[Chan]) -> Any
                 raise
             _rearm_cancel(g)
     sel.remove_from_queues()
-    sg = sel.fired
-    c = cases[sg.case]
+    fired = sel.fired
+    assert fired is not None  # woken only by a claim, which records the case
+    c = cases[fired.case]
     if isinstance(c, Recv):
-        c.value, c.ok = sg.elem, sg.ok
+        c.value, c.ok = fired.elem, fired.ok
     elif sel.fired_closed:
         raise ChannelClosed("send on closed channel")
     return c
 
 
-async def _select_wait_foreign(sel: Select, chans: list[Chan]) -> None:
+async def _select_wait_foreign(sel: Select, chans: list[Chan[Any]]) -> None:
     fut = asyncio.get_running_loop().create_future()
     for sg in sel.sudogs:
         sg.fut = fut

@@ -125,13 +125,13 @@ class G(Generic[T]):
         self._coro = coro
         self._ctx = contextvars.copy_context()  # a G runs in a copy of its spawner's context
         self._sched = sched
-        self._p = p
+        self._p: P | None = p
         self._status = RUNNABLE
-        self._home = None
-        self._waiters = None
-        self._waitq = None
-        self._pend = None
-        self._futw = None
+        self._home: P | None = None
+        self._waiters: Any = None  # None, one waiter, or a list of them
+        self._waitq: Any = None  # a wait queue: anything with _cancel_wait(g)
+        self._pend: BaseException | _Pending | None = None
+        self._futw: asyncio.Future[Any] | None = None
         self._qpos = _NEVER_QUEUED
         if name is not None:
             self._name = name
@@ -142,7 +142,7 @@ class G(Generic[T]):
     def id(self) -> int:
         """The goroutine id, unique within its runtime (Go's goid); given out on first use."""
         try:
-            return self._id
+            return self._id  # type: ignore[has-type,no-any-return]
         except AttributeError:
             goid = self._sched.newgoid()
             with state_lock_of(self):
@@ -164,8 +164,7 @@ class G(Generic[T]):
     def __await__(self) -> Generator[Any, None, T]:
         if self._status != DONE:
             p = m.p
-            g = p.curg if p is not None else None
-            if g is None:
+            if p is None or (g := p.curg) is None:
                 yield from self._await_foreign()
             else:
                 if g is self:
@@ -188,7 +187,7 @@ class G(Generic[T]):
                     lock.release()
         if self._exc is not None:
             raise self._exc
-        return self._result
+        return self._result  # type: ignore[no-any-return]
 
     def _await_foreign(self) -> Generator[Any, None, None]:
         """Await from an asyncio task (a foreign loop, or a plain task on a P's loop)."""
@@ -200,7 +199,10 @@ class G(Generic[T]):
                 "from plain threads use g.result(timeout)") from None
         fut = loop.create_future()
 
-        def on_done(_: G) -> None:
+        def on_done(_: G[Any]) -> None:
+            if asyncio._get_running_loop() is loop:
+                loop.call_soon(_resolve, fut)  # same thread (attach mode): no self-pipe
+                return
             try:
                 loop.call_soon_threadsafe(_resolve, fut)
             except RuntimeError:
@@ -217,7 +219,7 @@ class G(Generic[T]):
     def _outcome(self) -> T:
         if self._exc is not None:
             raise self._exc
-        return self._result
+        return self._result  # type: ignore[no-any-return]
 
     def result(self, timeout: float | None = None) -> T:
         """Wait (blocking this thread) until the goroutine finishes; return or raise its outcome.
@@ -277,7 +279,7 @@ class G(Generic[T]):
 
     # -- completion -----------------------------------------------------------------
 
-    def _add_waiter(self, w: Callable[[G], None]) -> bool:
+    def _add_waiter(self, w: Callable[[G[Any]], None]) -> bool:
         """Register ``w(g)`` to run when this G finishes; False (not registered) if it has."""
         with lock_of(self):
             if self._status == DONE:
@@ -294,7 +296,7 @@ class G(Generic[T]):
     def _blocked_on(self) -> str:
         return f"await {self!r}"
 
-    def _cancel_wait(self, waiter: G) -> None:
+    def _cancel_wait(self, waiter: G[Any]) -> None:
         # Some G awaiting this one was cancelled. As with asyncio tasks, the cancel
         # propagates into the awaited goroutine; the waiter wakes when this one ends.
         self.cancel(getattr(waiter, "_cancel_msg", None))
@@ -347,7 +349,10 @@ class G(Generic[T]):
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
         self._pin_if_running_here()
-        return self._p.loop
+        p = self._p
+        if p is None:
+            raise RuntimeError(f"{self!r} has not run on any P yet")
+        return p.loop
 
     _loop = property(get_loop)  # anyio reads Task._loop
 
@@ -370,7 +375,7 @@ class G(Generic[T]):
         return self._pend in CANCELLING
 
     @property
-    def _fut_waiter(self) -> asyncio.Future | None:
+    def _fut_waiter(self) -> asyncio.Future[Any] | None:
         return self._futw
 
     def get_coro(self) -> Coroutine[Any, Any, T]:
@@ -385,9 +390,9 @@ class G(Generic[T]):
     def set_name(self, value: object) -> None:
         self._name = str(value)
 
-    def get_stack(self, *, limit: int | None = None) -> list:
-        frames = []
-        coro = self._coro
+    def get_stack(self, *, limit: int | None = None) -> list[Any]:
+        frames: list[Any] = []
+        coro: Any = self._coro
         while coro is not None and (limit is None or len(frames) < limit):
             frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
             if frame is None:
@@ -396,7 +401,7 @@ class G(Generic[T]):
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
         return frames
 
-    def add_done_callback(self, fn: Callable[[G], object], *,
+    def add_done_callback(self, fn: Callable[[G[Any]], object], *,
                           context: contextvars.Context | None = None) -> None:
         """As ``Future.add_done_callback``: ``fn(g)`` is called soon on the calling loop
         (or directly, when registered outside any loop) once the goroutine finishes."""
@@ -404,9 +409,9 @@ class G(Generic[T]):
         if not self._add_waiter(cb):
             cb(self)
 
-    def remove_done_callback(self, fn: Callable[[G], object]) -> int:
+    def remove_done_callback(self, fn: Callable[[G[Any]], object]) -> int:
         with lock_of(self):
-            ws = self._waiters
+            ws: list[Any] = self._waiters
             ws = [] if ws is None else ws if type(ws) is list else [ws]
             keep = [w for w in ws if not (type(w) is _DoneCallback and w.fn == fn)]
             if self._waiters is not None:
@@ -417,11 +422,11 @@ class G(Generic[T]):
 class _DoneCallback:
     __slots__ = ("ctx", "fn", "loop")
 
-    def __init__(self, fn: Callable[[G], object], loop: asyncio.AbstractEventLoop | None,
+    def __init__(self, fn: Callable[[G[Any]], object], loop: asyncio.AbstractEventLoop | None,
                  ctx: contextvars.Context) -> None:
         self.fn, self.loop, self.ctx = fn, loop, ctx
 
-    def __call__(self, g: G) -> None:
+    def __call__(self, g: G[Any]) -> None:
         if self.loop is not None and not self.loop.is_closed():
             try:
                 self.loop.call_soon_threadsafe(self.fn, g, context=self.ctx)
@@ -431,12 +436,12 @@ class _DoneCallback:
         self.ctx.run(self.fn, g)
 
 
-def _resolve(fut: asyncio.Future) -> None:
+def _resolve(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
 
 
-def _cancel_future(fut: asyncio.Future, msg: Any) -> None:
+def _cancel_future(fut: asyncio.Future[Any], msg: Any) -> None:
     """Cancel an asyncio future from any thread: on its own loop's thread."""
     loop = fut.get_loop()
     if asyncio._get_running_loop() is loop:
@@ -448,7 +453,7 @@ def _cancel_future(fut: asyncio.Future, msg: Any) -> None:
             pass  # its loop is closed: the future can never complete anyway
 
 
-def ready(g: G) -> None:
+def ready(g: G[Any]) -> None:
     """Go's goready: make a parked G runnable.
 
     On a P that may run it, it goes to that P's runnext (the waker's P, as in Go), so a

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .g import G
+    from .p import P
 
 # Go's default limit on OS threads (runtime/debug.SetMaxThreads) is 10000.
 MAX_THREADS = 10_000
@@ -34,7 +35,7 @@ M_IDLE_TIMEOUT = 10.0
 
 class _M(threading.local):
     # The P this thread is running, or None on a plain thread or a foreign loop.
-    p = None
+    p: P | None = None
 
 
 m = _M()
@@ -45,14 +46,14 @@ class Call:
 
     __slots__ = ("args", "ctx", "done", "exc", "fn", "g", "kwargs", "lock", "loopfut", "result")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, kwargs: dict,
-                 ctx: contextvars.Context, g: G | None) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any],
+                 ctx: contextvars.Context, g: G[Any] | None) -> None:
         self.fn, self.args, self.kwargs, self.ctx, self.g = fn, args, kwargs, ctx, g
         self.lock = threading.Lock()
         self.done = False
         self.result: Any = None
         self.exc: BaseException | None = None
-        self.loopfut: asyncio.Future | None = None  # for callers that are not goroutines
+        self.loopfut: asyncio.Future[Any] | None = None  # for callers that are not goroutines
 
     def run(self) -> None:
         try:
@@ -69,7 +70,7 @@ class Call:
         elif self.loopfut is not None:
             _complete_soon(self.loopfut, result, exc)
 
-    def _cancel_wait(self, g: G) -> None:
+    def _cancel_wait(self, g: G[Any]) -> None:
         # The goroutine is cancelled while the call runs: like asyncio.to_thread, it
         # stops waiting at once; the thread finishes the call and its result is dropped.
         with self.lock:
@@ -79,7 +80,7 @@ class Call:
         g._sched.exitsyscall(g)
 
 
-def _complete_soon(fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+def _complete_soon(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     def complete() -> None:
         if fut.done():
             return
@@ -108,7 +109,7 @@ class MPool:
         self.max_threads = max_threads
         self.idle_timeout = idle_timeout
         self.lock = threading.Lock()
-        self.idle: list[queue.SimpleQueue] = []  # each idle M waits on its own mailbox
+        self.idle: list[queue.SimpleQueue[Any]] = []  # each idle M waits on its own mailbox
         self.pending: deque[Call] = deque()  # calls no M has taken yet
         self.threads: set[threading.Thread] = set()
         self.nstarting = 0  # Ms started that have not taken a call yet
@@ -153,7 +154,7 @@ class MPool:
             t.start()
 
     def _main(self) -> None:
-        mailbox: queue.SimpleQueue = queue.SimpleQueue()
+        mailbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         me = threading.current_thread()
         with self.lock:
             self.nstarting -= 1

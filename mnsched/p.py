@@ -72,14 +72,14 @@ class _SwapCurrentTask:
 
     __slots__ = ()
 
-    def __setitem__(self, loop: asyncio.AbstractEventLoop, g: G) -> None:
-        _enter_task(loop, g)
+    def __setitem__(self, loop: asyncio.AbstractEventLoop, g: G[Any]) -> None:
+        _enter_task(loop, g)  # type: ignore[arg-type]  # a G speaks the Task protocol
 
     def __delitem__(self, loop: asyncio.AbstractEventLoop) -> None:
-        _leave_task(loop, asyncio.current_task(loop))
+        _leave_task(loop, asyncio.current_task(loop))  # type: ignore[arg-type]
 
 
-def _current_tasks() -> dict | _SwapCurrentTask:
+def _current_tasks() -> dict[Any, Any] | _SwapCurrentTask:
     """asyncio.current_task() reads a plain dict on CPython 3.11-3.13: writing it directly
     costs half as much as _enter_task/_leave_task."""
     d = getattr(asyncio.tasks, "_current_tasks", None)
@@ -114,16 +114,16 @@ class P:
         self.sched = sched
         self.id = pid
         self._make_loop = make_loop
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop  # set by create_loop, on the P's thread
         self.thread: threading.Thread | None = None
         # The G to run next, just spawned or woken here: a one-slot deque, because sysmon
         # may take it from another thread while this P's thread is stuck in a step that
         # spawns. Its append and popleft are atomic, so a G leaves it exactly once.
-        self.runnext: deque[G] = deque()
+        self.runnext: deque[G[Any]] = deque()
         self.runq = RunQ()  # local FIFO run queue, stealable
-        self.inbox: deque[G] = deque()  # Gs readied for this P by other threads
+        self.inbox: deque[G[Any]] = deque()  # Gs readied for this P by other threads
         self.timers = Timers(self)
-        self.curg: G | None = None  # the G being stepped right now
+        self.curg: G[Any] | None = None  # the G[Any] being stepped right now
         self.tick = 0  # steps taken; sysmon watches it move
         self.slice_start = 0.0  # when the current time slice began (see TIME_SLICE)
         # sysmon's view: the tick it last saw, when it saw it change, and the current
@@ -134,7 +134,7 @@ class P:
         # step that is stuck began after it (give or take a few short steps).
         self.last_clock = 0.0
         self.stuck_since = 0.0
-        self.stuck_g: G | None = None
+        self.stuck_g: G[Any] | None = None
         self.thread_ident = 0
         # active: a schedule callback is queued or running (else the P is idle, parked in
         # its loop). Changed under sched.lock, except that the owner may read it unlocked.
@@ -142,6 +142,8 @@ class P:
         self.spinning = False  # woken to look for work and has not found any yet
         self.retiring = False  # removed by gomaxprocs; runs only its pinned Gs until done
         self.stopped = False  # its loop has stopped
+        self.borrowed = False  # its loop is the host's (attach mode): not ours to close
+        self._prev_factory: Any = None  # the loop's task factory before ours
         self.npinned = 0
         self.ntasks = 0  # asyncio tasks alive on this P's loop
         # Pushes by runqput, less removals by handoff: stamped on a G as it is pushed
@@ -158,9 +160,13 @@ class P:
 
     # -- thread and loop ---------------------------------------------------------------
 
-    def create_loop(self) -> None:
+    def create_loop(self, borrow: asyncio.AbstractEventLoop | None = None) -> None:
+        """Make this P's loop on the calling thread; or borrow that thread's running loop
+        (attach mode), to be given back as it was by close_loop."""
         self.thread_ident = threading.get_ident()
-        loop = self._make_loop()
+        loop = self._make_loop() if borrow is None else borrow
+        self.borrowed = borrow is not None
+        self._prev_factory = loop.get_task_factory()
         # A task created from inside a goroutine belongs to this loop; so does the G now.
         loop.set_task_factory(self._task_factory)
         self.loop = loop
@@ -183,11 +189,11 @@ class P:
         self.thread = threading.Thread(target=main, name=f"mnsched-P{self.id}", daemon=True)
         self.thread.start()
         started.wait()
-        check(self.loop is not None, f"P{self.id} failed to create its loop")
+        check(hasattr(self, "loop"), f"P{self.id} failed to create its loop")
 
     def stop(self) -> None:
         """Stop the loop from any thread; its thread then closes it and exits."""
-        loop = self.loop
+        loop = getattr(self, "loop", None)
         if loop is not None and not loop.is_closed():
             try:
                 loop.call_soon_threadsafe(loop.stop)
@@ -196,8 +202,11 @@ class P:
 
     def close_loop(self) -> None:
         """Finish the loop as asyncio.run does: leftover tasks, async generators, executor."""
-        loop = self.loop
+        loop = getattr(self, "loop", None)
         if loop is None or loop.is_closed():
+            return
+        if self.borrowed:
+            loop.set_task_factory(self._prev_factory)
             return
         try:
             tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
@@ -210,26 +219,29 @@ class P:
         finally:
             loop.close()
 
-    def _task_factory(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any):
+    def _task_factory(self, loop: asyncio.AbstractEventLoop, coro: Any,
+                      **kwargs: Any) -> asyncio.Task[Any]:
         g = self.curg
         if g is not None and g._home is None:
             self.pin(g)
-        task = asyncio.Task(coro, loop=loop, **kwargs)
+        prev = self._prev_factory
+        task = asyncio.Task(coro, loop=loop, **kwargs) if prev is None else \
+            prev(loop, coro, **kwargs)
         self.ntasks += 1  # sysmon's deadlock check waits while tasks may still act
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, _: asyncio.Task) -> None:
+    def _task_done(self, _: asyncio.Task[Any]) -> None:
         self.ntasks -= 1
 
-    def pin(self, g: G) -> None:
+    def pin(self, g: G[Any]) -> None:
         check(g._home is None, "pinning a pinned G")
         g._home = self
         self.npinned += 1
 
     # -- making work runnable ---------------------------------------------------------------
 
-    def runqput(self, g: G) -> None:
+    def runqput(self, g: G[Any]) -> None:
         """Put g at the tail of the local queue; when it is full, move half of it and g to
         the global queue (Go: runqput/runqputslow). Owner thread only."""
         q = self.runq
@@ -244,7 +256,7 @@ class P:
         batch.append(g)
         self.sched.globrunqputbatch(batch)
 
-    def ready_here(self, g: G) -> None:
+    def ready_here(self, g: G[Any]) -> None:
         """Make g runnable on this P, next in line (runnext). Owner thread only."""
         g._status = RUNNABLE
         if self.retiring and g._home is None:
@@ -260,7 +272,7 @@ class P:
         if not self.active:
             self.activate()
 
-    def _put_next(self, g: G) -> bool:
+    def _put_next(self, g: G[Any]) -> bool:
         """g into runnext; whatever was there goes to the tail of the queue (True then)."""
         rn = self.runnext
         rn.append(g)
@@ -272,7 +284,7 @@ class P:
                 pass  # sysmon took it meanwhile
         return False
 
-    def handoff(self, g: G) -> None:
+    def handoff(self, g: G[Any]) -> None:
         """The running G is about to wait for g, which is runnable here: run g next.
 
         As ForkJoin's join runs the joined task when it is still in the local deque,
@@ -315,7 +327,7 @@ class P:
     def post_schedule(self) -> None:
         self.loop.call_soon_threadsafe(self.schedule)
 
-    def _resume_soon(self, g: G) -> None:
+    def _resume_soon(self, g: G[Any]) -> None:
         # After a bare yield: the loop has run its ready callbacks; back in line.
         g._status = RUNNABLE
         self.runqput(g)
@@ -435,12 +447,12 @@ class P:
         # The batch is over: let the loop run I/O and timers. runnext keeps its place.
         loop.call_soon(self.schedule)
 
-    def _failed(self, g: G, e: BaseException) -> None:
+    def _failed(self, g: G[Any], e: BaseException) -> None:
         g._finish(None, e, self)
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             self.sched.rt.fatal_error(e)
 
-    def _findrunnable(self) -> G | None:
+    def _findrunnable(self) -> G[Any] | None:
         """Steps 4-7 of the priority list; None means this P has parked."""
         sched = self.sched
         rechecked = False
@@ -469,12 +481,12 @@ class P:
                 sched.unidle_locked(self)
             rechecked = True
 
-    def _got(self, g: G) -> G:
+    def _got(self, g: G[Any]) -> G[Any]:
         if self.spinning:
             self.sched.reset_spinning(self)
         return g
 
-    def _steal(self) -> G | None:
+    def _steal(self) -> G[Any] | None:
         sched = self.sched
         allp, order = sched.allp, sched.order
         if order.n != len(allp):
@@ -498,7 +510,7 @@ class P:
                 for g in free:
                     g._p = self
                 self.runq.extend(free[1:])
-                return free[0]
+                return free[0]  # type: ignore[no-any-return]
         return None
 
     def _park(self) -> bool:
@@ -538,15 +550,15 @@ class P:
 
     # -- the G driver -------------------------------------------------------------------------
 
-    def _throw_pending(self, g: G) -> Any:
+    def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend
         g._pend = None
         if pend in CANCELLING:
             msg = getattr(g, "_cancel_msg", None)
             pend = CancelledError() if msg is None else CancelledError(msg)
-        return g._ctx.run(g._coro.throw, pend)
+        return g._ctx.run(g._coro.throw, pend)  # type: ignore[arg-type]
 
-    def _trap(self, g: G, y: Any) -> None:
+    def _trap(self, g: G[Any], y: Any) -> None:
         """Act on what g yielded, other than a park lock."""
         if y is GOSCHED:
             # Go puts a yielding G on the global queue: any P may take it.
@@ -570,7 +582,7 @@ class P:
             g._status = RUNNABLE
             self.runqput(g)
 
-    def _await_future(self, g: G, fut: asyncio.Future) -> None:
+    def _await_future(self, g: G[Any], fut: asyncio.Future[Any]) -> None:
         """g awaits an asyncio future: it waits on the future's loop, pinned to this P."""
         fut._asyncio_future_blocking = False
         if g._home is None:
@@ -595,8 +607,8 @@ class P:
                 self.runqput(g)
 
     @staticmethod
-    def _wakeup_future(g: G) -> Callable[[asyncio.Future], None]:
-        def wakeup(_: asyncio.Future) -> None:
+    def _wakeup_future(g: G[Any]) -> Callable[[asyncio.Future[Any]], None]:
+        def wakeup(_: asyncio.Future[Any]) -> None:
             g._futw = None
             ready(g)
 

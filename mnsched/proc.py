@@ -40,7 +40,7 @@ def go(coro: Any, *, name: str | None = None) -> Any:
         fn = coro
 
         @functools.wraps(fn)
-        def spawner(*args: Any, **kwargs: Any) -> G:
+        def spawner(*args: Any, **kwargs: Any) -> G[Any]:
             return spawn(current_runtime(), fn(*args, **kwargs), name)
 
         return spawner
@@ -72,14 +72,13 @@ def gosched() -> Awaitable[None]:
     return _trap(GOSCHED)
 
 
-async def sleep(delay: float, result: T = None) -> T:
+async def sleep(delay: float, result: T = None) -> T:  # type: ignore[assignment]
     """Sleep for ``delay`` seconds. A sleeping goroutine holds nothing: it may wake on any
     P. Outside a goroutine it is ``asyncio.sleep``."""
     if not isinstance(delay, (int, float)) or math.isnan(delay):
         raise TypeError(f"sleep() needs a number of seconds, not {delay!r}")
     p = m.p
-    g = p.curg if p is not None else None
-    if g is None:
+    if p is None or (g := p.curg) is None:
         return await asyncio.sleep(delay, result)
     if delay <= 0:
         await _trap(GOSCHED)
@@ -103,13 +102,12 @@ async def syscall(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     if not callable(fn):
         raise TypeError(f"syscall() needs a callable, not {type(fn).__name__} {fn!r}")
     p = m.p
-    g = p.curg if p is not None else None
-    if g is None:
+    if p is None or (g := p.curg) is None:
         rt = current_runtime()
         call = Call(fn, args, kwargs, contextvars.copy_context(), None)
         call.loopfut = asyncio.get_running_loop().create_future()
         rt.sched.submit_syscall(call)
-        return await call.loopfut
+        return await call.loopfut  # type: ignore[no-any-return]
     call = Call(fn, args, kwargs, g._ctx.copy(), g)
     lock = call.lock
     lock.acquire()  # held until g is parked, so the M cannot ready it any sooner
@@ -122,7 +120,7 @@ async def syscall(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     await _trap(lock)
     if call.exc is not None:
         raise call.exc
-    return call.result
+    return call.result  # type: ignore[no-any-return]
 
 
 def blocking(fn: Callable[PS, T]) -> Callable[PS, Awaitable[T]]:

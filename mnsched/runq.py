@@ -8,6 +8,7 @@ head at the same time and every item still leaves exactly once.
 
 import threading
 from collections import deque
+from typing import Any
 
 # Go: len(p.runq) == 256. When the local queue is full, half of it moves to the global
 # queue (runqputslow), so other Ps can find it without stealing.
@@ -20,7 +21,7 @@ LOCAL_QUEUE_SIZE = 256
 JOIN_HANDOFF_DEPTH = 16
 
 
-class RunQ(deque):
+class RunQ(deque[Any]):
     """The owner appends and pops the head; thieves take half from the head.
 
     ``lock`` is taken only by operations that need more than one deque step to stay
@@ -34,7 +35,7 @@ class RunQ(deque):
         super().__init__()
         self.lock = threading.Lock()
 
-    def steal_half(self) -> list:
+    def steal_half(self) -> list[Any]:
         """Take half of the queue, rounded up, from the head (Go: runqgrab).
 
         Safe against the owner popping at the same time: a pop that loses the race
@@ -51,7 +52,7 @@ class RunQ(deque):
                 pass
         return out
 
-    def take_half_for_global(self) -> list:
+    def take_half_for_global(self) -> list[Any]:
         """Take half of a full queue (Go: runqputslow moves len/2 to the global queue)."""
         out = []
         pop = self.popleft

@@ -99,10 +99,12 @@ class Runtime:
     """
 
     def __init__(self, procs: int | None = None, *, loop: str = "uvloop",
-                 shutdown_timeout: float = 10.0, debug: str | None = None,
-                 sysmon: bool = True, max_threads: int = MAX_THREADS,
-                 m_idle_timeout: float = M_IDLE_TIMEOUT) -> None:
+                 attach: bool = False, shutdown_timeout: float = 10.0,
+                 debug: str | None = None, sysmon: bool = True,
+                 max_threads: int = MAX_THREADS, m_idle_timeout: float = M_IDLE_TIMEOUT
+                 ) -> None:
         self._procs = resolve_procs(procs)
+        self.attach = attach
         self._make_loop = loop_factory(loop)
         self.loop_kind = loop
         self.shutdown_timeout = shutdown_timeout
@@ -119,8 +121,8 @@ class Runtime:
         self._retired: list[P] = []  # Ps removed by gomaxprocs, joined at close
         self._spares: list[P] = []  # Ps sysmon started because every P was stuck
         self._warm: P | None = None  # a parked P kept ready for sysmon, outside allp
-        self._main: G | None = None  # run()'s main goroutine
-        self._tokens: list[contextvars.Token] = []
+        self._main: G[Any] | None = None  # run()'s main goroutine
+        self._tokens: list[contextvars.Token[Runtime | None]] = []
 
     def __repr__(self) -> str:
         return f"<mnsched.Runtime procs={self.sched.nprocs or self._procs} {self._state}>"
@@ -132,7 +134,11 @@ class Runtime:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> Runtime:
-        """Start the Ps, each on a thread of its own."""
+        """Start the Ps, each on a thread of its own (in attach mode, P0 is the running
+        loop of the calling thread: call it from a coroutine)."""
+        if self.attach:
+            self._start_attached()
+            return self
         with self._lock:
             if self._state != NEW:
                 raise RuntimeError(f"{self!r} was already started")
@@ -142,12 +148,15 @@ class Runtime:
             self.sysmon.start()
         return self
 
-    def _start_ps(self, caller_is_p0: bool) -> None:
+    def _start_ps(self, caller_is_p0: bool, borrow: asyncio.AbstractEventLoop | None = None
+                  ) -> None:
+        """Start the Ps: P0 on the calling thread when caller_is_p0 (on a new loop, or on
+        the running loop it borrows), the others on threads of their own."""
         ps = [P(self.sched, i, self._make_loop) for i in range(self._procs)]
         try:
             for p in ps:
                 if caller_is_p0 and p.id == 0:
-                    p.create_loop()
+                    p.create_loop(borrow)
                 else:
                     p.start_thread()
         except BaseException:
@@ -167,7 +176,8 @@ class Runtime:
         if p is not None and p.sched is self.sched:
             raise BlockingCallError(
                 "Runtime.close() from inside the runtime would wait for itself; "
-                "close it from outside, or return from main")
+                + ("in attach mode use 'await rt.aclose()'" if self.attach else
+                   "close it from outside, or return from main"))
         with self._lock:
             state = self._state
             if state == NEW:
@@ -201,13 +211,12 @@ class Runtime:
         for t in self.sched.mpool.close(self.shutdown_timeout):
             logger.error("shutdown: M thread %s is still in a blocking call; leaving it", t.name)
 
-    def _stop_goroutines(self, timeout: float | None, p0: P | None) -> None:
-        """Cancel every G and wait until none is left. With p0 (``run`` mode) the caller
-        is P0's thread, so the wait runs P0's loop instead of blocking it."""
+    def _begin_stop(self) -> Callable[[], None]:
+        """Refuse new goroutines and cancel every one; returns a function that cancels
+        those spawned meanwhile (by a spawn racing with the start of the shutdown)."""
         sched = self.sched
         sched.closing = True
-        grace = self.shutdown_timeout if timeout is None else timeout
-        cancelled: set[G] = set()
+        cancelled: set[G[Any]] = set()
 
         def cancel_new() -> None:
             for g in sched.allg.copy():
@@ -218,8 +227,15 @@ class Runtime:
         cancel_new()
         if not sched.allg:
             sched.all_done.set()
+        return cancel_new
+
+    def _stop_goroutines(self, timeout: float | None, p0: P | None) -> None:
+        """Cancel every G and wait until none is left. With p0 (``run`` mode) the caller
+        is P0's thread, so the wait runs P0's loop instead of blocking it."""
+        sched = self.sched
+        cancel_new = self._begin_stop()
+        grace = self.shutdown_timeout if timeout is None else timeout
         if p0 is None:
-            # Spawns racing with the start of the shutdown are cancelled on the next round.
             deadline = _deadline(grace)
             while not sched.all_done.wait(0.05) and _remaining(deadline) > 0:
                 cancel_new()
@@ -227,6 +243,54 @@ class Runtime:
             p0.loop.run_until_complete(_wait_event(sched.all_done, grace, cancel_new))
         if not sched.all_done.is_set():
             self._abandon_stubborn(p0)
+
+    # -- attach mode: the host's running loop is P0 -----------------------------------------
+
+    def _start_attached(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("Runtime(attach=True) starts inside a running event loop "
+                               "(async with, or start() from a coroutine)") from None
+        if m.p is not None:
+            raise RuntimeError("this thread already runs a P; it cannot attach another")
+        with self._lock:
+            if self._state != NEW:
+                raise RuntimeError(f"{self!r} was already started")
+            self._start_ps(caller_is_p0=True, borrow=loop)
+            self._state = RUNNING_RT
+        m.p = self.sched.allp[0]
+        if self.sysmon is not None:
+            self.sysmon.start()
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Close from a coroutine without blocking its loop (required in attach mode)."""
+        if not self.attach:
+            await asyncio.to_thread(self.close, timeout)
+            return
+        p0 = self.sched.allp[0] if self.sched.allp else None
+        with self._lock:
+            state = self._state
+            if state == RUNNING_RT:
+                self._state = CLOSING
+        if state != RUNNING_RT:
+            if state == CLOSING:
+                await asyncio.to_thread(self._closed.wait, timeout)
+            return
+        sched = self.sched
+        try:
+            cancel_new = self._begin_stop()
+            grace = self.shutdown_timeout if timeout is None else timeout
+            await _wait_event(sched.all_done, grace, cancel_new)
+            if not sched.all_done.is_set():
+                self._abandon_stubborn(p0)
+        finally:
+            await asyncio.to_thread(self._stop_threads, p0)
+            m.p = None
+            if p0 is not None:
+                p0.close_loop()  # gives the host loop back as it was
+            self._state = CLOSED
+            self._closed.set()
 
     def _abandon_stubborn(self, p0: P | None) -> None:
         stubborn = [g for g in self.sched.allg.copy() if g._status != DONE]
@@ -274,7 +338,7 @@ class Runtime:
         p0.pin(main)
         sched.allg.add(main)
         done = loop.create_future()
-        main._add_waiter(lambda _: loop.call_soon_threadsafe(_set_done, done))
+        main._add_waiter(lambda _: _call_soon_threadsafe(loop, _set_done, done))
         with sched.lock:
             sched.unidle_locked(p0)
             p0.active = True
@@ -282,7 +346,7 @@ class Runtime:
         loop.call_soon(p0.schedule)
         if self.sysmon is not None:
             self.sysmon.start()
-        interrupted = []
+        interrupted: list[bool] = []
         restore_sigint = _install_sigint(main, loop, interrupted)
         m.p = p0
         prev_main, _main_rt = _main_rt, self
@@ -309,7 +373,7 @@ class Runtime:
             raise sched.fatal
         if interrupted and main.cancelled():
             raise KeyboardInterrupt
-        return main._outcome()
+        return main._outcome()  # type: ignore[no-any-return]
 
     def fatal_error(self, exc: BaseException) -> None:
         """A G raised KeyboardInterrupt or SystemExit: the program must end, as it would
@@ -453,13 +517,16 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         if self._state == NEW:
-            await asyncio.to_thread(self.start)
+            if self.attach:
+                self._start_attached()
+            else:
+                await asyncio.to_thread(self.start)
         self._tokens.append(_current_rt.set(self))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         _current_rt.reset(self._tokens.pop())
-        await asyncio.to_thread(self.close)
+        await self.aclose()
 
 
 def current_runtime() -> Runtime:
@@ -546,7 +613,12 @@ def run(main: Coroutine[Any, Any, T], *, procs: int | None = None, loop: str = "
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _set_done(fut: asyncio.Future) -> None:
+def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, fn: Callable[..., object],
+                          *args: object) -> None:
+    loop.call_soon_threadsafe(fn, *args)
+
+
+def _set_done(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -568,7 +640,7 @@ async def _wait_event(ev: threading.Event, seconds: float | None,
         every()
 
 
-def _abandon(g: G) -> None:
+def _abandon(g: G[Any]) -> None:
     """Close the coroutine of a G that would not stop (runs on its P's thread)."""
     if g._status == DONE:
         return
@@ -580,14 +652,14 @@ def _abandon(g: G) -> None:
     g._finish(None, asyncio.CancelledError("abandoned at shutdown: it ignored cancellation"), p)
 
 
-def _format_stack(g: G) -> str:
+def _format_stack(g: G[Any]) -> str:
     frames = g.get_stack()
     return "".join(traceback.format_list(
         [traceback.FrameSummary(f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
          for f in frames])).rstrip()
 
 
-def _install_sigint(main: G, loop: asyncio.AbstractEventLoop,
+def _install_sigint(main: G[Any], loop: asyncio.AbstractEventLoop,
                     interrupted: list[bool]) -> Callable[[], None]:
     """As asyncio.Runner: the first Ctrl-C cancels main, a second one interrupts."""
     if (threading.current_thread() is not threading.main_thread()
@@ -608,5 +680,8 @@ def _install_sigint(main: G, loop: asyncio.AbstractEventLoop,
         signal.signal(signal.SIGINT, on_sigint)
     except ValueError:  # pragma: no cover - not the main interpreter
         return lambda: None
-    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)
+    def restore() -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    return restore
 

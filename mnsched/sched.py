@@ -13,7 +13,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import check
 from .g import RUNNABLE, G
@@ -22,6 +22,7 @@ from .runq import LOCAL_QUEUE_SIZE
 if TYPE_CHECKING:
     from .m import Call, MPool
     from .p import P
+    from .runtime import Runtime
 
 class StealOrder:
     """Go's randomOrder: visit all n Ps once, from a random start with a random stride
@@ -43,17 +44,18 @@ class StealOrder:
 class Sched:
     def __init__(self) -> None:
         self.lock = threading.Lock()  # guards idle, nspinning, P.active and the id generator
-        self.runq: deque[G] = deque()  # the global run queue; pinned Gs never enter it
+        self.runq: deque[G[Any]] = deque()  # the global run queue; pinned Gs never enter it
         # The running Ps and their steal order, swapped together by procresize.
         self.allp: tuple[P, ...] = ()
         self.order = StealOrder(1)
         self.idle: list[P] = []
         self.nspinning = 0
-        self.allg: set[G] = set()
+        self.allg: set[G[Any]] = set()
         self.closing = False
         self.all_done = threading.Event()  # set once closing and no G is left
         self.fatal: BaseException | None = None  # a KeyboardInterrupt/SystemExit from a G
         self._goidgen = 0
+        self.rt: Runtime  # set by the runtime
         self.mpool: MPool  # set by the runtime
         self.nsyscall = 0  # goroutines in a blocking call right now (under lock)
         self.nspawned_outside = 0  # spawned from threads that are not Ps (under lock)
@@ -71,7 +73,7 @@ class Sched:
 
     # -- the global run queue ------------------------------------------------------------
 
-    def globrunqget(self, p: P, most: int = LOCAL_QUEUE_SIZE // 2) -> G | None:
+    def globrunqget(self, p: P, most: int = LOCAL_QUEUE_SIZE // 2) -> G[Any] | None:
         """Take a fair share of the global queue (at most ``most``) into p's local queue;
         return one G."""
         q = self.runq
@@ -90,7 +92,7 @@ class Sched:
             pass
         return first
 
-    def globrunqputbatch(self, gs: list[G]) -> None:
+    def globrunqputbatch(self, gs: list[G[Any]]) -> None:
         """Put free Gs on the global queue (from any thread) and wake a P for them."""
         for g in gs:
             g._p = None
@@ -107,7 +109,7 @@ class Sched:
                 self.nsyscall -= 1
             raise
 
-    def exitsyscall(self, g: G) -> None:
+    def exitsyscall(self, g: G[Any]) -> None:
         """g's blocking call returned (on an M thread): ready it on its old P if that P is
         idle or no other is, else let any idle P take it (Go: exitsyscall)."""
         with self.lock:
@@ -122,7 +124,7 @@ class Sched:
         else:
             self.ready_remote(g)
 
-    def ready_remote(self, g: G) -> None:
+    def ready_remote(self, g: G[Any]) -> None:
         """Ready a G from a thread that may not run it: home P if pinned, else global."""
         g._status = RUNNABLE
         home = g._home

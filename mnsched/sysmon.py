@@ -31,12 +31,13 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import Deadlock
 from .g import PARKED
 
 if TYPE_CHECKING:
+    from .g import G
     from .p import P
     from .runtime import Runtime
 
@@ -235,7 +236,8 @@ class Sysmon:
         P's thread may be running user code that readies goroutines here at the same
         time: every queue involved is taken an item at a time with atomic pops."""
         sched = self.rt.sched
-        free, pinned = [], []
+        free: list[G[Any]] = []
+        pinned: list[G[Any]] = []
         for q in (p.runnext, p.runq, p.inbox):
             try:
                 while q:

@@ -8,12 +8,13 @@ is stuck (sysmon).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .g import G, ready
 
@@ -29,10 +30,12 @@ class Timer:
 
     __slots__ = ("g", "timers", "when")
 
-    def __init__(self, when: float, g: G, timers: Timers) -> None:
-        self.when, self.g, self.timers = when, g, timers
+    def __init__(self, when: float, g: G[Any], timers: Timers) -> None:
+        self.when = when
+        self.g: G[Any] | None = g  # None once fired or cancelled
+        self.timers = timers
 
-    def _cancel_wait(self, g: G) -> None:
+    def _cancel_wait(self, g: G[Any]) -> None:
         self.timers.cancel(self, g)
 
 
@@ -42,14 +45,14 @@ class Timers:
         self.heap: list[tuple[float, int, Timer]] = []
         self.lock = threading.Lock()
         self._seq = itertools.count()
-        self._handle = None  # the loop TimerHandle armed for the earliest entry
+        self._handle: asyncio.TimerHandle | None = None  # armed for the earliest entry
         self._armed = math.inf
         self._ndead = 0
 
     def __len__(self) -> int:
         return len(self.heap) - self._ndead
 
-    def add_locked(self, when: float, g: G) -> Timer:
+    def add_locked(self, when: float, g: G[Any]) -> Timer:
         """Add a timer for ``g``; the caller holds ``self.lock`` and runs on the P's thread."""
         t = Timer(when, g, self)
         heapq.heappush(self.heap, (when, next(self._seq), t))
@@ -77,7 +80,7 @@ class Timers:
             if self.heap and self._handle is None:
                 self._arm(self.heap[0][0])
 
-    def take_due(self, now: float) -> list[G]:
+    def take_due(self, now: float) -> list[G[Any]]:
         """Pop the Gs whose time has come (any thread)."""
         due = []
         with self.lock:
@@ -95,7 +98,7 @@ class Timers:
         with self.lock:
             return self.heap[0][0] if self.heap else math.inf
 
-    def cancel(self, t: Timer, g: G) -> None:
+    def cancel(self, t: Timer, g: G[Any]) -> None:
         with self.lock:
             if t.g is not g:
                 return  # already fired

@@ -11,6 +11,8 @@ import pytest
 
 import mnsched
 
+pytest_plugins = ["pytester"]
+
 PROCS = (1, 2, 4)
 LOOPS = ("uvloop", "asyncio")
 

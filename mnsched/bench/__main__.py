@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
+from importlib.metadata import version as _version
 
 from .workloads import WORKLOADS
 
@@ -54,7 +55,7 @@ def run_variant(workload: str, variant: str, n: int) -> float:
     else:
         value = elapsed
     w.check(n, result)
-    return value
+    return float(value)
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -67,7 +68,7 @@ def measure(workload: str, variant: str, n: int) -> float:
         capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{workload}/{variant} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,10 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     variants = [*VARIANTS_BASE, *(f"mnsched-p{p}" for p in procs)]
     if args.overhead:
         variants += [f"mnsched-p{p}-nosysmon" for p in procs]
-    import uvloop
-
     print(f"# mnsched bench: Python {platform.python_version()} "
-          f"({platform.python_implementation()}), uvloop {uvloop.__version__}, "
+          f"({platform.python_implementation()}), uvloop {_version('uvloop')}, "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     for name in names:
         w = WORKLOADS[name]

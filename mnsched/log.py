@@ -1,0 +1,42 @@
+"""Logging: a filter that tells which goroutine, and which P, wrote each record."""
+
+from __future__ import annotations
+
+import logging
+
+from .m import m
+
+
+class GoroutineFilter(logging.Filter):
+    """Adds ``goid``, ``goname`` and ``procid`` to every record it sees ("-" outside a
+    goroutine or a P), for formats such as::
+
+        "%(asctime)s P%(procid)s G%(goid)s %(goname)s %(levelname)s %(message)s"
+
+    Install it on a handler (``handler.addFilter(GoroutineFilter())``) to cover every
+    logger that handler serves, or use ``install()``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        p = m.p
+        g = p.curg if p is not None else None
+        record.procid = p.id if p is not None else "-"
+        record.goid = g.id if g is not None else "-"
+        record.goname = g.name if g is not None else "-"
+        return True
+
+
+DEFAULT_FORMAT = "%(asctime)s P%(procid)s G%(goid)s %(levelname)s %(name)s: %(message)s"
+
+
+def install(logger: logging.Logger | None = None, fmt: str = DEFAULT_FORMAT,
+            level: int = logging.INFO) -> logging.Handler:
+    """Give ``logger`` (the root logger by default) a stderr handler with the filter and
+    a format showing the P and goroutine. Returns the handler."""
+    handler = logging.StreamHandler()
+    handler.addFilter(GoroutineFilter())
+    handler.setFormatter(logging.Formatter(fmt))
+    target = logger or logging.getLogger()
+    target.addHandler(handler)
+    target.setLevel(level)
+    return handler

@@ -1,0 +1,181 @@
+"""Serving on every P: one listening socket per P on the same port (``SO_REUSEPORT``),
+so the kernel spreads connections across the Ps' loops, and each connection (or aiohttp
+request) is handled by a goroutine on the P that accepted it.
+
+Handlers are pinned to their P from birth: the reader, writer and request objects they
+are handed belong to that P's loop. Goroutines they spawn are free, and spill to other
+Ps by stealing. A handler that blocks unmarked stalls the other connections of its own
+P only (they hold objects of its loop); the other Ps serve on. Through ``syscall`` it
+stalls nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .g import G
+from .m import m
+from .runtime import Runtime, current_runtime
+
+if TYPE_CHECKING:
+    from .p import P
+
+StreamHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def spawn_here(coro: Any, name: str | None = None) -> G[Any]:
+    """Spawn a goroutine pinned to the P of the calling thread (a loop callback on a P)."""
+    p = m.p
+    if p is None:
+        raise RuntimeError("spawn_here() runs on a P's thread")
+    g = G(coro, p.sched, p, name)
+    p.pin(g)
+    p.sched.allg.add(g)
+    p.nspawned += 1
+    p.ready_here(g)
+    return g
+
+
+class Server:
+    """Listeners on every P. ``close()`` stops accepting; ``await wait_closed()`` waits
+    for the handlers in flight (cancelling them after ``drain_timeout``)."""
+
+    def __init__(self, rt: Runtime, drain_timeout: float) -> None:
+        self.rt = rt
+        self.drain_timeout = drain_timeout
+        self.port = 0
+        self._closers: list[tuple[P, Callable[[], Coroutine[Any, Any, None]]]] = []
+        self._inflight: set[G[Any]] = set()
+        self.addresses: list[Any] = []  # one per P: the same port, SO_REUSEPORT
+        self.nhandled = 0
+
+    def _track(self, g: G[Any]) -> None:
+        self._inflight.add(g)
+        self.nhandled += 1
+        g.add_done_callback(self._inflight.discard)
+
+    async def close(self) -> None:
+        """Stop accepting on every P."""
+        closers, self._closers = self._closers, []
+        await asyncio.gather(*(_on(p, close) for p, close in closers))
+
+    async def wait_closed(self) -> None:
+        """Wait for the handlers in flight; cancel those still running after
+        ``drain_timeout`` seconds."""
+        inflight = list(self._inflight)
+        done = await _wait_all(inflight, self.drain_timeout)
+        for g in inflight:
+            if g not in done:
+                g.cancel()
+        await _wait_all(inflight, None)
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+        await self.wait_closed()
+
+
+async def _wait_all(gs: list[G[Any]], timeout: float | None) -> set[G[Any]]:
+    done: set[G[Any]] = set()
+
+    async def one(g: G[Any]) -> None:
+        try:
+            await g
+        except BaseException:
+            pass
+        done.add(g)
+
+    if gs:
+        await asyncio.wait([asyncio.ensure_future(one(g)) for g in gs], timeout=timeout)
+    return done
+
+
+async def _on(p: P, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run fn() as a task on P p's loop; await it from here (any loop)."""
+    cf: concurrent.futures.Future[Any] = asyncio.run_coroutine_threadsafe(fn(), p.loop)
+    return await asyncio.wrap_future(cf)
+
+
+async def start_server(handler: StreamHandler, host: str = "127.0.0.1", port: int = 0, *,
+                       rt: Runtime | None = None, drain_timeout: float = 10.0,
+                       **kwargs: Any) -> Server:
+    """``asyncio.start_server`` on every P of the runtime: ``handler(reader, writer)`` runs
+    as a goroutine for each connection, on the P that accepted it."""
+    rt = rt or current_runtime()
+    server = Server(rt, drain_timeout)
+
+    def make_listener(p: P) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def listen() -> None:
+            def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                server._track(spawn_here(handler(reader, writer), name="conn"))
+
+            srv = await asyncio.start_server(connected, host, server.port or port,
+                                             reuse_port=True, **kwargs)
+            server.port = server.port or srv.sockets[0].getsockname()[1]
+            server.addresses.extend(sock.getsockname() for sock in srv.sockets)
+
+            async def close() -> None:
+                srv.close()
+                await srv.wait_closed()
+
+            server._closers.append((p, close))
+
+        return listen
+
+    await _listen_everywhere(rt, server, make_listener)
+    return server
+
+
+async def serve_aiohttp(app_factory: Callable[[], Any], host: str = "127.0.0.1",
+                        port: int = 0, *, rt: Runtime | None = None,
+                        drain_timeout: float = 10.0) -> Server:
+    """Serve an aiohttp application on every P: ``app_factory()`` builds one
+    ``web.Application`` per P (an application belongs to one loop), and each request's
+    handler runs as a goroutine on the P that accepted the connection."""
+    from aiohttp import web
+
+    rt = rt or current_runtime()
+    server = Server(rt, drain_timeout)
+
+    @web.middleware
+    async def goroutine_per_request(request: web.Request, handler: Any) -> Any:
+        g = spawn_here(handler(request), name="request")
+        server._track(g)
+        return await g
+
+    def make_listener(p: P) -> Callable[[], Coroutine[Any, Any, None]]:
+        async def listen() -> None:
+            app = app_factory()
+            app.middlewares.append(goroutine_per_request)
+            runner = web.AppRunner(app, handle_signals=False)
+            await runner.setup()
+            site = web.TCPSite(runner, host, server.port or port, reuse_port=True)
+            await site.start()
+            server.port = server.port or runner.addresses[0][1]
+            server.addresses.extend(runner.addresses)
+
+            async def close() -> None:
+                await runner.cleanup()
+
+            server._closers.append((p, close))
+
+        return listen
+
+    await _listen_everywhere(rt, server, make_listener)
+    return server
+
+
+async def _listen_everywhere(rt: Runtime, server: Server,
+                             make_listener: Callable[[P], Callable[[], Coroutine[Any, Any, None]]]
+                             ) -> None:
+    """P0 first (it picks the port when port is 0), then every other P on that port."""
+    ps = rt.sched.allp
+    if not ps:
+        raise RuntimeError(f"{rt!r} is not running")
+    await _on(ps[0], make_listener(ps[0]))
+    await asyncio.gather(*(_on(p, make_listener(p)) for p in ps[1:]))

@@ -1,0 +1,330 @@
+"""Embedding mnsched in asyncio services: host loops, attach mode, serving on every P,
+contextvars, logging, the pytest plugin, typing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import importlib.util
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import uvloop
+from aiohttp import web
+
+import mnsched
+from mnsched.log import GoroutineFilter
+from mnsched.serve import serve_aiohttp, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST_RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def host_run(request):
+    return HOST_RUNNERS[request.param]
+
+
+# -- embedding in a host loop ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attach", [False, True], ids=["threads", "attach"])
+def test_embed_in_a_host_loop(host_run, procs, attach):
+    async def work(i):
+        await mnsched.sleep(0.001)
+        await asyncio.sleep(0)
+        return i * i, threading.current_thread().name
+
+    async def host():
+        loop = asyncio.get_running_loop()
+        factory = loop.get_task_factory()
+        async with mnsched.Runtime(procs=procs, attach=attach) as rt:
+            gs = [rt.go(work(i)) for i in range(20)] + [mnsched.go(work(20))]
+            out = [await g for g in gs]
+            if attach:
+                pending = mnsched.go(mnsched.sleep(60))
+                with pytest.raises(mnsched.BlockingCallError):
+                    pending.result()  # the host thread is P0 now: it would stall it
+                pending.cancel()
+        assert loop.get_task_factory() is factory  # given back as it was
+        return [v for v, _ in out], {name for _, name in out}
+
+    values, threads = host_run(host())
+    assert values == [i * i for i in range(21)]
+    if attach:
+        assert "MainThread" in threads  # goroutines run on the host loop itself
+    else:
+        assert "MainThread" not in threads
+
+
+def test_cancellation_both_ways(host_run, procs):
+    async def host():
+        async with mnsched.Runtime(procs=procs) as rt:
+            # the host task awaiting is cancelled: the goroutine is cancelled too
+            g = rt.go(mnsched.sleep(60))
+            waiter = asyncio.ensure_future(_await(g))
+            await asyncio.sleep(0.01)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            with pytest.raises(asyncio.CancelledError):
+                await g
+            # the goroutine is cancelled: the host task awaiting it sees CancelledError
+            g2 = rt.go(mnsched.sleep(60))
+            waiter2 = asyncio.ensure_future(_await(g2))
+            await asyncio.sleep(0.01)
+            g2.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter2
+            return not waiter2.cancelled() or True
+
+    assert host_run(host())
+
+
+async def _await(g):
+    return await g
+
+
+def test_attach_mode_spills_to_other_ps(procs):
+    if procs == 1:
+        pytest.skip("nothing to spill to")
+
+    async def host():
+        async with mnsched.Runtime(procs=procs, attach=True):
+            barrier = threading.Barrier(2)
+
+            async def blocker():
+                barrier.wait(timeout=20)  # needs a second P to take the other one
+                return threading.current_thread().name
+
+            gs = [mnsched.go(blocker()) for _ in range(2)]
+            return {await g for g in gs}
+
+    assert len(asyncio.run(host())) == 2
+
+
+def test_attach_requires_a_running_loop():
+    with pytest.raises(RuntimeError, match="running event loop"):
+        mnsched.Runtime(procs=1, attach=True).start()
+
+
+# -- serving on every P -----------------------------------------------------------------------
+
+
+def _storm_in_thread(port: int, n: int, concurrency: int) -> list[str]:
+    """A client in another thread (its own loop): n connections, each one echo."""
+    async def one(i, sem):
+        async with sem:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(f"{i}\n".encode())
+            await w.drain()
+            line = (await r.readline()).decode().strip()
+            w.close()
+            await w.wait_closed()
+            return line
+
+    async def storm():
+        sem = asyncio.Semaphore(concurrency)
+        return await asyncio.gather(*(one(i, sem) for i in range(n)))
+
+    out: list[str] = []
+    t = threading.Thread(target=lambda: out.extend(asyncio.run(storm())))
+    t.start()
+    t.join(60)
+    assert not t.is_alive()
+    return out
+
+
+@pytest.mark.timeout(120)
+def test_start_server_on_every_p_with_reuseport(procs):
+    async def handle(reader, writer):
+        i = int((await reader.readline()).decode())
+        writer.write(f"{i * 2} {threading.current_thread().name}\n".encode())
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        srv = await start_server(handle)
+        assert len(srv.addresses) == procs
+        assert len({a[1] for a in srv.addresses}) == 1  # one port, every P
+        out = await mnsched.syscall(_storm_in_thread, srv.port, 400, 50)
+        await srv.close()
+        await srv.wait_closed()
+        return out, srv.nhandled
+
+    out, handled = mnsched.run(main(), procs=procs)
+    assert [int(line.split()[0]) for line in out] == [2 * i for i in range(400)]
+    assert handled == 400
+    if procs > 1:
+        assert len({line.split()[1] for line in out}) > 1  # connections spread over Ps
+
+
+def _make_app() -> web.Application:
+    app = web.Application()
+
+    async def light(request):
+        return web.json_response({"n": int(request.query["n"]) + 1})
+
+    async def blocking(request):
+        await mnsched.syscall(time.sleep, float(request.query.get("s", "0.05")))
+        return web.Response(text="slept")
+
+    async def unmarked(request):
+        time.sleep(float(request.query.get("s", "0.05")))  # not through syscall
+        return web.Response(text="slept unmarked")
+
+    app.router.add_get("/light", light)
+    app.router.add_get("/blocking", blocking)
+    app.router.add_get("/unmarked", unmarked)
+    return app
+
+
+async def _fetch_all(port: int, paths: list[str], limit: int = 50) -> list[tuple[float, str]]:
+    connector = aiohttp.TCPConnector(limit=limit, force_close=True)
+    t0 = time.monotonic()
+    async with aiohttp.ClientSession(connector=connector) as s:
+        async def get(path):
+            async with s.get(f"http://127.0.0.1:{port}{path}") as r:
+                assert r.status == 200
+                return time.monotonic() - t0, await r.text()
+
+        return await asyncio.gather(*(get(p) for p in paths))
+
+
+@pytest.mark.timeout(120)
+def test_aiohttp_on_every_p_request_storm(procs):
+    async def main():
+        srv = await serve_aiohttp(_make_app)
+        paths = [f"/light?n={i}" for i in range(500)] + ["/blocking?s=0.05"] * 25
+        out = await mnsched.syscall(lambda: asyncio.run(_fetch_all(srv.port, paths)))
+        await srv.close()
+        await srv.wait_closed()
+        return out, srv.nhandled
+
+    out, handled = mnsched.run(main(), procs=procs)
+    light = [text for _, text in out[:500]]
+    assert light == [f'{{"n": {i + 1}}}' for i in range(500)]
+    assert [text for _, text in out[500:]] == ["slept"] * 25
+    assert handled == 525
+
+
+@pytest.mark.timeout(120)
+def test_unmarked_blocking_handler_stalls_only_its_own_p():
+    async def main():
+        srv = await serve_aiohttp(_make_app)
+
+        async def client():
+            return await _fetch_all(srv.port, ["/unmarked?s=1.0"] + ["/light?n=1"] * 30)
+
+        out = await mnsched.syscall(lambda: asyncio.run(client()))
+        await srv.close()
+        await srv.wait_closed()
+        return out
+
+    out = mnsched.run(main(), procs=2)
+    blocked_done = out[0][0]
+    light_times = [t for t, _ in out[1:]]
+    # light requests on the other P's connections finish while the handler blocks
+    assert min(light_times) < blocked_done - 0.5
+
+
+# -- contextvars and logging ----------------------------------------------------------------------
+
+
+def test_contextvars_do_not_travel_through_channels(run):
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def receiver(ch, out):
+        var.set("receiver")
+        await ch.recv()
+        await out.send(var.get())
+
+    async def main():
+        ch, out = mnsched.Chan(), mnsched.Chan()
+        mnsched.go(receiver(ch, out))
+        var.set("sender")
+        await ch.send("value")  # a value, not a context: as between asyncio tasks
+        return await out.recv(), var.get()
+
+    assert run(main()) == ("receiver", "sender")
+
+
+def test_logging_filter(run, caplog):
+    log = logging.getLogger("svc")
+
+    async def main():
+        log.info("from main")
+        await mnsched.go(_log(log))
+
+    caplog.handler.addFilter(GoroutineFilter())
+    with caplog.at_level(logging.INFO, logger="svc"):
+        run(main())
+    log.info("outside")
+    recs = {r.getMessage(): r for r in caplog.records}
+    assert recs["from main"].goid == 1 and recs["from main"].procid == 0
+    assert recs["from child"].goname == "child" and recs["from child"].procid != "-"
+    outside = logging.LogRecord("svc", logging.INFO, "", 0, "outside", None, None)
+    GoroutineFilter().filter(outside)
+    assert outside.goid == "-" and outside.procid == "-"
+
+
+async def _log(log):
+    mnsched.current_runtime()
+    g = asyncio.current_task()
+    g.set_name("child")
+    log.info("from child")
+
+
+# -- the pytest plugin ---------------------------------------------------------------
+
+PLUGIN_TESTS = '''
+import asyncio
+import pytest
+import mnsched
+
+@pytest.mark.mnsched(procs=2)
+async def test_runs_as_a_goroutine():
+    assert isinstance(asyncio.current_task(), mnsched.G)
+    assert mnsched.gomaxprocs() == 2
+    assert await mnsched.go(mnsched.sleep(0, "ok")) == "ok"
+
+@pytest.mark.mnsched(loop="asyncio")
+@pytest.mark.parametrize("x", [1, 2])
+async def test_parametrized(x):
+    assert await mnsched.go(asyncio.sleep(0, x)) == x
+
+@pytest.mark.asyncio
+async def test_pytest_asyncio_still_runs_its_own():
+    assert not isinstance(asyncio.current_task(), mnsched.G)
+
+def test_fixture(mnsched_runtime):
+    assert mnsched_runtime.go(mnsched.sleep(0, 5)).result(timeout=10) == 5
+
+@pytest.mark.mnsched(procs=1)
+def test_fixture_takes_procs_from_the_marker(mnsched_runtime):
+    assert mnsched_runtime.gomaxprocs() == 1
+'''
+
+
+@pytest.mark.parametrize("mode", ["strict", "auto"])
+def test_pytest_plugin(pytester, mode):
+    pytester.makepyfile(test_plugin=PLUGIN_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"asyncio_mode={mode}")
+    result.assert_outcomes(passed=6)
+
+
+# -- typing ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy not installed")
+def test_mypy_strict_on_the_package_and_samples():
+    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                          "mnsched", "samples"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
