@@ -427,6 +427,9 @@ class _DoneCallback:
         self.fn, self.loop, self.ctx = fn, loop, ctx
 
     def __call__(self, g: G[Any]) -> None:
+        if self.loop is not None and asyncio._get_running_loop() is self.loop:
+            self.loop.call_soon(self.fn, g, context=self.ctx)  # same thread: no self-pipe
+            return
         if self.loop is not None and not self.loop.is_closed():
             try:
                 self.loop.call_soon_threadsafe(self.fn, g, context=self.ctx)

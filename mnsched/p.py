@@ -22,6 +22,7 @@ Invariant: a RUNNABLE G's ``_p`` is the P whose runnext, local queue or inbox ho
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import threading
 import time
@@ -99,6 +100,51 @@ def _current_tasks() -> dict[Any, Any] | _SwapCurrentTask:
 CURRENT_TASKS = _current_tasks()
 
 
+def _swap_current_task(loop: asyncio.AbstractEventLoop, task: Any) -> Any:
+    """Make task (or nobody) the loop's current task; return the one it replaces."""
+    swap = getattr(asyncio.tasks, "_swap_current_task", None)  # 3.12+
+    if swap is not None:
+        return swap(loop, task)
+    d = CURRENT_TASKS
+    assert isinstance(d, dict)  # 3.11 keeps the dict
+    prev = d.pop(loop, None)
+    if task is not None:
+        d[loop] = task
+    return prev
+
+
+def _pinning(get_loop: Callable[[], asyncio.AbstractEventLoop]
+             ) -> Callable[[], asyncio.AbstractEventLoop]:
+    """Wrap asyncio's loop getter: a goroutine that asks for its loop is about to hold
+    something bound to it (a session, a stream, a timer handle), so from then on it is
+    pinned to that P. Libraries call ``asyncio.get_running_loop()`` through the module
+    at call time, so wrapping the module attribute catches them."""
+
+    @functools.wraps(get_loop)
+    def get_running_loop() -> asyncio.AbstractEventLoop:
+        loop = get_loop()
+        p = m.p
+        if p is not None and (g := p.curg) is not None and g._home is None \
+                and loop is p.loop:
+            p.pin(g)
+        return loop
+
+    get_running_loop.__mnsched_wrapped__ = get_loop  # type: ignore[attr-defined]
+    return get_running_loop
+
+
+def _install_pinning_loop_getters() -> None:
+    for name in ("get_running_loop", "get_event_loop"):
+        fn = getattr(asyncio.events, name)
+        if not hasattr(fn, "__mnsched_wrapped__"):
+            wrapped = _pinning(fn)
+            setattr(asyncio.events, name, wrapped)
+            setattr(asyncio, name, wrapped)
+
+
+_install_pinning_loop_getters()
+
+
 class _Gosched:
     __slots__ = ()
 
@@ -145,7 +191,6 @@ class P:
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
         self._prev_factory: Any = None  # the loop's task factory before ours
         self.npinned = 0
-        self.ntasks = 0  # asyncio tasks alive on this P's loop
         # Pushes by runqput, less removals by handoff: stamped on a G as it is pushed
         # (G._qpos), the difference bounds from below how far it is from the tail.
         self.qseq = 0
@@ -225,14 +270,16 @@ class P:
         if g is not None and g._home is None:
             self.pin(g)
         prev = self._prev_factory
-        task = asyncio.Task(coro, loop=loop, **kwargs) if prev is None else \
+        return asyncio.Task(coro, loop=loop, **kwargs) if prev is None else \
             prev(loop, coro, **kwargs)
-        self.ntasks += 1  # sysmon's deadlock check waits while tasks may still act
-        task.add_done_callback(self._task_done)
-        return task
 
-    def _task_done(self, _: asyncio.Task[Any]) -> None:
-        self.ntasks -= 1
+    def has_tasks(self) -> bool:
+        """Whether asyncio tasks are alive on this loop (from sysmon, while this P is
+        idle: a set changing under the count means yes, conservatively)."""
+        try:
+            return any(not t.done() for t in asyncio.all_tasks(self.loop))
+        except RuntimeError:
+            return True
 
     def pin(self, g: G[Any]) -> None:
         check(g._home is None, "pinning a pinned G")
@@ -354,7 +401,7 @@ class P:
         6. half of a random victim's local queue (stealing);
         7. nothing: park, by returning to the loop, which waits in epoll.
 
-        The G driver is inlined below: this loop is the hottest code in mnsched.
+        The G driver is ``step``: this loop and it are the hottest code in mnsched.
         """
         if not self.active:  # a stray wake-up of an idle P
             self.activate()
@@ -365,8 +412,7 @@ class P:
         popleft = runq.popleft
         rn = self.runnext
         popnext = rn.popleft
-        loop = self.loop
-        ct = CURRENT_TASKS
+        step = self.step
         if self.inbox:
             self._drain_inbox()
         if self.spinning and (rn or runq):
@@ -396,43 +442,7 @@ class P:
                         if g is None:
                             return  # parked
 
-            # Step g: send into its coroutine, in its context, as the loop's current task.
-            if g._status != RUNNABLE:
-                raise InternalError(f"executing {g!r}, which is not runnable")
-            self.curg = g
-            self.tick += 1
-            g._status = RUNNING
-            ct[loop] = g
-            try:
-                y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
-            except StopIteration as e:
-                del ct[loop]
-                self.curg = None
-                g._finish(e.value, None, self)
-            except BaseException as e:
-                del ct[loop]
-                self.curg = None
-                self._failed(g, e)
-            else:
-                del ct[loop]
-                self.curg = None
-                # Act on what it yielded. Most often a lock: gopark. g put itself in a
-                # wait queue under it; mark g parked before releasing it, so whoever
-                # finds g there finds it parked.
-                if type(y) is LockType:
-                    sl = STATE_LOCKS[hash(g) & _MASK]  # against a concurrent cancel()
-                    sl.acquire()
-                    g._status = PARKED
-                    if g._pend is CANCEL:
-                        g._pend = DELIVERED  # cancel() came first: we deliver it
-                        sl.release()
-                        y.release()
-                        g._waitq._cancel_wait(g)
-                    else:
-                        sl.release()
-                        y.release()
-                else:
-                    self._trap(g, y)
+            step(g)
             n += 1
             if n % CLOCK_EVERY == 0:
                 self.last_clock = now = time.monotonic()
@@ -445,7 +455,7 @@ class P:
                 if now >= deadline:
                     break
         # The batch is over: let the loop run I/O and timers. runnext keeps its place.
-        loop.call_soon(self.schedule)
+        self.loop.call_soon(self.schedule)
 
     def _failed(self, g: G[Any], e: BaseException) -> None:
         g._finish(None, e, self)
@@ -549,6 +559,60 @@ class P:
             self.activate()  # its schedule parks at once, and stops the loop if drained
 
     # -- the G driver -------------------------------------------------------------------------
+
+    def step(self, g: G[Any]) -> None:
+        """The G driver: step g once (send into its coroutine, in its context, as the
+        loop's current task), then act on what it yielded. On this P's thread, outside
+        any other step."""
+        if g._status != RUNNABLE:
+            raise InternalError(f"executing {g!r}, which is not runnable")
+        loop = self.loop
+        ct = CURRENT_TASKS
+        self.curg = g
+        self.tick += 1
+        g._status = RUNNING
+        ct[loop] = g
+        try:
+            y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
+        except StopIteration as e:
+            del ct[loop]
+            self.curg = None
+            g._finish(e.value, None, self)
+        except BaseException as e:
+            del ct[loop]
+            self.curg = None
+            self._failed(g, e)
+        else:
+            del ct[loop]
+            self.curg = None
+            # Act on what it yielded. Most often a lock: gopark. g put itself in a wait
+            # queue under it; mark g parked before releasing it, so whoever finds g
+            # there finds it parked.
+            if type(y) is LockType:
+                sl = STATE_LOCKS[hash(g) & _MASK]  # against a concurrent cancel()
+                sl.acquire()
+                g._status = PARKED
+                if g._pend is CANCEL:
+                    g._pend = DELIVERED  # cancel() came first: we deliver it
+                    sl.release()
+                    y.release()
+                    g._waitq._cancel_wait(g)
+                else:
+                    sl.release()
+                    y.release()
+            else:
+                self._trap(g, y)
+
+    def step_eagerly(self, g: G[Any]) -> None:
+        """Step g at once, from a loop callback or an asyncio task running on this P (as
+        asyncio's eager tasks start): the running task steps aside meanwhile. A G that
+        finishes without waiting then costs no trip through the loop."""
+        loop = self.loop
+        prev = _swap_current_task(loop, None)
+        try:
+            self.step(g)
+        finally:
+            _swap_current_task(loop, prev)
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend

@@ -177,7 +177,7 @@ class Sysmon:
         sched = rt.sched
         main = rt._main
         if main is None or main.done() or sched.runq or sched.nsyscall or any(
-                p.active or p.inbox or p.ntasks or len(p.timers) for p in ps):
+                p.active or p.inbox or len(p.timers) for p in ps):
             self._dl_ticks = None
             return
         ticks = sum(p.tick for p in ps)
@@ -185,9 +185,9 @@ class Sysmon:
             return  # nothing ran since it was found innocent
         ours = {p.thread_ident for p in ps}
         if any(t.ident not in ours and not t.name.startswith("mnsched-")
-               for t in threading.enumerate()):
+               for t in threading.enumerate()) or any(p.has_tasks() for p in ps):
             self._dl_ticks = None
-            return  # another thread may yet send: only a closed world can be deadlocked
+            return  # another thread or an asyncio task may yet wake someone
         blocked = []
         for g in sched.allg.copy():
             what = getattr(g._waitq, "_blocked_on", None) if g._status == PARKED else None

@@ -293,3 +293,44 @@ def test_goroutine_pinned_after_asyncio_use_stays_on_its_p(run, procs):
         return all([await g for g in gs])
 
     assert run(main())
+
+
+def test_loop_bound_object_made_before_a_channel_wait(run, procs):
+    # A goroutine that creates something bound to its loop (here an aiohttp session,
+    # which captures asyncio.get_running_loop()) and then waits on a channel must come
+    # back on that loop: asking for the loop pins it.
+    import aiohttp
+    from aiohttp import web
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/", _ok)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        ch = mnsched.Chan()
+
+        async def client():
+            async with aiohttp.ClientSession() as session:
+                for _ in range(5):
+                    await ch.recv()  # an mnsched park point: may not move it now
+                    async with session.get(f"http://127.0.0.1:{port}/") as r:
+                        assert await r.text() == "ok"
+            return True
+
+        gs = [mnsched.go(client()) for _ in range(4)]
+        for _ in range(20):
+            await ch.send(None)
+        ok = all([await g for g in gs])
+        await runner.cleanup()
+        return ok
+
+    assert run(main())
+
+
+async def _ok(request):
+    from aiohttp import web
+
+    return web.Response(text="ok")

@@ -12,6 +12,8 @@ import pytest
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 sys.path.insert(0, str(SAMPLES))
 
+import aiohttp_service  # noqa: E402
+import crawler  # noqa: E402
 import pipeline  # noqa: E402
 import sieve  # noqa: E402
 import worker_pool  # noqa: E402
@@ -34,10 +36,22 @@ def test_pipeline_cancellation_leaves_nothing_running(run):
     assert left == 1
 
 
+def test_crawler_visits_every_page_once(run):
+    result = run(crawler.main_async(150, 8))
+    assert result["pages"] == 150 and result["bytes"] > 0
+
+
+def test_aiohttp_service_under_load(run):
+    result = run(aiohttp_service.serve("127.0.0.1", 0, 300, 16))
+    assert result["status"] == {200: 300} and result["handled"] == 300
+
+
 @pytest.mark.parametrize("script, args, expect", [
     ("sieve.py", ["10"], "2 3 5 7 11 13 17 19 23 29"),
     ("worker_pool.py", ["--jobs", "5", "--workers", "2"], "5 results"),
     ("pipeline.py", ["--take", "3"], "goroutines left: 1"),
+    ("crawler.py", ["--pages", "50"], "'pages': 50"),
+    ("aiohttp_service.py", ["--selftest", "100"], '"status": {"200": 100}'),
 ])
 def test_samples_run_from_the_command_line(script, args, expect):
     out = subprocess.run([sys.executable, str(SAMPLES / script), *args, "--procs", "2"]

@@ -248,6 +248,91 @@ async def sieve_mnsched(n: int) -> int:
     return prime
 
 
+# -- http: requests/s of an aiohttp app on loopback; load from another process ---------------
+
+BLOCK_S = 0.020  # the blocking call of the "blocking" mix
+BLOCK_SHARE = 0.05
+
+
+def _http_app(blocking: Callable[[], Coroutine[Any, Any, None]]) -> Any:
+    from aiohttp import web
+
+    async def light(request: Any) -> Any:
+        return web.Response(text="ok")
+
+    async def blocked(request: Any) -> Any:
+        await blocking()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/light", light)
+    app.router.add_get("/blocking", blocked)
+    return app
+
+
+def _loadgen_cmd(port: int, n: int, mix: float) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "mnsched.bench.loadgen", f"http://127.0.0.1:{port}",
+            "--requests", str(n), "--mix", str(mix), "--seconds", str(max(2, n // 4000))]
+
+
+def _load_result(out: str, n: int) -> tuple[bool, float]:
+    import json
+
+    r = json.loads(out.strip().splitlines()[-1])
+    return r["errors"] == 0, r["seconds"]
+
+
+async def _http_asyncio(n: int, mix: float) -> tuple[bool, float]:
+    from aiohttp import web
+
+    async def block_the_loop() -> None:
+        time.sleep(BLOCK_S)  # a sync driver call, as a plain aiohttp app makes it
+
+    runner = web.AppRunner(_http_app(block_the_loop))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    proc = await asyncio.create_subprocess_exec(
+        *_loadgen_cmd(runner.addresses[0][1], n, mix), stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    await runner.cleanup()
+    return _load_result(out.decode(), n)
+
+
+async def _http_mnsched(n: int, mix: float) -> tuple[bool, float]:
+    import subprocess
+
+    from mnsched.serve import serve_aiohttp
+
+    async def through_syscall() -> None:
+        await mnsched.syscall(time.sleep, BLOCK_S)
+
+    srv = await serve_aiohttp(lambda: _http_app(through_syscall))
+    out = await mnsched.syscall(subprocess.run, _loadgen_cmd(srv.port, n, mix),
+                                capture_output=True, text=True, check=True)
+    await srv.close()
+    await srv.wait_closed()
+    return _load_result(out.stdout, n)
+
+
+async def http_light_asyncio(n: int) -> tuple[bool, float]:
+    return await _http_asyncio(n, 0.0)
+
+
+async def http_light_mnsched(n: int) -> tuple[bool, float]:
+    return await _http_mnsched(n, 0.0)
+
+
+async def http_blocking_asyncio(n: int) -> tuple[bool, float]:
+    return await _http_asyncio(n, BLOCK_SHARE)
+
+
+async def http_blocking_mnsched(n: int) -> tuple[bool, float]:
+    return await _http_mnsched(n, BLOCK_SHARE)
+
+
 def nth_prime(n: int) -> int:
     found, k = 0, 1
     while found < n:
@@ -273,6 +358,13 @@ WORKLOADS: dict[str, Workload] = {
                  lambda n: n),
         Workload("sieve", "Go's concurrent prime sieve: the first n primes", "primes",
                  2_000, 300, sieve_asyncio, sieve_mnsched, nth_prime),
+        Workload("http-light", "aiohttp on loopback, all requests light (load from another "
+                 "process)", "requests", 20_000, 2_000, http_light_asyncio,
+                 http_light_mnsched, lambda n: True, metric="seconds*"),
+        Workload("http-blocking", "aiohttp on loopback, 5% of requests make a 20 ms blocking "
+                 "call (plain: in the handler; mnsched: through syscall)", "requests", 4_000,
+                 1_000, http_blocking_asyncio, http_blocking_mnsched, lambda n: True,
+                 metric="seconds*"),
         Workload("hog-cpu", "worst lateness of a 5 ms ticker while a task burns CPU n ms",
                  "ms hog", 300, 100, hog_cpu_asyncio, hog_cpu_mnsched,
                  lambda n: True, metric="ms late"),
