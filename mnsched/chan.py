@@ -222,12 +222,7 @@ class Chan(Generic[T]):
 
     # -- send --------------------------------------------------------------------------
 
-    # send, recv and recv_ok are generator-based coroutines, so that a goroutine parks by
-    # yielding straight from here: one frame fewer to pass at every resumption than an
-    # async def awaiting a helper.
-
-    @types.coroutine
-    def send(self, v: T) -> Generator[Any, None, None]:
+    async def send(self, v: T) -> None:
         """Send v, waiting for room (or, unbuffered, for a receiver to take it)."""
         p = m.p
         lock = self._lock
@@ -251,7 +246,7 @@ class Chan(Generic[T]):
                 r.wake(p)
             return
         sg = Sudog(self, "send to", v)
-        yield from self._wait(sg, self._sendq, p)  # releases the lock
+        await self._wait(sg, self._sendq, p)  # releases the lock
         if not sg.done:
             raise ChannelClosed("send on closed channel")
 
@@ -261,7 +256,7 @@ class Chan(Generic[T]):
         held on entry)."""
         g = p.curg if p is not None else None
         if g is None:
-            yield from self._wait_foreign(sg, q)
+            yield from wait_foreign(self, sg, q).__await__()
             return
         sg.g = g
         q.append(sg)
@@ -301,8 +296,7 @@ class Chan(Generic[T]):
 
     # -- receive -----------------------------------------------------------------------
 
-    @types.coroutine
-    def recv(self) -> Generator[Any, None, T]:
+    async def recv(self) -> T:
         """Receive a value, waiting for one. Raises ChannelClosed once the channel is
         closed and drained."""
         p = m.p
@@ -327,14 +321,13 @@ class Chan(Generic[T]):
                 wake.wake(p)
         else:
             sg = Sudog(self, "receive from")
-            yield from self._wait(sg, self._recvq, p)  # releases the lock
+            await self._wait(sg, self._recvq, p)  # releases the lock
             v, ok = sg.elem, sg.ok
         if not ok:
             raise ChannelClosed("receive from closed channel")
         return v
 
-    @types.coroutine
-    def recv_ok(self) -> Generator[Any, None, tuple[T | None, bool]]:
+    async def recv_ok(self) -> tuple[T | None, bool]:
         """Receive as Go's ``v, ok := <-ch``: (None, False) once closed and drained."""
         p = m.p
         lock = self._lock
@@ -346,7 +339,7 @@ class Chan(Generic[T]):
                 sg.wake(p)
             return v, ok
         sg = Sudog(self, "receive from")
-        yield from self._wait(sg, self._recvq, p)  # releases the lock
+        await self._wait(sg, self._recvq, p)  # releases the lock
         return sg.elem, sg.ok
 
     def try_recv(self) -> T:
@@ -414,30 +407,6 @@ class Chan(Generic[T]):
 
     # -- waiting outside goroutines --------------------------------------------------------
 
-    async def _wait_foreign(self, sg: Sudog, q: deque[Sudog]) -> None:
-        """A task of an asyncio loop that is not a goroutine waits (lock held on entry)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._lock.release()
-            raise
-        self._foreign = True
-        sg.fut = loop.create_future()
-        q.append(sg)
-        self._lock.release()
-        try:
-            await sg.fut
-        except asyncio.CancelledError:
-            with self._lock:
-                if not sg.done:
-                    self._unqueue(sg)
-                    raise
-            # Completed just as we were cancelled: keep the result, cancel again so the
-            # task still sees its cancellation at its next await.
-            task = asyncio.current_task()
-            if task is not None:
-                task.cancel()
-
     def _block(self, sg: Sudog, timeout: float | None) -> None:
         if not sg.sem.acquire(timeout=-1 if timeout is None else timeout):
             with self._lock:
@@ -445,6 +414,33 @@ class Chan(Generic[T]):
                     return  # completed (or failed by close) just as the time ran out
                 self._unqueue(sg)
             raise TimeoutError(f"channel operation did not complete within {timeout} s")
+
+
+async def wait_foreign(owner: Any, sg: Sudog, q: deque[Sudog]) -> None:
+    """A task of an asyncio loop that is not a goroutine queues sg in q and waits for a
+    partner to complete it. owner (a channel or sync object: ``_lock``, ``_unqueue``) is
+    locked on entry and unlocked here."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        owner._lock.release()
+        raise
+    owner._foreign = True
+    sg.fut = loop.create_future()
+    q.append(sg)
+    owner._lock.release()
+    try:
+        await sg.fut
+    except asyncio.CancelledError:
+        with owner._lock:
+            if not sg.done:
+                owner._unqueue(sg)
+                raise
+        # Completed just as it was cancelled: keep the result, and cancel again so the
+        # task still sees its cancellation at its next await.
+        task = asyncio.current_task()
+        if task is not None:
+            task.cancel()
 
 
 def _new_sem() -> Any:

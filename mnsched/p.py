@@ -101,16 +101,16 @@ CURRENT_TASKS = _current_tasks()
 
 
 def _swap_current_task(loop: asyncio.AbstractEventLoop, task: Any) -> Any:
-    """Make task (or nobody) the loop's current task; return the one it replaces."""
-    swap = getattr(asyncio.tasks, "_swap_current_task", None)  # 3.12+
-    if swap is not None:
-        return swap(loop, task)
+    """Make task (or nobody) the loop's current task; return the one it replaces. The
+    dict where there is one: asyncio's own swap raises KeyError on 3.12.1 when nobody is
+    current and nobody is to be."""
     d = CURRENT_TASKS
-    assert isinstance(d, dict)  # 3.11 keeps the dict
-    prev = d.pop(loop, None)
-    if task is not None:
-        d[loop] = task
-    return prev
+    if isinstance(d, dict):
+        prev = d.pop(loop, None)
+        if task is not None:
+            d[loop] = task
+        return prev
+    return asyncio.tasks._swap_current_task(loop, task)  # type: ignore[attr-defined]
 
 
 def _pinning(get_loop: Callable[[], asyncio.AbstractEventLoop]

@@ -18,7 +18,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Coroutine
-from types import CoroutineType
+from inspect import CO_ITERABLE_COROUTINE
+from types import CoroutineType, GeneratorType
 from typing import Any, TypeVar
 
 from .errors import BlockingCallError, RuntimeClosedError
@@ -78,6 +79,8 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
 def check_coroutine(coro: object) -> None:
     if type(coro) is CoroutineType or asyncio.iscoroutine(coro):
         return
+    if isinstance(coro, GeneratorType) and coro.gi_code.co_flags & CO_ITERABLE_COROUTINE:
+        return  # a @types.coroutine generator (asyncio stopped accepting them in 3.12)
     if callable(coro):
         hint = " (call it: go(f(...)), or decorate an async def with @go)"
     elif hasattr(coro, "__await__"):

@@ -16,7 +16,7 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .g import G
+from .g import RUNNABLE, G
 from .m import m
 from .runtime import Runtime, current_runtime
 
@@ -36,7 +36,12 @@ def spawn_here(coro: Any, name: str | None = None) -> G[Any]:
     p.pin(g)
     p.sched.allg.add(g)
     p.nspawned += 1
-    p.step_eagerly(g)
+    try:
+        p.step_eagerly(g)
+    except BaseException:
+        if g._status == RUNNABLE:  # it never ran: queue it rather than lose it
+            p.ready_here(g)
+        raise
     return g
 
 

@@ -14,7 +14,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .chan import Sudog, _new_sem, _park, _rearm_cancel, _refuse_on_p, current_g
+from .chan import (
+    Sudog,
+    _new_sem,
+    _park,
+    _rearm_cancel,
+    _refuse_on_p,
+    current_g,
+    wait_foreign,
+)
 
 
 class _Waitable:
@@ -34,36 +42,19 @@ class _Waitable:
     async def _wait(self) -> Sudog:
         """Queue the caller and wait until a sudog completes it (lock held on entry)."""
         sg = Sudog(self, "wait on")
-        self._waiters.append(sg)
         g = current_g()
-        if g is not None:
-            sg.g = g
-            g._waitq = sg
-            try:
-                await _park(self._lock)
-            except asyncio.CancelledError:
-                if not sg.done:
-                    raise
-                _rearm_cancel(g)
+        if g is None:
+            await wait_foreign(self, sg, self._waiters)
             return sg
-        self._foreign = True
+        sg.g = g
+        self._waiters.append(sg)
+        g._waitq = sg
         try:
-            sg.fut = asyncio.get_running_loop().create_future()
-        except RuntimeError:
-            self._waiters.remove(sg)
-            self._lock.release()
-            raise
-        self._lock.release()
-        try:
-            await sg.fut
+            await _park(self._lock)
         except asyncio.CancelledError:
-            with self._lock:
-                if not sg.done:
-                    self._unqueue(sg)
-                    raise
-            task = asyncio.current_task()
-            if task is not None:
-                task.cancel()  # completed as we were cancelled: keep it, cancel later
+            if not sg.done:
+                raise
+            _rearm_cancel(g)
         return sg
 
     def _wait_blocking(self, timeout: float | None, what: str, instead: str) -> bool:

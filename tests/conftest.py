@@ -17,10 +17,20 @@ PROCS = (1, 2, 4)
 LOOPS = ("uvloop", "asyncio")
 
 
-@pytest.fixture(params=[(p, lk) for lk in LOOPS for p in PROCS],
-                ids=lambda v: f"procs{v[0]}-{v[1]}")
+def _rt_id(v: tuple[int, str]) -> str:
+    return f"procs{v[0]}-{v[1]}"
+
+
+@pytest.fixture(params=[(p, lk) for lk in LOOPS for p in PROCS], ids=_rt_id)
 def rt_params(request: pytest.FixtureRequest) -> tuple[int, str]:
     return request.param
+
+
+def at_procs(*procs: int) -> pytest.MarkDecorator:
+    """For a test whose point exists only at some P counts (stealing needs two Ps): run
+    it at those, on both loop kinds, instead of at every count."""
+    return pytest.mark.parametrize("rt_params", [(p, lk) for lk in LOOPS for p in procs],
+                                   ids=_rt_id)
 
 
 @pytest.fixture

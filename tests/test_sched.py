@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from conftest import at_procs
 
 import mnsched
 import mnsched.p as pmod
@@ -83,13 +84,12 @@ def test_yield_progress(run):
     assert run(main()) > 0
 
 
+@at_procs(1)  # a single P makes the starvation deterministic
 def test_global_queue_is_not_starved_by_a_runnext_chain(rt_params):
     # An endless chain of goroutines handing off to each other through runnext on one
     # P must still let a goroutine from the global queue (spawned by a foreign thread)
     # run: the 61st-tick check and the time slice guarantee it.
-    procs, loop = rt_params
-    if procs != 1:
-        pytest.skip("a single P makes the starvation deterministic")
+    _, loop = rt_params
     with mnsched.Runtime(procs=1, loop=loop) as rt:
         stop = threading.Event()
 
@@ -107,10 +107,9 @@ def test_global_queue_is_not_starved_by_a_runnext_chain(rt_params):
         assert chain.result(timeout=30) > 0
 
 
+@at_procs(1)  # the order is only defined on a single P
 def test_spawn_order_on_one_p_is_runnext_then_fifo(rt_params):
-    procs, loop = rt_params
-    if procs != 1:
-        pytest.skip("order is only defined on a single P")
+    _, loop = rt_params
     order = []
 
     async def rec(i):
@@ -127,10 +126,9 @@ def test_spawn_order_on_one_p_is_runnext_then_fifo(rt_params):
     assert mnsched.run(main(), procs=1, loop=loop) == [4, 0, 1, 2, 3]
 
 
+@at_procs(1)  # the memory bound is only exact on a single P
 def test_join_handoff_keeps_fork_join_depth_first(rt_params, monkeypatch):
-    procs, loop = rt_params
-    if procs != 1:
-        pytest.skip("memory bound is only exact on a single P")
+    _, loop = rt_params
     monkeypatch.setattr(pmod, "TIME_SLICE", 1e9)  # no preemption: pure join order
     peak = [0]
 
@@ -146,9 +144,8 @@ def test_join_handoff_keeps_fork_join_depth_first(rt_params, monkeypatch):
     assert peak[0] < 100  # depth x fan-out, not a breadth-first 100,000
 
 
+@at_procs(2, 4)  # one P has nobody to steal
 def test_work_is_stolen_by_idle_ps(run, procs):
-    if procs == 1:
-        pytest.skip("nobody to steal")
 
     async def main():
         barrier = threading.Barrier(2)
@@ -201,7 +198,9 @@ def test_cancel_a_sleeping_goroutine_removes_its_timer(run):
     assert run(main()) == 0
 
 
-STORM = 1_000_000
+# Go's storm size, on uvloop. The scheduler is the same on either loop kind, so on plain
+# asyncio loops a fifth of it keeps CI short while still overflowing every queue.
+STORM = {"uvloop": 1_000_000, "asyncio": 200_000}
 
 
 @contextlib.contextmanager
@@ -215,51 +214,57 @@ def gc_paused():
         gc.enable()
 
 
+class Storm:
+    """n goroutines, each writing its own number once; ``wg`` counts them done."""
+
+    def __init__(self, loop: str) -> None:
+        self.n = STORM[loop]
+        self.out = [0] * self.n
+        self.wg = mnsched.WaitGroup()
+        self.wg.add(self.n)
+
+    async def put(self, i: int) -> None:
+        self.out[i] = i
+        self.wg.done()
+
+    def total_is_exact(self) -> bool:
+        return sum(self.out) == self.n * (self.n - 1) // 2
+
+
 @pytest.mark.timeout(300)
-def test_spawn_storm_inside_the_runtime(run):
+def test_spawn_storm_inside_the_runtime(run, rt_params):
+    storm = Storm(rt_params[1])
+
     async def main():
-        out = [0] * STORM
-        wg = mnsched.WaitGroup()
-        wg.add(STORM)
-
-        async def put(i):
-            out[i] = i
-            wg.done()
-
-        for i in range(STORM):
-            mnsched.go(put(i))
-        await wg.wait()
-        return sum(out)
+        for i in range(storm.n):
+            mnsched.go(storm.put(i))
+        await storm.wg.wait()
 
     with gc_paused():
-        assert run(main()) == STORM * (STORM - 1) // 2
+        run(main())
+    assert storm.total_is_exact()
 
 
 @pytest.mark.timeout(300)
-def test_spawn_storm_from_two_foreign_threads(runtime):
-    out = [0] * STORM
-    wg = mnsched.WaitGroup()
-    wg.add(STORM)
-
-    async def put(i):
-        out[i] = i
-        wg.done()
+def test_spawn_storm_from_two_foreign_threads(runtime, rt_params):
+    storm = Storm(rt_params[1])
+    n = storm.n
 
     def spawner(lo, hi):
         for i in range(lo, hi):
-            runtime.go(put(i))
+            runtime.go(storm.put(i))
 
-    threads = [threading.Thread(target=spawner, args=(k * STORM // 2, (k + 1) * STORM // 2))
+    threads = [threading.Thread(target=spawner, args=(k * n // 2, (k + 1) * n // 2))
                for k in range(2)]
     with gc_paused():
         for t in threads:
             t.start()
         for t in threads:
             t.join(240)
-        wg.wait_blocking(timeout=240)
-    assert sum(out) == STORM * (STORM - 1) // 2
+        storm.wg.wait_blocking(timeout=240)
+    assert storm.total_is_exact()
     deadline = time.monotonic() + 10
     while runtime.num_goroutine() and time.monotonic() < deadline:
         time.sleep(0.001)  # the last ones are between wg.done() and their end
     st = runtime.stats()
-    assert st["goroutines"] == 0 and st["spawned"] == st["finished"] == STORM
+    assert st["goroutines"] == 0 and st["spawned"] == st["finished"] == n

@@ -131,7 +131,7 @@ def test_select_fairness(run):
 def test_select_stress(run):
     # Go's TestSelectStress: 4 channels (2 unbuffered, cap 2, cap 3); plain senders and
     # receivers plus select senders and receivers; nothing lost, no deadlock.
-    n = 25_000  # values per channel per kind of sender: 100k per kind in all
+    n = 10_000  # values per channel per kind of sender (Go's size under -short)
 
     async def main():
         cs = [Chan(), Chan(), Chan(2), Chan(3)]

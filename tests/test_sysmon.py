@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from conftest import at_procs
 
 import mnsched
 
@@ -18,10 +19,9 @@ def burn(seconds: float) -> None:
 
 
 @pytest.mark.parametrize("hog", ["cpu", "unmarked-sleep"])
+@at_procs(1, 2)  # every P stuck, and one of two
 def test_a_hog_does_not_stop_a_ticker(rt_params, hog):
     procs, loop = rt_params
-    if procs == 4:
-        pytest.skip("procs 1 and 2 are the interesting cases")
 
     async def main():
         ticks = []
@@ -52,10 +52,9 @@ def test_a_hog_does_not_stop_a_ticker(rt_params, hog):
     assert st["hogs"] >= 1 and st["handoffs"] >= 1
 
 
+@at_procs(1)  # one P: every P is stuck
 def test_spare_p_starts_when_every_p_is_stuck_and_retires_after(rt_params):
-    procs, loop = rt_params
-    if procs != 1:
-        pytest.skip("one P: every P is stuck")
+    _, loop = rt_params
     with mnsched.Runtime(procs=1, loop=loop) as rt:
         async def hogger():
             burn(0.1)
@@ -76,10 +75,9 @@ def test_spare_p_starts_when_every_p_is_stuck_and_retires_after(rt_params):
         assert rt.gomaxprocs() == 1
 
 
+@at_procs(1)  # one report is enough
 def test_hog_report_names_the_goroutine_and_its_stack(capfd, rt_params):
-    procs, loop = rt_params
-    if procs != 1:
-        pytest.skip("one report is enough")
+    _, loop = rt_params
 
     async def main():
         async def the_hog():

@@ -7,6 +7,7 @@ A workload's ``run_asyncio(n)`` / ``run_mnsched(n)`` coroutines return a result 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -333,6 +334,82 @@ async def http_blocking_mnsched(n: int) -> tuple[bool, float]:
     return await _http_mnsched(n, BLOCK_SHARE)
 
 
+# -- cpu: CPU work that releases the GIL (hashing 1 MiB buffers), one task per buffer -------
+
+CHUNK = bytes(range(256)) * 4096  # 1 MiB: hashlib releases the GIL over such buffers
+CHUNK_DIGEST = hashlib.sha256(CHUNK).hexdigest()
+
+
+async def _hash_chunk() -> str:
+    return hashlib.sha256(CHUNK).hexdigest()
+
+
+async def cpu_asyncio(n: int) -> int:
+    tasks = [asyncio.create_task(_hash_chunk()) for _ in range(n)]
+    return sum([await t == CHUNK_DIGEST for t in tasks])
+
+
+async def cpu_mnsched(n: int) -> int:
+    gs = [mnsched.go(_hash_chunk()) for _ in range(n)]
+    return sum([await g == CHUNK_DIGEST for g in gs])
+
+
+# -- service: many light requests among a few blocking and CPU-heavy ones --------------------
+
+LIGHT_EVERY = 0.0005  # a light request arrives every 0.5 ms
+HEAVY_EVERY = 50  # one request in 50 burns 30 ms of CPU, one in 50 blocks 20 ms
+
+
+async def _service(n: int, spawn: Callable[[Any], Any], sleep: Callable[[float], Any],
+                   blocking: Callable[[], Any]) -> tuple[bool, dict[str, float]]:
+    """n requests arrive at a steady pace; the light ones' latency is what is measured."""
+    latencies: list[float] = []
+    done = [0]
+
+    async def light(t0: float) -> None:
+        await sleep(0)
+        latencies.append(time.perf_counter() - t0)
+        done[0] += 1
+
+    async def cpu_heavy() -> None:
+        burn(0.030)
+        done[0] += 1
+
+    async def io_heavy() -> None:
+        await blocking()
+        done[0] += 1
+
+    handles = []
+    start = time.perf_counter()
+    for i in range(n):
+        due = start + i * LIGHT_EVERY
+        while time.perf_counter() < due:
+            await sleep(max(0.0, due - time.perf_counter()))
+        if i % HEAVY_EVERY == HEAVY_EVERY // 2:
+            handles.append(spawn(cpu_heavy()))
+        elif i % HEAVY_EVERY == 0:
+            handles.append(spawn(io_heavy()))
+        else:
+            handles.append(spawn(light(time.perf_counter())))
+    for h in handles:
+        await h
+    took = time.perf_counter() - start
+    lat = sorted(latencies)
+    p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+    return done[0] == n, {"value": 1000 * p99, "p50_ms": 1000 * p50,
+                          "throughput": n / took}
+
+
+async def service_asyncio(n: int) -> tuple[bool, dict[str, float]]:
+    return await _service(n, asyncio.ensure_future, asyncio.sleep,
+                          lambda: asyncio.to_thread(time.sleep, BLOCK_S))
+
+
+async def service_mnsched(n: int) -> tuple[bool, dict[str, float]]:
+    return await _service(n, mnsched.go, mnsched.sleep,
+                          lambda: mnsched.syscall(time.sleep, BLOCK_S))
+
+
 def nth_prime(n: int) -> int:
     found, k = 0, 1
     while found < n:
@@ -365,6 +442,12 @@ WORKLOADS: dict[str, Workload] = {
                  "call (plain: in the handler; mnsched: through syscall)", "requests", 4_000,
                  1_000, http_blocking_asyncio, http_blocking_mnsched, lambda n: True,
                  metric="seconds*"),
+        Workload("cpu", "hash n 1 MiB buffers, a task each (hashlib releases the GIL)",
+                 "MiB", 200, 40, cpu_asyncio, cpu_mnsched, lambda n: n),
+        Workload("service", "n requests at 2000/s: light ones among 2% CPU-heavy (30 ms) "
+                 "and 2% blocking (20 ms); p99 latency of the light ones", "requests",
+                 3_000, 600, service_asyncio, service_mnsched, lambda n: True,
+                 metric="p99 ms"),
         Workload("hog-cpu", "worst lateness of a 5 ms ticker while a task burns CPU n ms",
                  "ms hog", 300, 100, hog_cpu_asyncio, hog_cpu_mnsched,
                  lambda n: True, metric="ms late"),

@@ -1,0 +1,249 @@
+"""``mnsched bench``: the same workloads under plain asyncio, uvloop and mnsched, side by
+side, with trustworthy numbers.
+
+Every variant of every workload runs in a fresh interpreter (heaps, GC state and threads
+do not carry over), checks its own answer (a wrong one fails the run), and is repeated
+``--repeat`` times with the variants alternating, so that drift hits them all alike. For
+each repetition the ratio to plain asyncio is taken within that repetition; the report
+gives medians and spreads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from .workloads import WORKLOADS
+
+BASE_VARIANTS = ("asyncio", "uvloop")
+HTTP_WORKLOADS = ("http-light", "http-blocking")
+
+
+@dataclass
+class Cell:
+    """One workload under one variant: a value per repetition (lower is better)."""
+
+    values: list[float] = field(default_factory=list)
+    extras: list[dict[str, float]] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)  # asyncio's value / this one's, per rep
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"median": statistics.median(self.values),
+                               "min": min(self.values), "max": max(self.values),
+                               "values": self.values}
+        if self.ratios:
+            out["ratio_median"] = statistics.median(self.ratios)
+            out["ratio_min"], out["ratio_max"] = min(self.ratios), max(self.ratios)
+        for key in sorted({k for e in self.extras for k in e}):
+            out[key] = statistics.median(e[key] for e in self.extras if key in e)
+        return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gil = getattr(sys, "_is_gil_enabled", lambda: True)()
+    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "build": "GIL" if gil else "free-threaded", "uvloop": version("uvloop"),
+            "mnsched": version("mnsched"), "platform": platform.platform()}
+
+
+def measure(workload: str, variant: str, n: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-m", "mnsched.bench", "--child", workload,
+                          variant, str(n)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"mnsched bench: {workload} under {variant} failed:\n"
+                         f"{out.stderr.strip()}")
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="mnsched bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes: the whole suite in under a minute")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help=f"comma-separated, from: {', '.join(WORKLOADS)}")
+    ap.add_argument("--procs", default="1,2", help="mnsched P counts (default 1,2)")
+    ap.add_argument("--repeat", type=int, default=3, help="repetitions per variant")
+    ap.add_argument("--json", metavar="PATH", help="write every figure as JSON")
+    ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ap.add_argument("--plot", metavar="PATH.png",
+                    help="draw each workload's ratio to asyncio (needs matplotlib)")
+    ap.add_argument("--overhead", action="store_true",
+                    help="also run mnsched without sysmon, to see what it costs")
+    args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
+    try:
+        args.procs = sorted({int(p) for p in args.procs.split(",")})
+    except ValueError:
+        ap.error(f"--procs takes comma-separated integers, as 1,2,4; not {args.procs!r}")
+    if not args.procs or args.procs[0] < 1:
+        ap.error("--procs values must be at least 1")
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    unknown = [w for w in args.workloads if w not in WORKLOADS]
+    if unknown or not args.workloads:
+        ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+    if args.plot:
+        if not args.plot.endswith(".png"):
+            ap.error("--plot writes a PNG: give a path ending in .png")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            ap.error("--plot needs matplotlib: pip install 'mnsched[plot]'")
+    return args
+
+
+def http_available() -> bool:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    workloads = [w for w in args.workloads if w not in HTTP_WORKLOADS or http_available()]
+    skipped = sorted(set(args.workloads) - set(workloads))
+    variants = [*BASE_VARIANTS, *(f"mnsched-p{p}" for p in args.procs)]
+    if args.overhead:
+        variants += [f"mnsched-p{p}-nosysmon" for p in args.procs]
+    cells = {w: {v: Cell() for v in variants} for w in workloads}
+    t0 = time.monotonic()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
+                  "/{task.total}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("bench", total=args.repeat * len(workloads) * len(variants))
+        for rep in range(args.repeat):
+            for w in workloads:
+                n = WORKLOADS[w].quick_size if args.quick else WORKLOADS[w].size
+                order = variants[rep % len(variants):] + variants[:rep % len(variants)]
+                for v in order:  # alternating: each repetition starts elsewhere
+                    progress.update(task, description=f"{w} / {v} (run {rep + 1})")
+                    r = measure(w, v, n)
+                    cells[w][v].values.append(r.pop("value"))
+                    cells[w][v].extras.append(r)
+                    progress.advance(task)
+                base = cells[w]["asyncio"].values[rep]
+                for v in variants:
+                    cells[w][v].ratios.append(base / cells[w][v].values[rep])
+    return {
+        "machine": machine(),
+        "command": "mnsched bench " + " ".join(sys.argv[1:] if args.argv is None
+                                               else args.argv),
+        "quick": args.quick, "repeat": args.repeat, "variants": variants,
+        "seconds": round(time.monotonic() - t0, 1), "skipped": skipped,
+        "workloads": {w: {"what": WORKLOADS[w].what, "metric": WORKLOADS[w].metric,
+                          "unit": WORKLOADS[w].unit,
+                          "n": WORKLOADS[w].quick_size if args.quick else WORKLOADS[w].size,
+                          "variants": {v: cells[w][v].summary() for v in variants}}
+                      for w in workloads},
+    }
+
+
+def header(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    return (f"{m['cpu']} x {m['cpus']}, Python {m['python']} ({m['implementation']}, "
+            f"{m['build']}), uvloop {m['uvloop']}, mnsched {m['mnsched']}")
+
+
+def show(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=header(report), caption="value: median of the runs; x: ratio to "
+                  "asyncio, median of the per-run ratios (higher is better), ± half its range")
+    table.add_column("workload")
+    table.add_column("metric")
+    for v in report["variants"]:
+        table.add_column(v, justify="right")
+    for w, data in report["workloads"].items():
+        row = [f"{w} (n={data['n']:,})", data["metric"]]
+        for v in report["variants"]:
+            c = data["variants"][v]
+            spread = (c["ratio_max"] - c["ratio_min"]) / 2
+            row.append(f"{c['median']:.3f}\n{c['ratio_median']:.2f}x"
+                       + (f" ±{spread:.2f}" if report["repeat"] > 1 else ""))
+        table.add_row(*row)
+    Console().print(table)
+    if report["skipped"]:
+        Console().print(f"skipped (aiohttp not installed): {', '.join(report['skipped'])}")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    variants = report["variants"]
+    lines = [f"Measured with `{report['command']}` on {header(report)}; "
+             f"{report['repeat']} run(s) per variant, each in a fresh process. Cells: "
+             "median value, then the median ratio to plain asyncio (higher is better).", "",
+             "| workload | metric | " + " | ".join(variants) + " |",
+             "|---|---|" + "---|" * len(variants)]
+    for w, data in report["workloads"].items():
+        cells = [f"{data['variants'][v]['median']:.3f} ({data['variants'][v]['ratio_median']:.2f}x)"
+                 for v in variants]
+        lines.append(f"| {w} (n={data['n']:,}) | {data['metric']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = list(report["workloads"])
+    variants = [v for v in report["variants"] if v != "asyncio"]
+    width = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(workloads) + 3), 5))
+    for i, v in enumerate(variants):
+        ratios = [report["workloads"][w]["variants"][v]["ratio_median"] for w in workloads]
+        xs = [k + (i - (len(variants) - 1) / 2) * width for k in range(len(workloads))]
+        ax.bar(xs, ratios, width, label=v)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(workloads)), workloads, rotation=30, ha="right")
+    ax.set_ylabel("speed relative to plain asyncio (x, log scale)")
+    ax.set_title(header(report), fontsize=8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    args.argv = list(argv) if argv is not None else None
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        raise SystemExit("mnsched bench needs rich: pip install 'mnsched[bench]'") from None
+    report = run(args)
+    show(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.markdown:
+        print(markdown(report))
+    if args.plot:
+        plot(report, args.plot)

@@ -1,0 +1,93 @@
+"""The benchmark: each workload checks its answer; the CLI runs end to end and rejects
+bad options."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+import mnsched
+from mnsched.bench import __main__ as child
+from mnsched.bench import workloads as wl
+from mnsched.bench.cli import markdown, parse_args
+
+CPU_FREE = [w for w in wl.WORKLOADS if not w.startswith("http")]
+
+
+@pytest.mark.parametrize("name", CPU_FREE)
+def test_each_workload_is_right_under_both_runtimes(name):
+    w = wl.WORKLOADS[name]
+    n = max(1, w.quick_size // 10) if name not in ("hog-cpu", "hog-block") else 50
+    for result in (asyncio.run(w.run_asyncio(n)), mnsched.run(w.run_mnsched(n), procs=2)):
+        if w.metric != "seconds":
+            result, _ = result
+        w.check(n, result)
+
+
+@pytest.mark.parametrize("name", list(wl.WORKLOADS))
+def test_a_wrong_answer_is_caught(name, monkeypatch):
+    w = wl.WORKLOADS[name]
+    good = w.expected(w.quick_size)
+    with pytest.raises(wl.WrongResult, match=name):
+        w.check(w.quick_size, not good if isinstance(good, bool) else good + 1)
+
+    async def wrong(n):
+        right = w.expected(n)
+        bad = not right if isinstance(right, bool) else right + 1
+        return bad if w.metric == "seconds" else (bad, 1.0)
+
+    monkeypatch.setitem(wl.WORKLOADS, name, wl.Workload(
+        w.name, w.what, w.unit, w.size, w.quick_size, wrong, wrong, w.expected, w.metric))
+    with pytest.raises(wl.WrongResult):
+        child.run_variant(name, "mnsched-p1", 3)
+
+
+@pytest.mark.timeout(300)
+def test_quick_runs_end_to_end(tmp_path):
+    # One workload per kind of metric (time, time under outside load, lateness): every
+    # workload's answer is checked in-process above; this covers the CLI's plumbing.
+    picked = ["spawn", "http-light", "hog-cpu"]
+    out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnsched", "bench", "--quick", "--repeat", "1", "--procs",
+         "2", "--workloads", ",".join(picked), "--json", str(out_json), "--markdown",
+         "--plot", str(out_png)],
+        capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out_json.read_text())
+    assert list(report["workloads"]) == picked
+    for data in report["workloads"].values():
+        for v in ("asyncio", "uvloop", "mnsched-p2"):
+            cell = data["variants"][v]
+            assert cell["median"] > 0 and cell["ratio_median"] > 0
+        assert data["variants"]["asyncio"]["ratio_median"] == 1.0
+    assert report["machine"]["build"] in ("GIL", "free-threaded")
+    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ")]
+    assert table[0].startswith("| workload | metric | asyncio | uvloop | mnsched-p2")
+    assert len(table) == 1 + len(picked)  # the header and a row per workload
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert markdown(report).count("\n") == len(picked) + 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--repeat", "0"], "--repeat must be at least 1"),
+    (["--procs", "x"], "--procs takes comma-separated integers"),
+    (["--procs", "0,2"], "--procs values must be at least 1"),
+    (["--workloads", "spawn,nope"], "unknown workload"),
+    (["--plot", "chart.jpg"], "ending in .png"),
+    (["--frobnicate"], "unrecognized arguments"),
+])
+def test_cli_rejects_bad_options(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        parse_args(argv)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_mnsched_command_usage():
+    proc = subprocess.run([sys.executable, "-m", "mnsched"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage: mnsched bench" in proc.stderr
