@@ -13,7 +13,7 @@ import pytest
 import mnsched
 from mnsched.bench import __main__ as child
 from mnsched.bench import workloads as wl
-from mnsched.bench.cli import markdown, parse_args
+from mnsched.bench.cli import Cell, markdown, parse_args
 
 CPU_FREE = [w for w in wl.WORKLOADS if not w.startswith("http")]
 
@@ -91,3 +91,20 @@ def test_cli_rejects_bad_options(argv, message, capsys):
 def test_mnsched_command_usage():
     proc = subprocess.run([sys.executable, "-m", "mnsched"], capture_output=True, text=True)
     assert proc.returncode == 2 and "usage: mnsched bench" in proc.stderr
+
+
+def test_secondary_figures_get_rows_of_their_own():
+    # The service workload's p50 latency and throughput sit under its p99 row.
+    cells = {v: Cell([0.05 * k], [{"p50_ms": 1.5 * k, "throughput_per_s": 1900.0}], [1.0 / k])
+             for k, v in enumerate(("asyncio", "uvloop", "mnsched-p1"), start=1)}
+    report = {"command": "mnsched bench", "repeat": 1, "variants": list(cells),
+              "machine": {"cpu": "cpu", "cpus": 2, "python": "3.11", "implementation":
+                          "CPython", "build": "GIL", "uvloop": "0", "mnsched": "0"},
+              "workloads": {"service": {"n": 600, "metric": "p99 ms",
+                                        "variants": {v: c.summary() for v, c in cells.items()}}}}
+    rows = [ln for ln in markdown(report).splitlines() if ln.startswith("| service")]
+    assert rows == [
+        "| service (n=600) | p99 ms | 0.050 (1.00x) | 0.100 (0.50x) | 0.150 (0.33x) |",
+        "| service | p50 ms | 1.500 | 3.000 | 4.500 |",
+        "| service | throughput per s | 1900.000 | 1900.000 | 1900.000 |",
+    ]

@@ -45,9 +45,17 @@ class Cell:
         if self.ratios:
             out["ratio_median"] = statistics.median(self.ratios)
             out["ratio_min"], out["ratio_max"] = min(self.ratios), max(self.ratios)
-        for key in sorted({k for e in self.extras for k in e}):
-            out[key] = statistics.median(e[key] for e in self.extras if key in e)
+        out["extras"] = {key: statistics.median(e[key] for e in self.extras if key in e)
+                         for key in sorted({k for e in self.extras for k in e})}
         return out
+
+
+def extra_rows(data: dict[str, Any], variants: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """A workload's secondary figures (the service's p50 and throughput): one row each,
+    medians per variant."""
+    keys = sorted({k for v in variants for k in data["variants"][v]["extras"]})
+    return [(k.replace("_", " "), [f"{data['variants'][v]['extras'].get(k, float('nan')):.3f}"
+                                   for v in variants]) for k in keys]
 
 
 def machine() -> dict[str, Any]:
@@ -188,6 +196,8 @@ def show(report: dict[str, Any]) -> None:
             row.append(f"{c['median']:.3f}\n{c['ratio_median']:.2f}x"
                        + (f" ±{spread:.2f}" if report["repeat"] > 1 else ""))
         table.add_row(*row)
+        for metric, cells in extra_rows(data, report["variants"]):
+            table.add_row("", metric, *cells)
     Console().print(table)
     if report["skipped"]:
         Console().print(f"skipped (aiohttp not installed): {', '.join(report['skipped'])}")
@@ -204,6 +214,8 @@ def markdown(report: dict[str, Any]) -> str:
         cells = [f"{data['variants'][v]['median']:.3f} ({data['variants'][v]['ratio_median']:.2f}x)"
                  for v in variants]
         lines.append(f"| {w} (n={data['n']:,}) | {data['metric']} | " + " | ".join(cells) + " |")
+        lines += [f"| {w} | {metric} | " + " | ".join(cells) + " |"
+                  for metric, cells in extra_rows(data, variants)]
     return "\n".join(lines)
 
 

@@ -397,7 +397,7 @@ async def _service(n: int, spawn: Callable[[Any], Any], sleep: Callable[[float],
     lat = sorted(latencies)
     p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
     return done[0] == n, {"value": 1000 * p99, "p50_ms": 1000 * p50,
-                          "throughput": n / took}
+                          "throughput_per_s": n / took}
 
 
 async def service_asyncio(n: int) -> tuple[bool, dict[str, float]]:
