@@ -48,6 +48,11 @@ HOG_THRESHOLD = 0.010
 # step. So from the moment a step looks suspect (still running at a second sysmon round)
 # until no step does, sysmon lowers the interval to this, then restores it.
 SUSPECT_SWITCH_INTERVAL = 0.001
+# A step is suspect at once if the P's clock (read at every batch start and every
+# CLOCK_EVERY steps, so at most a batch of short steps old) is this stale. Without it,
+# suspicion needed two sysmon rounds, each waiting up to a default 5 ms switch interval
+# for the GIL, and a ticker behind a hog was handed off ~5 ms later.
+SUSPECT_AFTER = 0.002
 # Go's sysmon sleeps 20 us, doubling up to 10 ms once idle. A Python thread's wake-up
 # costs a GIL hand-off, so mnsched starts at 1 ms while any P is busy and backs off to
 # 50 ms when all are idle.
@@ -142,6 +147,10 @@ class Sysmon:
                 if p.stuck_since:
                     self._unstuck(p, now)
                 p.sm_tick, p.sm_when = t, now
+                if p.curg is not None and now - p.last_clock >= SUSPECT_AFTER:
+                    # The clock is read at least every few short steps, so a step may be
+                    # long already: hand the GIL round faster now, not a round later.
+                    nsuspect += 1
                 continue
             nsuspect += 1
             if now - max(p.last_clock, p.sm_when - HOG_THRESHOLD) >= HOG_THRESHOLD:
