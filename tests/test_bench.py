@@ -108,3 +108,9 @@ def test_secondary_figures_get_rows_of_their_own():
         "| service | p50 ms | 1.500 | 3.000 | 4.500 |",
         "| service | throughput per s | 1900.000 | 1900.000 | 1900.000 |",
     ]
+
+
+def test_quick_defaults_to_one_run_and_full_to_three():
+    assert parse_args(["--quick"]).repeat == 1  # the suite in under a minute
+    assert parse_args([]).repeat == 3
+    assert parse_args(["--quick", "--repeat", "2"]).repeat == 2

@@ -88,11 +88,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="mnsched bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="small sizes: the whole suite in under a minute")
+                    help="small sizes, one run each: the whole suite in under a minute")
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
                     help=f"comma-separated, from: {', '.join(WORKLOADS)}")
     ap.add_argument("--procs", default="1,2", help="mnsched P counts (default 1,2)")
-    ap.add_argument("--repeat", type=int, default=3, help="repetitions per variant")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="repetitions per variant (default 3; 1 with --quick)")
     ap.add_argument("--json", metavar="PATH", help="write every figure as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--plot", metavar="PATH.png",
@@ -100,6 +101,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--overhead", action="store_true",
                     help="also run mnsched without sysmon, to see what it costs")
     args = ap.parse_args(argv)
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3  # --quick promises under a minute
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
     try:
