@@ -155,9 +155,7 @@ def test_ticker(run):
     assert run(main())
 
 
-def test_deadlock_is_reported(rt_params):
-    procs, loop = rt_params
-
+def test_deadlock_is_reported(run):
     async def main():
         ch = Chan()
 
@@ -170,24 +168,20 @@ def test_deadlock_is_reported(rt_params):
         await Chan().recv()  # nobody will ever send
 
     with pytest.raises(Deadlock, match=r"all goroutines are asleep - deadlock! 2 goroutine"):
-        mnsched.run(main(), procs=procs, loop=loop)
+        run(main())
 
 
-def test_deadlock_on_waitgroup_and_mutex(rt_params):
-    procs, loop = rt_params
-
+def test_deadlock_on_waitgroup_and_mutex(run):
     async def main():
         wg = WaitGroup()
         wg.add(1)
         await wg.wait()
 
     with pytest.raises(Deadlock, match="wait on <WaitGroup count=1"):
-        mnsched.run(main(), procs=procs, loop=loop)
+        run(main())
 
 
-def test_no_false_deadlock_while_sleeping_in_syscall_or_asyncio(rt_params):
-    procs, loop = rt_params
-
+def test_no_false_deadlock_while_sleeping_in_syscall_or_asyncio(run):
     async def main():
         ch = Chan()
 
@@ -209,11 +203,10 @@ def test_no_false_deadlock_while_sleeping_in_syscall_or_asyncio(rt_params):
             out.append(await ch.recv())
         return out
 
-    assert mnsched.run(main(), procs=procs, loop=loop) == ["slept", "syscall", "asyncio"]
+    assert run(main()) == ["slept", "syscall", "asyncio"]
 
 
-def test_no_false_deadlock_when_a_thread_will_send(rt_params):
-    procs, loop = rt_params
+def test_no_false_deadlock_when_a_thread_will_send(run):
     ch = Chan()
 
     async def main():
@@ -221,4 +214,4 @@ def test_no_false_deadlock_when_a_thread_will_send(rt_params):
         threading.Timer(0.2, ch.send_blocking, args=("from thread",)).start()
         return await ch.recv()
 
-    assert mnsched.run(main(), procs=procs, loop=loop) == "from thread"
+    assert run(main()) == "from thread"

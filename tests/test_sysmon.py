@@ -20,9 +20,7 @@ def burn(seconds: float) -> None:
 
 @pytest.mark.parametrize("hog", ["cpu", "unmarked-sleep"])
 @at_procs(1, 2)  # every P stuck, and one of two
-def test_a_hog_does_not_stop_a_ticker(rt_params, hog):
-    procs, loop = rt_params
-
+def test_a_hog_does_not_stop_a_ticker(run, hog):
     async def main():
         ticks = []
         stop = threading.Event()
@@ -47,7 +45,7 @@ def test_a_hog_does_not_stop_a_ticker(rt_params, hog):
         await tk
         return sum(1 for t in ticks if t0 <= t <= t1), mnsched.stats()
 
-    n, st = mnsched.run(main(), procs=procs, loop=loop)
+    n, st = run(main())
     assert n >= 20  # a 5 ms ticker over 300 ms: it kept ticking
     assert st["hogs"] >= 1 and st["handoffs"] >= 1
 
