@@ -395,8 +395,9 @@ def test_cancelling_a_foreign_awaiter_cancels_the_goroutine(runtime):
 def test_await_outside_any_loop_is_refused(runtime):
     g = runtime.go(double(1))
     g.result(timeout=10)
-    it = g.__await__()
-    assert next(it, None) is None or True  # done: completes without a loop
+    with pytest.raises(StopIteration) as done:  # done: completes without a loop
+        next(g.__await__())
+    assert done.value.value == 2
     pending = runtime.go(mnsched.sleep(10))
     with pytest.raises(RuntimeError, match="needs a goroutine or a running event loop"):
         pending.__await__().send(None)

@@ -20,7 +20,7 @@ def burn(seconds: float) -> None:
 
 @pytest.mark.parametrize("hog", ["cpu", "unmarked-sleep"])
 @at_procs(1, 2)  # every P stuck, and one of two
-def test_a_hog_does_not_stop_a_ticker(run, hog):
+def test_a_hog_does_not_stop_a_ticker(run, procs, hog):
     async def main():
         ticks = []
         stop = threading.Event()
@@ -31,39 +31,51 @@ def test_a_hog_does_not_stop_a_ticker(run, hog):
                 ticks.append(time.monotonic())
 
         async def hogger():
+            start = time.monotonic()
             if hog == "cpu":
                 burn(0.3)
             else:
                 time.sleep(0.3)  # not through mnsched.syscall
-            return time.monotonic()
+            return start, time.monotonic()
 
         tk = mnsched.go(ticker())
         await mnsched.sleep(0.03)
-        t0 = time.monotonic()
-        t1 = await mnsched.go(hogger())
+        start, end = await mnsched.go(hogger())
         stop.set()
         await tk
-        return sum(1 for t in ticks if t0 <= t <= t1), mnsched.stats()
+        return sum(1 for t in ticks if start <= t <= end), mnsched.stats()
 
     n, st = run(main())
     assert n >= 20  # a 5 ms ticker over 300 ms: it kept ticking
-    assert st["hogs"] >= 1 and st["handoffs"] >= 1
+    assert st["hogs"] >= 1
+    # With one P only sysmon can have moved the ticker. With two it may have been on the
+    # other P already, or stolen from the stuck P's queue by the idle one: either is fine.
+    if procs == 1:
+        assert st["handoffs"] >= 1
 
 
 @at_procs(1)  # one P: every P is stuck
 def test_spare_p_starts_when_every_p_is_stuck_and_retires_after(rt_params):
     _, loop = rt_params
     with mnsched.Runtime(procs=1, loop=loop) as rt:
+        slept = threading.Event()
+
         async def hogger():
-            burn(0.1)
+            # Burns until the sleeper has run: possible only on a spare P.
+            deadline = time.perf_counter() + 10
+            while not slept.is_set() and time.perf_counter() < deadline:
+                pass
+            return threading.get_ident()
 
         async def sleeper():
             await mnsched.sleep(0.03)
-            return threading.current_thread().name
+            slept.set()
+            return threading.get_ident()
 
         h = rt.go(hogger())
         s = rt.go(sleeper())
-        assert s.result(timeout=10) != h.result(timeout=10) or True
+        assert s.result(timeout=15) != h.result(timeout=15)
+        assert slept.is_set()
         st = rt.stats()
         assert st["spare_procs_started"] >= 1
         deadline = time.monotonic() + 10
