@@ -106,7 +106,7 @@ class G(Generic[T]):
         "_home",  # the P it is pinned to, once it has used asyncio there
         "_p",  # the P that holds it (queued) or runs it; None in the global queue
         "_pend",  # an exception, CANCEL or DELIVERED, to throw in at the next resumption
-        "_qpos",  # P.qseq when it was last pushed into a local queue (see P.handoff)
+        "_qpos",  # P.qseq when it was last pushed into a local queue (see P.join)
         "_sched",
         "_status",
         "_waiters",  # what to wake when it finishes: None, one G or callback, or a list
@@ -169,22 +169,23 @@ class G(Generic[T]):
             else:
                 if g is self:
                     raise RuntimeError(f"{self!r} cannot await itself")
-                lock = _LOCKS[hash(self) & _MASK]
-                lock.acquire()
+                if self._p is p and self._status == RUNNABLE:
+                    p.join(self)  # may run it to completion right here
                 if self._status != DONE:
-                    ws = self._waiters
-                    if ws is None:
-                        self._waiters = g
-                    elif type(ws) is list:
-                        ws.append(g)
+                    lock = _LOCKS[hash(self) & _MASK]
+                    lock.acquire()
+                    if self._status != DONE:
+                        ws = self._waiters
+                        if ws is None:
+                            self._waiters = g
+                        elif type(ws) is list:
+                            ws.append(g)
+                        else:
+                            self._waiters = [ws, g]
+                        g._waitq = self
+                        yield lock  # gopark: the driver parks g, then releases the lock
                     else:
-                        self._waiters = [ws, g]
-                    g._waitq = self
-                    if self._p is p and self._status == RUNNABLE:
-                        p.handoff(self)
-                    yield lock  # gopark: the driver parks g, then releases the lock
-                else:
-                    lock.release()
+                        lock.release()
         if self._exc is not None:
             raise self._exc
         return self._result  # type: ignore[no-any-return]

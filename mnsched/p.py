@@ -16,7 +16,7 @@ acts on what the coroutine yields, the way a kernel acts on a trap (curio's kern
 - an asyncio future: wait for it on its loop, pinning the G to this P.
 
 Invariant: a RUNNABLE G's ``_p`` is the P whose runnext, local queue or inbox holds it
-(None while in the global queue), so that a join handoff knows where to look.
+(None while in the global queue), so that a join knows where to look.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ CLOCK_EVERY = 16
 # slice of the G that readied them; once the chain has run this long, runnext goes to
 # the back of the queue so that the rest of the queue is not starved.
 TIME_SLICE = 0.010
+# ForkJoin runs a joined task on the joiner's stack, to any depth. A Python step nests
+# about five frames per level under a recursion limit of 1000: nest at most this deep,
+# and let deeper joins park.
+INLINE_JOIN_DEPTH = 32
 # Go (proc.go, findRunnable): every 61st schedule tick takes one G from the global queue
 # first, so that a busy local queue cannot starve it. 61 is prime, to avoid resonances.
 GLOBAL_CHECK_TICKS = 61
@@ -179,6 +183,8 @@ class P:
         # The clock reading the scheduling loop takes every CLOCK_EVERY steps anyway: a
         # step that is stuck began after it (give or take a few short steps).
         self.last_clock = 0.0
+        self.batch_deadline = 0.0  # when the current batch should end (see BATCH_TIME)
+        self.njoin = 0  # joins running inline, nested (see join)
         self.stuck_since = 0.0
         self.stuck_g: G[Any] | None = None
         self.thread_ident = 0
@@ -191,7 +197,7 @@ class P:
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
         self._prev_factory: Any = None  # the loop's task factory before ours
         self.npinned = 0
-        # Pushes by runqput, less removals by handoff: stamped on a G as it is pushed
+        # Pushes by runqput, less removals by join: stamped on a G as it is pushed
         # (G._qpos), the difference bounds from below how far it is from the tail.
         self.qseq = 0
         self.rand = random.Random()
@@ -331,24 +337,60 @@ class P:
                 pass  # sysmon took it meanwhile
         return False
 
-    def handoff(self, g: G[Any]) -> None:
-        """The running G is about to wait for g, which is runnable here: run g next.
-
-        As ForkJoin's join runs the joined task when it is still in the local deque,
-        this keeps fork-join trees depth-first (flat memory), while the queue stays FIFO
-        for everything else. Owner thread only.
-        """
-        if self.qseq - g._qpos >= JOIN_HANDOFF_DEPTH:
-            return  # in runnext (never pushed since), or surely not near the tail
-        q = self.runq
-        with q.lock:  # against a thief shifting the indexes
+    def join(self, g: G[Any]) -> None:
+        """The running G is about to wait for g, which is runnable here. As ForkJoin's
+        join does, take g out of the queue and run it right here, inside the waiter's
+        step: a child that simply finishes then costs the waiter no park, no wake-up and
+        no second step, and fork-join trees run depth-first (flat memory, little GC).
+        Only within the batch's time and INLINE_JOIN_DEPTH levels deep; beyond either, g
+        is handed the P next instead (runnext). Owner thread only."""
+        if not self._take(g):
+            return
+        if self.njoin < INLINE_JOIN_DEPTH and (now := time.monotonic()) < self.batch_deadline:
+            self.last_clock = now  # for sysmon: this P is making progress
+            if self.runnext:
+                # g takes runnext's turn: what sits there now goes where a thief can take
+                # it, in case g runs long.
+                try:
+                    nxt = self.runnext.popleft()
+                except IndexError:
+                    pass  # sysmon took it
+                else:
+                    self.runqput(nxt)
+                    self.sched.wakep()
+            self.njoin += 1
             try:
-                i = q.index(g, max(0, len(q) - JOIN_HANDOFF_DEPTH))
-            except ValueError:
-                return  # not near the tail after all
-            del q[i]
+                self.step_eagerly(g)
+            finally:
+                self.njoin -= 1
+        else:
+            self._put_next(g)
+
+    def _take(self, g: G[Any]) -> bool:
+        """Take g out of runnext or the local queue, if it is where a join looks: runnext,
+        the last JOIN_HANDOFF_DEPTH slots of the queue, or its head. Thieves and sysmon
+        pop the head meanwhile, without a lock; only this thread pushes, so an index
+        counted from the tail stays valid until g itself is popped (IndexError then)."""
+        try:
+            rn = self.runnext
+            if rn and rn[0] is g:
+                rn.popleft()  # g itself, or IndexError if sysmon took it just now
+                return True
+            q = self.runq
+            n = len(q)
+            if self.qseq - g._qpos < JOIN_HANDOFF_DEPTH:
+                i = q.index(g, max(0, n - JOIN_HANDOFF_DEPTH))
+            elif n and q[0] is g:
+                i = 0
+            else:
+                return False  # surely not near the tail, and not the head
+            if len(q) != n:
+                return False  # the head moved while we looked: i may be stale
+            del q[i - n]
+        except (IndexError, ValueError):
+            return False
         self.qseq -= 1
-        self._put_next(g)
+        return True
 
     def activate(self) -> None:
         """Work appeared on this idle P from its own thread (a timer, I/O, a spawn from a
@@ -418,7 +460,7 @@ class P:
         if self.spinning and (rn or runq):
             sched.reset_spinning(self)  # woken to look for work, and it has some here
         self.last_clock = now = time.monotonic()
-        deadline = now + BATCH_TIME
+        self.batch_deadline = deadline = now + BATCH_TIME
         n = 0
         while True:
             if glob and self.tick % GLOBAL_CHECK_TICKS == 0 \
@@ -604,14 +646,16 @@ class P:
                 self._trap(g, y)
 
     def step_eagerly(self, g: G[Any]) -> None:
-        """Step g at once, from a loop callback or an asyncio task running on this P (as
-        asyncio's eager tasks start): the running task steps aside meanwhile. A G that
-        finishes without waiting then costs no trip through the loop."""
+        """Step g at once, from a loop callback, an asyncio task running on this P (as
+        asyncio's eager tasks start) or a G joining it: the running task or G steps aside
+        meanwhile. A G that finishes without waiting then costs no trip through the loop."""
         loop = self.loop
         prev = _swap_current_task(loop, None)
+        curg = self.curg
         try:
             self.step(g)
         finally:
+            self.curg = curg
             _swap_current_task(loop, prev)
 
     def _throw_pending(self, g: G[Any]) -> Any:

@@ -15,8 +15,8 @@ from typing import Any
 LOCAL_QUEUE_SIZE = 256
 
 
-# A join handoff (P.handoff) looks for the awaited G this far from the queue's tail: a
-# G that spawns up to this many children and then awaits them keeps the tree
+# A join (P.join) looks for the awaited G this far from the queue's tail (and at its
+# head): a G that spawns up to this many children and then awaits them keeps the tree
 # depth-first.
 JOIN_HANDOFF_DEPTH = 16
 
@@ -24,9 +24,8 @@ JOIN_HANDOFF_DEPTH = 16
 class RunQ(deque[Any]):
     """The owner appends and pops the head; thieves take half from the head.
 
-    ``lock`` is taken only by operations that need more than one deque step to stay
-    consistent against each other: a thief's grab and the owner's removal from the
-    middle (P.handoff). The owner's appends and pops never take it.
+    ``lock`` is taken only by thieves, so that two grabs at once each take their half.
+    The owner's appends, pops and removals (P.join) never take it.
     """
 
     __slots__ = ("lock",)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
+import sys
 import threading
 import time
 
@@ -127,7 +129,7 @@ def test_spawn_order_on_one_p_is_runnext_then_fifo(rt_params):
 
 
 @at_procs(1)  # the memory bound is only exact on a single P
-def test_join_handoff_keeps_fork_join_depth_first(rt_params, monkeypatch):
+def test_join_keeps_fork_join_depth_first(rt_params, monkeypatch):
     _, loop = rt_params
     monkeypatch.setattr(pmod, "TIME_SLICE", 1e9)  # no preemption: pure join order
     peak = [0]
@@ -142,6 +144,78 @@ def test_join_handoff_keeps_fork_join_depth_first(rt_params, monkeypatch):
 
     assert mnsched.run(tree(0, 100_000), procs=1, loop=loop) == sum(range(100_000))
     assert peak[0] < 100  # depth x fan-out, not a breadth-first 100,000
+
+
+@at_procs(1)  # step counts are only exact on a single P
+def test_join_runs_a_queued_child_inline_as_itself(rt_params, monkeypatch):
+    # ForkJoin's join: the awaited child runs inside the waiter's step, which then goes
+    # on without parking. The child is still itself: its own current task and context.
+    _, loop = rt_params
+    monkeypatch.setattr(pmod, "BATCH_TIME", 60.0)  # no batch ends in the middle
+    var = contextvars.ContextVar("v", default="parent")
+
+    async def child(i):
+        var.set(f"child{i}")
+        return asyncio.current_task(), threading.get_ident()
+
+    async def main():
+        before = mnsched.stats()["ticks"][0]
+        gs = [mnsched.go(child(i)) for i in range(10)]
+        seen = [await g for g in gs]
+        steps = mnsched.stats()["ticks"][0] - before
+        return gs, seen, steps, asyncio.current_task(), var.get()
+
+    gs, seen, steps, me, value = mnsched.run(main(), procs=1, loop=loop)
+    assert [task for task, _ in seen] == gs  # each child was its own current task
+    assert len({tid for _, tid in seen}) == 1
+    assert steps == 10  # one step per child, and none for main: it never parked
+    assert isinstance(me, mnsched.G) and me not in gs
+    assert value == "parent"  # the children's context changes stayed theirs
+
+
+def test_a_deep_chain_of_joins_does_not_overflow_the_stack(run):
+    # Each link awaits the next: inline joins nest only INLINE_JOIN_DEPTH deep, then park.
+    depth = 3 * sys.getrecursionlimit()
+
+    async def link(n):
+        return 0 if n == 0 else 1 + await mnsched.go(link(n - 1))
+
+    assert run(link(depth)) == depth
+
+
+@at_procs(1)  # the ticker and the tree share the one P
+def test_a_fork_join_tree_does_not_starve_a_ticker_on_its_p(rt_params):
+    # Inline joins run within the P's batch time: the loop still gets its turn.
+    _, loop = rt_params
+
+    async def tree(num, size):
+        if size == 1:
+            return num
+        size //= 10
+        gs = [mnsched.go(tree(num + i * size, size)) for i in range(10)]
+        return sum([await g for g in gs])
+
+    async def main():
+        ticks = []
+        done = threading.Event()
+
+        async def ticker():
+            while not done.is_set():
+                await mnsched.sleep(0.002)
+                ticks.append(time.monotonic())
+
+        tk = mnsched.go(ticker())
+        await mnsched.sleep(0.01)
+        t0 = time.monotonic()
+        total = await mnsched.go(tree(0, 100_000))
+        t1 = time.monotonic()
+        done.set()
+        await tk
+        return total, sum(1 for t in ticks if t0 <= t <= t1)
+
+    total, n = mnsched.run(main(), procs=1, loop=loop)
+    assert total == sum(range(100_000))
+    assert n >= 10  # the tree takes a few hundred ms; a 2 ms ticker kept going
 
 
 @at_procs(2, 4)  # one P has nobody to steal
