@@ -48,7 +48,7 @@ from .g import (
     ready,
 )
 from .m import m
-from .runq import JOIN_HANDOFF_DEPTH, LOCAL_QUEUE_SIZE, RunQ
+from .runq import JOIN_WINDOW, LOCAL_QUEUE_SIZE, RunQ
 from .timers import Timers
 
 if TYPE_CHECKING:
@@ -368,7 +368,7 @@ class P:
 
     def _take(self, g: G[Any]) -> bool:
         """Take g out of runnext or the local queue, if it is where a join looks: runnext,
-        the last JOIN_HANDOFF_DEPTH slots of the queue, or its head. Thieves and sysmon
+        the last JOIN_WINDOW slots of the queue, or its head. Thieves and sysmon
         pop the head meanwhile, without a lock; only this thread pushes, so an index
         counted from the tail stays valid until g itself is popped (IndexError then)."""
         try:
@@ -378,8 +378,8 @@ class P:
                 return True
             q = self.runq
             n = len(q)
-            if self.qseq - g._qpos < JOIN_HANDOFF_DEPTH:
-                i = q.index(g, max(0, n - JOIN_HANDOFF_DEPTH))
+            if self.qseq - g._qpos < JOIN_WINDOW:
+                i = q.index(g, max(0, n - JOIN_WINDOW))
             elif n and q[0] is g:
                 i = 0
             else:
@@ -387,7 +387,7 @@ class P:
             if len(q) != n:
                 return False  # the head moved while we looked: i may be stale
             del q[i - n]
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, RuntimeError):  # RuntimeError: mutated while searched
             return False
         self.qseq -= 1
         return True

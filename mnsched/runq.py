@@ -18,7 +18,7 @@ LOCAL_QUEUE_SIZE = 256
 # A join (P.join) looks for the awaited G this far from the queue's tail (and at its
 # head): a G that spawns up to this many children and then awaits them keeps the tree
 # depth-first.
-JOIN_HANDOFF_DEPTH = 16
+JOIN_WINDOW = 16
 
 
 class RunQ(deque[Any]):

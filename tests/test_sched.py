@@ -165,7 +165,9 @@ def test_join_runs_a_queued_child_inline_as_itself(rt_params, monkeypatch):
         steps = mnsched.stats()["ticks"][0] - before
         return gs, seen, steps, asyncio.current_task(), var.get()
 
-    gs, seen, steps, me, value = mnsched.run(main(), procs=1, loop=loop)
+    # Without sysmon: a stall of the test machine must not hand the children off.
+    with mnsched.Runtime(procs=1, loop=loop, sysmon=False) as rt:
+        gs, seen, steps, me, value = rt.go(main()).result(timeout=30)
     assert [task for task, _ in seen] == gs  # each child was its own current task
     assert len({tid for _, tid in seen}) == 1
     assert steps == 10  # one step per child, and none for main: it never parked
