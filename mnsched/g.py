@@ -175,13 +175,7 @@ class G(Generic[T]):
                     lock = _LOCKS[hash(self) & _MASK]
                     lock.acquire()
                     if self._status != DONE:
-                        ws = self._waiters
-                        if ws is None:
-                            self._waiters = g
-                        elif type(ws) is list:
-                            ws.append(g)
-                        else:
-                            self._waiters = [ws, g]
+                        self._push_waiter(g)
                         g._waitq = self
                         yield lock  # gopark: the driver parks g, then releases the lock
                     else:
@@ -285,14 +279,19 @@ class G(Generic[T]):
         with lock_of(self):
             if self._status == DONE:
                 return False
-            ws = self._waiters
-            if ws is None:
-                self._waiters = w
-            elif type(ws) is list:
-                ws.append(w)
-            else:
-                self._waiters = [ws, w]
+            self._push_waiter(w)
             return True
+
+    def _push_waiter(self, w: Any) -> None:
+        """Add a G or a callback to wake when this G finishes. Under lock_of(self), with
+        this G not DONE."""
+        ws = self._waiters
+        if ws is None:
+            self._waiters = w
+        elif type(ws) is list:
+            ws.append(w)
+        else:
+            self._waiters = [ws, w]
 
     def _blocked_on(self) -> str:
         return f"await {self!r}"

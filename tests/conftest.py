@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -77,3 +78,11 @@ async def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > loop_deadline:
             raise AssertionError("condition not met within timeout")
         await mnsched.sleep(0.001)
+
+
+async def ticker(every: float, ticks: list[float], stop: threading.Event) -> None:
+    """A goroutine noting the time every ``every`` s (mnsched.sleep) until ``stop``: it
+    shows whether goroutines kept running beside something (a hog, a big tree)."""
+    while not stop.is_set():
+        await mnsched.sleep(every)
+        ticks.append(time.monotonic())

@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import at_procs
+from conftest import at_procs, ticker
 
 import mnsched
 import mnsched.p as pmod
@@ -198,15 +198,9 @@ def test_a_fork_join_tree_does_not_starve_a_ticker_on_its_p(rt_params):
         return sum([await g for g in gs])
 
     async def main():
-        ticks = []
+        ticks: list[float] = []
         done = threading.Event()
-
-        async def ticker():
-            while not done.is_set():
-                await mnsched.sleep(0.002)
-                ticks.append(time.monotonic())
-
-        tk = mnsched.go(ticker())
+        tk = mnsched.go(ticker(0.002, ticks, done))
         await mnsched.sleep(0.01)
         t0 = time.monotonic()
         total = await mnsched.go(tree(0, 100_000))

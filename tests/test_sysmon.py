@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from conftest import at_procs
+from conftest import at_procs, ticker
 
 import mnsched
 
@@ -22,13 +22,8 @@ def burn(seconds: float) -> None:
 @at_procs(1, 2)  # every P stuck, and one of two
 def test_a_hog_does_not_stop_a_ticker(run, procs, hog):
     async def main():
-        ticks = []
+        ticks: list[float] = []
         stop = threading.Event()
-
-        async def ticker():
-            while not stop.is_set():
-                await mnsched.sleep(0.005)
-                ticks.append(time.monotonic())
 
         async def hogger():
             start = time.monotonic()
@@ -38,7 +33,7 @@ def test_a_hog_does_not_stop_a_ticker(run, procs, hog):
                 time.sleep(0.3)  # not through mnsched.syscall
             return start, time.monotonic()
 
-        tk = mnsched.go(ticker())
+        tk = mnsched.go(ticker(0.005, ticks, stop))
         await mnsched.sleep(0.03)
         start, end = await mnsched.go(hogger())
         stop.set()
