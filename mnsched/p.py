@@ -348,11 +348,12 @@ class P:
             return
         if self.njoin < INLINE_JOIN_DEPTH and (now := time.monotonic()) < self.batch_deadline:
             self.last_clock = now  # for sysmon: this P is making progress
-            if self.runnext:
+            rn = self.runnext
+            if rn:
                 # g takes runnext's turn: what sits there now goes where a thief can take
                 # it, in case g runs long.
                 try:
-                    nxt = self.runnext.popleft()
+                    nxt = rn.popleft()
                 except IndexError:
                     pass  # sysmon took it
                 else:

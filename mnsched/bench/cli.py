@@ -144,17 +144,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.overhead:
         variants += [f"mnsched-p{p}-nosysmon" for p in args.procs]
     cells = {w: {v: Cell() for v in variants} for w in workloads}
+    sizes = {w: WORKLOADS[w].quick_size if args.quick else WORKLOADS[w].size for w in workloads}
     t0 = time.monotonic()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
                   "/{task.total}"), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("bench", total=args.repeat * len(workloads) * len(variants))
         for rep in range(args.repeat):
             for w in workloads:
-                n = WORKLOADS[w].quick_size if args.quick else WORKLOADS[w].size
                 order = variants[rep % len(variants):] + variants[:rep % len(variants)]
                 for v in order:  # alternating: each repetition starts elsewhere
                     progress.update(task, description=f"{w} / {v} (run {rep + 1})")
-                    r = measure(w, v, n)
+                    r = measure(w, v, sizes[w])
                     cells[w][v].values.append(r.pop("value"))
                     cells[w][v].extras.append(r)
                     progress.advance(task)
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(time.monotonic() - t0, 1), "skipped": skipped,
         "workloads": {w: {"what": WORKLOADS[w].what, "metric": WORKLOADS[w].metric,
                           "unit": WORKLOADS[w].unit,
-                          "n": WORKLOADS[w].quick_size if args.quick else WORKLOADS[w].size,
+                          "n": sizes[w],
                           "variants": {v: cells[w][v].summary() for v in variants}}
                       for w in workloads},
     }
