@@ -1,6 +1,8 @@
-"""mnsched: Go's M:N scheduler for Python's asyncio world."""
+"""mnsched: Go's M:N scheduler for Python's asyncio world. This module only re-exports;
+docs/design.md says how it works."""
 
-from .chan import Chan, ChannelClosed, Recv, Send, Ticker, WouldBlock, after, select, tick
+from .api import blocking, go, gomaxprocs, gosched, num_goroutine, sleep, stats, syscall
+from .chan import Chan, ChannelClosed, WouldBlock
 from .errors import (
     BlockingCallError,
     Deadlock,
@@ -9,9 +11,10 @@ from .errors import (
     RuntimeClosedError,
 )
 from .g import G
-from .proc import blocking, go, gomaxprocs, gosched, num_goroutine, sleep, stats, syscall
 from .runtime import Runtime, current_runtime, run
+from .selectgo import Recv, Send, select
 from .sync import Mutex, Once, WaitGroup
+from .timers import Ticker, after, tick
 
 __all__ = [
     "BlockingCallError",

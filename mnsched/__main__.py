@@ -12,9 +12,12 @@ def main(argv: list[str] | None = None) -> None:
 
         bench_main(args[1:])
         return
-    print("usage: mnsched bench [--quick] [--workloads W,...] [--procs 1,2,4] [--repeat N]\n"
-          "                     [--json PATH] [--markdown] [--plot PATH.png]\n"
-          "       (mnsched bench --help for more)", file=sys.stderr)
+    print(
+        "usage: mnsched bench [--quick] [--workloads W,...] [--procs 1,2,4] [--repeat N]\n"
+        "                     [--json PATH] [--markdown] [--plot PATH.png]\n"
+        "       (mnsched bench --help for more)",
+        file=sys.stderr,
+    )
     raise SystemExit(2)
 
 

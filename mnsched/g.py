@@ -1,22 +1,10 @@
-"""G: a goroutine. A coroutine that mnsched steps itself, and the handle users hold.
+"""G: a goroutine, the handle users hold, and the G state machine.
 
-A G is deliberately *not* an ``asyncio.Task``: creating and stepping a Task costs several
-times more than the driver in ``p.py``. It does, however, speak the part of the Task
-protocol that asyncio and anyio use on ``asyncio.current_task()`` (``cancel``,
-``cancelling``, ``uncancel``, ``get_loop``, ``get_coro``, ``_must_cancel``,
-``_fut_waiter``), because while a G runs it *is* the current task of its P's loop.
-
-Parking (Go's ``gopark``): a G that must wait registers itself in a wait queue while
-holding that queue's lock, then yields the lock. The driver marks the G PARKED and only
-then releases the lock, so a waker, which needs the same lock to find the G, always
-finds it fully parked. A wait queue implements ``_cancel_wait(g)`` so that ``cancel()``
-can take a parked G out of it.
-
-Where a G may run: at mnsched's own park points it holds nothing loop-bound, so it
-resumes wherever it is readied. Once it touches asyncio machinery on its P (awaits an
-asyncio future, creates a task, enters ``asyncio.timeout``/``TaskGroup``/an anyio cancel
-scope) it is *pinned* to that P for the rest of its life, like Go's ``LockOSThread``:
-asyncio objects are bound to one loop, and one loop to one thread.
+A G is a coroutine that mnsched steps itself (``P.step``), deliberately not an
+``asyncio.Task``; while it runs it *is* asyncio's current task on its P's loop, so it
+speaks the part of the Task protocol that asyncio and anyio use. Its states, their legal
+transitions, the park protocol and the lock order are in docs/design.md ("The G state
+machine", "Parking", "Locks"); ``casgstatus`` is the only code that changes a status.
 """
 
 from __future__ import annotations
@@ -26,10 +14,13 @@ import contextvars
 import logging
 import threading
 import traceback
+import types
 from collections.abc import Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from inspect import CO_ITERABLE_COROUTINE
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from .errors import BlockingCallError
+from .aio import call_on_loop, cancel_future, complete_future
+from .errors import BlockingCallError, InternalError
 from .m import m
 
 if TYPE_CHECKING:
@@ -40,13 +31,51 @@ T = TypeVar("T")
 logger = logging.getLogger("mnsched")
 
 # G statuses (Go: _Grunnable, _Grunning, _Gwaiting, _Gsyscall, _Gdead).
-RUNNABLE = 0  # in a run queue, or about to be
+RUNNABLE = 0  # in a run queue (runnext, local, inbox or global), or about to be
 RUNNING = 1  # being stepped by a P
 PARKED = 2  # waiting at an mnsched park point (a G, a timer, a channel): may resume anywhere
 WAITING = 3  # waiting on an asyncio future or the loop: resumes on that loop
 SYSCALL = 4  # a blocking call runs on an M thread on its behalf
 DONE = 5
 STATUS_NAMES = ("runnable", "running", "parked", "waiting", "syscall", "done")
+
+# Every legal transition (docs/design.md draws them). A G starts RUNNABLE; it is DONE
+# only after a step, so a G is never finished from a queue or a wait.
+LEGAL_TRANSITIONS = frozenset({
+    (RUNNABLE, RUNNING),  # a P steps it
+    (RUNNING, RUNNABLE),  # gosched, or a step that must be retried (a bad yield)
+    (RUNNING, PARKED),  # gopark
+    (RUNNING, WAITING),  # awaits an asyncio future, or yields to the loop
+    (RUNNING, SYSCALL),  # entersyscall
+    (RUNNING, DONE),  # returned or raised
+    (PARKED, RUNNABLE),  # goready
+    (WAITING, RUNNABLE),  # its future completed; the loop turned
+    (SYSCALL, RUNNABLE),  # exitsyscall, or cancelled while the call runs
+})  # fmt: skip
+
+# Wait reasons (Go: waitReason), kept on a waiting G with the time it started waiting.
+WAIT_CHAN_RECEIVE = "chan receive"
+WAIT_CHAN_SEND = "chan send"
+WAIT_SELECT = "select"
+WAIT_SLEEP = "sleep"
+WAIT_GOROUTINE = "await goroutine"
+WAIT_SYSCALL = "syscall"
+WAIT_FUTURE = "asyncio future"
+WAIT_LOOP = "loop turn"  # a bare yield (asyncio.sleep(0)): after the loop's callbacks
+WAIT_WAITGROUP = "sync.WaitGroup.Wait"
+WAIT_MUTEX = "sync.Mutex.Lock"
+WAIT_ONCE = "sync.Once.Do"
+
+
+def casgstatus(g: G[Any], old: int, new: int) -> None:
+    """Change g's status from old to new (Go: casgstatus): anything else is a bug."""
+    if g._status != old or (old, new) not in LEGAL_TRANSITIONS:
+        raise InternalError(
+            f"{g!r}: illegal status change {STATUS_NAMES[old]} -> {STATUS_NAMES[new]} "
+            f"(it is {STATUS_NAMES[g._status]})"
+        )
+    g._status = new
+
 
 # Striped locks (a per-G lock would cost an allocation per spawn); a power of two.
 # Two separate sets, always taken in this order and never the other way round:
@@ -72,9 +101,7 @@ def state_lock_of(g: object) -> threading.Lock:
 _NEVER_QUEUED = -(1 << 62)
 
 
-class _Pending:
-    """Markers in ``G._pend``: throw CancelledError at the G's next resumption."""
-
+class _Marker:
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
@@ -84,9 +111,85 @@ class _Pending:
         return self.name
 
 
-CANCEL = _Pending("CANCEL")  # requested
-DELIVERED = _Pending("DELIVERED")  # requested, and handed to the wait queue it was parked in
+# In ``G._pend``: throw CancelledError at the G's next resumption.
+CANCEL = _Marker("CANCEL")  # requested
+DELIVERED = _Marker("DELIVERED")  # requested, and handed to the wait queue it was parked in
 CANCELLING = (CANCEL, DELIVERED)
+# What a G yields to give up the processor (Go: Gosched).
+GOSCHED = _Marker("GOSCHED")
+
+
+class WaitQueue(Protocol):
+    """Whatever a parked G waits in: it can take a cancelled G out again."""
+
+    def _cancel_wait(self, g: G[Any]) -> None: ...
+
+
+class Operation(WaitQueue, Protocol):
+    """A wait that a partner may complete (a channel op, a select, a sync wait):
+    ``done`` once it has, even if the G was cancelled at the same time."""
+
+    @property
+    def done(self) -> bool: ...
+
+
+@types.coroutine
+def gopark(g: G[Any], lock: Any, waitq: WaitQueue, reason: str) -> Generator[Any, None, None]:
+    """Park g in waitq (Go: gopark). g has put itself in waitq while holding lock; the
+    driver marks g parked, then releases lock, so a waker (who needs lock to find g)
+    always finds it fully parked. Returns when woken; raises CancelledError if cancelled."""
+    g._waitq = waitq
+    g._waitreason = reason
+    yield lock
+
+
+@types.coroutine
+def gopark_op(g: G[Any], lock: Any, op: Operation, reason: str) -> Generator[Any, None, None]:
+    """gopark for an operation a partner may complete. If it completed just as g was
+    cancelled, g keeps the outcome (no value is lost) and takes the cancellation at its
+    next wait instead."""
+    g._waitq = op
+    g._waitreason = reason
+    try:
+        yield lock
+    except asyncio.CancelledError:
+        if not op.done:
+            raise
+        g._pend = CANCEL
+
+
+def check_coroutine(coro: object) -> None:
+    """A goroutine needs a coroutine: say what was given instead, and the fix."""
+    if type(coro) is types.CoroutineType or asyncio.iscoroutine(coro):
+        return
+    if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & CO_ITERABLE_COROUTINE:
+        return  # a @types.coroutine generator (asyncio stopped accepting them in 3.12)
+    if callable(coro):
+        hint = " (call it: go(f(...)), or decorate an async def with @go)"
+    elif hasattr(coro, "__await__"):
+        hint = " (an awaitable that is not a coroutine: wrap it in an async def)"
+    else:
+        hint = ""
+    raise TypeError(f"a goroutine needs a coroutine, not {type(coro).__name__} {coro!r}{hint}")
+
+
+def can_run_on(g: G[Any], p: P) -> bool:
+    """Whether p may run g: it is p's runtime's, and free or pinned to p."""
+    return g._sched is p.sched and (g._home is None or g._home is p)
+
+
+def goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
+    """Make a waiting G runnable (Go: goready). On a P that may run it (p, the caller's
+    P when it knows it, else this thread's), it goes to that P's runnext, so a wake-up
+    within a P never crosses threads; otherwise to its home P or the global queue."""
+    casgstatus(g, old, RUNNABLE)
+    g._waitq = None
+    if p is None:
+        p = m.p
+    if p is not None and p.sched is g._sched and (g._home is None or g._home is p):
+        p.ready_here(g)
+    else:
+        g._sched.ready_remote(g)
 
 
 class G(Generic[T]):
@@ -112,16 +215,31 @@ class G(Generic[T]):
         "_waiters",  # what to wake when it finishes: None, one G or callback, or a list
         "_waitq",  # what it is parked on, for cancel()
         # set when first needed:
+        "_abandoned",  # shutdown gave up on it: close its coroutine at its next step
         "_cancel_msg",
         "_exc",
         "_id",
         "_name",
         "_ncancel",
         "_result",
+        "_waitreason",  # why it waits (a WAIT_* string), while not runnable
+        "_waitsince",  # when it started waiting (its P's clock, within a batch)
     )
 
-    def __init__(self, coro: Coroutine[Any, Any, T], sched: Sched, p: P | None,
-                 name: str | None = None) -> None:
+    # Those set when first needed (declared, not assigned: they are slots).
+    _abandoned: bool
+    _cancel_msg: Any
+    _exc: BaseException | None
+    _id: int
+    _name: str
+    _ncancel: int
+    _result: Any
+    _waitreason: str
+    _waitsince: float
+
+    def __init__(
+        self, coro: Coroutine[Any, Any, T], sched: Sched, p: P | None, name: str | None = None
+    ) -> None:
         self._coro = coro
         self._ctx = contextvars.copy_context()  # a G runs in a copy of its spawner's context
         self._sched = sched
@@ -129,8 +247,8 @@ class G(Generic[T]):
         self._status = RUNNABLE
         self._home: P | None = None
         self._waiters: Any = None  # None, one waiter, or a list of them
-        self._waitq: Any = None  # a wait queue: anything with _cancel_wait(g)
-        self._pend: BaseException | _Pending | None = None
+        self._waitq: Any = None  # a WaitQueue
+        self._pend: BaseException | _Marker | None = None
         self._futw: asyncio.Future[Any] | None = None
         self._qpos = _NEVER_QUEUED
         if name is not None:
@@ -142,7 +260,7 @@ class G(Generic[T]):
     def id(self) -> int:
         """The goroutine id, unique within its runtime (Go's goid); given out on first use."""
         try:
-            return self._id  # type: ignore[has-type,no-any-return]
+            return self._id
         except AttributeError:
             goid = self._sched.newgoid()
             with state_lock_of(self):
@@ -154,6 +272,18 @@ class G(Generic[T]):
     def name(self) -> str:
         name = getattr(self, "_name", None)
         return name if name is not None else f"G{self.id}"
+
+    @property
+    def status(self) -> str:
+        """ "runnable", "running", "parked", "waiting", "syscall" or "done"."""
+        return STATUS_NAMES[self._status]
+
+    @property
+    def wait_reason(self) -> str | None:
+        """Why it waits ("chan receive", "sleep", "syscall", ...), or None if it does not."""
+        if self._status in (RUNNABLE, RUNNING, DONE):
+            return None
+        return getattr(self, "_waitreason", None)
 
     def done(self) -> bool:
         return self._status == DONE
@@ -176,8 +306,7 @@ class G(Generic[T]):
                     lock.acquire()
                     if self._status != DONE:
                         self._push_waiter(g)
-                        g._waitq = self
-                        yield lock  # gopark: the driver parks g, then releases the lock
+                        yield from gopark(g, lock, self, WAIT_GOROUTINE)
                     else:
                         lock.release()
         if self._exc is not None:
@@ -191,19 +320,10 @@ class G(Generic[T]):
         except RuntimeError:
             raise RuntimeError(
                 f"await {self!r} needs a goroutine or a running event loop; "
-                "from plain threads use g.result(timeout)") from None
+                "from plain threads use g.result(timeout)"
+            ) from None
         fut = loop.create_future()
-
-        def on_done(_: G[Any]) -> None:
-            if asyncio._get_running_loop() is loop:
-                loop.call_soon(_resolve, fut)  # same thread (attach mode): no self-pipe
-                return
-            try:
-                loop.call_soon_threadsafe(_resolve, fut)
-            except RuntimeError:
-                pass  # that loop is closed: nobody is left to tell
-
-        if self._add_waiter(on_done):
+        if self._add_waiter(lambda _: complete_future(fut)):
             try:
                 yield from fut
             except asyncio.CancelledError:
@@ -240,7 +360,8 @@ class G(Generic[T]):
         if p is not None:
             raise BlockingCallError(
                 f"{self!r}.result() would block P{p.id} and every goroutine on it; "
-                "inside a goroutine use 'await g'")
+                "inside a goroutine use 'await g'"
+            )
         done = threading.Event()
         if self._add_waiter(lambda _: done.set()) and not done.wait(timeout):
             raise TimeoutError(f"{self!r} did not finish within {timeout} s")
@@ -256,21 +377,31 @@ class G(Generic[T]):
         # A G that is parking right now is handled by whichever of us sees the other's
         # write under the state lock: the driver (pend set before it parked) or this.
         with state_lock_of(self):
-            deliver = self._status == PARKED and self._pend is not DELIVERED
+            status = self._status
+            deliver = status in (PARKED, SYSCALL) and self._pend is not DELIVERED
             self._pend = DELIVERED if deliver or self._pend is DELIVERED else CANCEL
             waitq = self._waitq
             fut = self._futw
         if deliver:
             waitq._cancel_wait(self)
         elif fut is not None:
-            _cancel_future(fut, msg)
+            cancel_future(fut, msg)
         return True
+
+    def _abandon(self) -> None:
+        """Shutdown gave up waiting for it: its coroutine is closed at its next step
+        (``finally`` blocks run, through GeneratorExit) instead of resumed."""
+        self._abandoned = True
+        self.cancel("abandoned at shutdown: it ignored cancellation")
 
     def __repr__(self) -> str:
         coro = self._coro
         what = getattr(coro, "__qualname__", type(coro).__name__)
+        state = STATUS_NAMES[self._status]
+        if (reason := self.wait_reason) is not None:
+            state = f"{state} ({reason})"
         where = f" on P{self._p.id}" if self._p is not None and self._status != DONE else ""
-        return f"<G{self.id} {self.name!r} {what} {STATUS_NAMES[self._status]}{where}>"
+        return f"<G{self.id} {self.name!r} {what} {state}{where}>"
 
     # -- completion -----------------------------------------------------------------
 
@@ -294,51 +425,44 @@ class G(Generic[T]):
             self._waiters = [ws, w]
 
     def _blocked_on(self) -> str:
-        return f"await {self!r}"
+        return repr(self)
 
     def _cancel_wait(self, waiter: G[Any]) -> None:
         # Some G awaiting this one was cancelled. As with asyncio tasks, the cancel
         # propagates into the awaited goroutine; the waiter wakes when this one ends.
         self.cancel(getattr(waiter, "_cancel_msg", None))
 
-    def _finish(self, result: Any, exc: BaseException | None, p: P | None) -> None:
-        """The G ended on p's thread (None: on a thread that is no P, at shutdown):
-        publish the outcome and wake its waiters."""
+    def _finish(self, result: Any, exc: BaseException | None, p: P) -> None:
+        """The G's last step ended on p's thread: publish the outcome, wake its waiters.
+        Waiters are mnsched's own (Gs, and callbacks that only hand on the news): user
+        done-callbacks run later, on a loop (see _DoneCallback)."""
         lock = _LOCKS[hash(self) & _MASK]
         lock.acquire()
-        self._status = DONE
+        casgstatus(self, RUNNING, DONE)
         self._result = result
         self._exc = exc
         waiters = self._waiters
         self._waiters = None
         lock.release()
-        sched = self._sched
-        sched.allg.discard(self)
-        if p is not None:
-            p.nfinished += 1
-        else:
-            with sched.lock:
-                sched.nfinished_outside += 1
+        p.nfinished += 1
         if self._home is not None:
             self._home.npinned -= 1
-        if sched.closing and not sched.allg:
-            sched.all_done.set()
+        self._sched.gone(self)
         if waiters is not None:
-            for w in (waiters if type(waiters) is list else (waiters,)):
+            for w in waiters if type(waiters) is list else (waiters,):
                 if type(w) is G:
-                    w._waitq = None
-                    if p is not None and w._sched is sched and (w._home is None or w._home is p):
-                        p.ready_here(w)
-                    else:
-                        sched.ready_remote(w)
+                    goready(w, PARKED, p)
                 else:
                     w(self)
         elif exc is not None and not isinstance(exc, asyncio.CancelledError):
             # Nobody is waiting now: say so at once, not at garbage collection. A
             # later 'await g' still raises it.
-            logger.error("goroutine %r raised %s and nobody was awaiting it:\n%s",
-                         self, type(exc).__name__,
-                         "".join(traceback.format_exception(exc)).rstrip())
+            logger.error(
+                "goroutine %r raised %s and nobody was awaiting it:\n%s",
+                self,
+                type(exc).__name__,
+                "".join(traceback.format_exception(exc)).rstrip(),
+            )
 
     # -- the part of the asyncio.Task protocol that asyncio and anyio use ------------------
 
@@ -401,10 +525,23 @@ class G(Generic[T]):
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
         return frames
 
-    def add_done_callback(self, fn: Callable[[G[Any]], object], *,
-                          context: contextvars.Context | None = None) -> None:
+    def format_stack(self) -> str:
+        """Its coroutine chain, outermost frame first, as a traceback prints it."""
+        return "".join(
+            traceback.format_list(
+                [
+                    traceback.FrameSummary(f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
+                    for f in self.get_stack()
+                ]
+            )
+        ).rstrip()
+
+    def add_done_callback(
+        self, fn: Callable[[G[Any]], object], *, context: contextvars.Context | None = None
+    ) -> None:
         """As ``Future.add_done_callback``: ``fn(g)`` is called soon on the calling loop
-        (or directly, when registered outside any loop) once the goroutine finishes."""
+        (registered outside any loop: on the loop the goroutine finishes on) once the
+        goroutine finishes."""
         cb = _DoneCallback(fn, asyncio._get_running_loop(), context or contextvars.copy_context())
         if not self._add_waiter(cb):
             cb(self)
@@ -420,50 +557,20 @@ class G(Generic[T]):
 
 
 class _DoneCallback:
+    """A user's done-callback. It never runs inside the scheduler: it is posted to its
+    loop (the one it was registered on, else the one running here), as asyncio does."""
+
     __slots__ = ("ctx", "fn", "loop")
 
-    def __init__(self, fn: Callable[[G[Any]], object], loop: asyncio.AbstractEventLoop | None,
-                 ctx: contextvars.Context) -> None:
+    def __init__(
+        self,
+        fn: Callable[[G[Any]], object],
+        loop: asyncio.AbstractEventLoop | None,
+        ctx: contextvars.Context,
+    ) -> None:
         self.fn, self.loop, self.ctx = fn, loop, ctx
 
     def __call__(self, g: G[Any]) -> None:
-        if self.loop is not None and asyncio._get_running_loop() is self.loop:
-            self.loop.call_soon(self.fn, g, context=self.ctx)  # same thread: no self-pipe
-            return
-        if self.loop is not None and not self.loop.is_closed():
-            try:
-                self.loop.call_soon_threadsafe(self.fn, g, context=self.ctx)
-                return
-            except RuntimeError:
-                pass  # closed meanwhile: run it here rather than lose it
-        self.ctx.run(self.fn, g)
-
-
-def _resolve(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _cancel_future(fut: asyncio.Future[Any], msg: Any) -> None:
-    """Cancel an asyncio future from any thread: on its own loop's thread."""
-    loop = fut.get_loop()
-    if asyncio._get_running_loop() is loop:
-        fut.cancel(msg)
-    else:
-        try:
-            loop.call_soon_threadsafe(fut.cancel, msg)
-        except RuntimeError:
-            pass  # its loop is closed: the future can never complete anyway
-
-
-def ready(g: G[Any]) -> None:
-    """Go's goready: make a parked G runnable.
-
-    On a P that may run it, it goes to that P's runnext (the waker's P, as in Go), so a
-    wake-up within a P never crosses threads; otherwise to its home P or the global queue.
-    """
-    p = m.p
-    if p is not None and p.sched is g._sched and (g._home is None or g._home is p):
-        p.ready_here(g)
-    else:
-        g._sched.ready_remote(g)
+        loop = self.loop or asyncio._get_running_loop()
+        if not call_on_loop(loop, self.fn, g, context=self.ctx):
+            self.ctx.run(self.fn, g)  # no loop left to run it: run it here rather than lose it

@@ -29,8 +29,9 @@ class GoroutineFilter(logging.Filter):
 DEFAULT_FORMAT = "%(asctime)s P%(procid)s G%(goid)s %(levelname)s %(name)s: %(message)s"
 
 
-def install(logger: logging.Logger | None = None, fmt: str = DEFAULT_FORMAT,
-            level: int = logging.INFO) -> logging.Handler:
+def install(
+    logger: logging.Logger | None = None, fmt: str = DEFAULT_FORMAT, level: int = logging.INFO
+) -> logging.Handler:
     """Give ``logger`` (the root logger by default) a stderr handler with the filter and
     a format showing the P and goroutine. Returns the handler."""
     handler = logging.StreamHandler()

@@ -4,10 +4,9 @@ The thread-local ``m`` is Go's ``getg().m.p``: it tells scheduler code which P, 
 owns the current thread, so spawning and waking stay thread-local when they can.
 
 ``syscall(fn)`` (Go's entersyscall/exitsyscall, done the asyncio way): the goroutine
-parks, ``fn`` runs on an M thread, and the P goes on with other goroutines at once. Ms
-are reused when idle, started fresh when none is (so many blocking calls overlap, unlike
-a small fixed pool), capped (calls beyond the cap wait in line, none is lost), and
-retired after sitting idle for a while.
+enters SYSCALL, ``fn`` runs on an M thread, and the P goes on with other goroutines at
+once. Ms are reused when idle, started fresh when none is, capped, and retired after
+sitting idle for a while (docs/design.md, "Blocking calls").
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from .aio import complete_future
 
 if TYPE_CHECKING:
     from .g import G
@@ -42,15 +43,21 @@ m = _M()
 
 
 class Call:
-    """One blocking call. While it runs it is its goroutine's wait queue (for cancel)."""
+    """One blocking call. What a goroutine yields to enter SYSCALL (holding ``lock`` until
+    it is parked), and its wait queue (for cancel) while the call runs."""
 
-    __slots__ = ("args", "ctx", "done", "exc", "fn", "g", "kwargs", "lock", "loopfut", "result")
+    __slots__ = ("args", "ctx", "exc", "fn", "g", "kwargs", "lock", "loopfut", "result")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[Any, Any],
-                 ctx: contextvars.Context, g: G[Any] | None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[Any, Any],
+        ctx: contextvars.Context,
+        g: G[Any] | None,
+    ) -> None:
         self.fn, self.args, self.kwargs, self.ctx, self.g = fn, args, kwargs, ctx, g
         self.lock = threading.Lock()
-        self.done = False
         self.result: Any = None
         self.exc: BaseException | None = None
         self.loopfut: asyncio.Future[Any] | None = None  # for callers that are not goroutines
@@ -62,13 +69,12 @@ class Call:
         except BaseException as e:  # delivered to the caller, never swallowed here
             result, exc = None, e
         with self.lock:
-            self.done = True
             self.result, self.exc = result, exc
             g, self.g = self.g, None
         if g is not None:
             g._sched.exitsyscall(g)
         elif self.loopfut is not None:
-            _complete_soon(self.loopfut, result, exc)
+            complete_future(self.loopfut, result, exc)
 
     def _cancel_wait(self, g: G[Any]) -> None:
         # The goroutine is cancelled while the call runs: like asyncio.to_thread, it
@@ -78,21 +84,6 @@ class Call:
                 return  # finished meanwhile: exitsyscall readies it
             self.g = None
         g._sched.exitsyscall(g)
-
-
-def _complete_soon(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    def complete() -> None:
-        if fut.done():
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-
-    try:
-        fut.get_loop().call_soon_threadsafe(complete)
-    except RuntimeError:
-        pass  # the caller's loop is closed: nobody is left to tell
 
 
 class MPool:
@@ -130,8 +121,9 @@ class MPool:
                 return
             self.pending.append(call)
             if self._starter is None:
-                self._starter = threading.Thread(target=self._start_ms, daemon=True,
-                                                 name="mnsched-mstart")
+                self._starter = threading.Thread(
+                    target=self._start_ms, daemon=True, name="mnsched-mstart"
+                )
                 self._starter.start()
             else:
                 self._wake_starter.notify()
@@ -141,14 +133,15 @@ class MPool:
         while True:
             with self.lock:
                 while not self.closed and not (
-                        len(self.pending) > self.nstarting
-                        and len(self.threads) < self.max_threads):
+                    len(self.pending) > self.nstarting and len(self.threads) < self.max_threads
+                ):
                     self._wake_starter.wait()
                 if self.closed:
                     return
                 self.nstarting += 1
-                t = threading.Thread(target=self._main, daemon=True,
-                                     name=f"mnsched-M{next(self._ids)}")
+                t = threading.Thread(
+                    target=self._main, daemon=True, name=f"mnsched-M{next(self._ids)}"
+                )
                 self.threads.add(t)
                 self.nstarted += 1
             t.start()
@@ -206,4 +199,3 @@ class MPool:
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
         return [t for t in threads if t.is_alive()]
-

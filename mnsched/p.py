@@ -1,60 +1,53 @@
-"""P: a processor. An event loop on its own thread, with run queues, stepping goroutines.
+"""P: a processor. An event loop on its own thread, its run queues, the scheduling loop
+(``schedule``, Go's schedule/findRunnable) and the G driver (``step``).
 
-A P's loop runs ``schedule`` as an ordinary callback. ``schedule`` steps runnable Gs for
-a bounded batch (about a millisecond), then hands control back to the loop so that I/O
-callbacks and timers run, and posts itself again if work remains. When it finds no work
-it parks: it simply returns, and the loop waits in epoll until I/O, a timer or a
-cross-thread wake-up (``call_soon_threadsafe``) brings it back.
-
-The G driver is the heart of this file (inlined in ``schedule``): it sends into a G's
-coroutine, in the G's context and with the G installed as asyncio's current task, and
-acts on what the coroutine yields, the way a kernel acts on a trap (curio's kernel.py):
-
-- a lock: an mnsched park point (``gopark``); park the G, then release the lock;
-- ``GOSCHED``: yield the processor; back into a run queue;
-- ``None``: a bare yield (``asyncio.sleep(0)``); resume after the loop's ready callbacks;
-- an asyncio future: wait for it on its loop, pinning the G to this P.
-
-Invariant: a RUNNABLE G's ``_p`` is the P whose runnext, local queue or inbox holds it
-(None while in the global queue), so that a join knows where to look.
+A P's loop runs ``schedule`` as an ordinary callback: it steps runnable Gs for a bounded
+batch, then hands control back to the loop so that I/O callbacks and timers run. With no
+work it parks: it returns, and the loop waits in epoll until I/O, a timer or a
+cross-thread wake-up brings it back. docs/design.md is the authority on the rules used
+here: the G state machine, where a G may be, who may touch which field, the lock order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
 import threading
 import time
 from asyncio import CancelledError
-from asyncio.tasks import _enter_task, _leave_task
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .aio import CURRENT_TASKS, install_loop_getter_hook, swap_current_task
 from .errors import InternalError, check
 from .g import (
     _MASK,
     CANCEL,
     CANCELLING,
     DELIVERED,
+    GOSCHED,
     PARKED,
     RUNNABLE,
     RUNNING,
     STATE_LOCKS,
+    SYSCALL,
+    WAIT_FUTURE,
+    WAIT_LOOP,
     WAITING,
     G,
     LockType,
-    ready,
+    casgstatus,
+    goready,
 )
-from .m import m
+from .m import Call, m
 from .runq import JOIN_WINDOW, LOCAL_QUEUE_SIZE, RunQ
 from .timers import Timers
 
 if TYPE_CHECKING:
     from .sched import Sched
 
-# design.md: a P runs Gs for about 1-2 ms, then yields to its loop so I/O and timers run.
+# A P runs Gs for about 1-2 ms, then yields to its loop so I/O and timers run.
 BATCH_TIME = 0.001
 # Reading the clock costs about as much as a small step; read it every this many steps.
 CLOCK_EVERY = 16
@@ -71,92 +64,15 @@ INLINE_JOIN_DEPTH = 32
 GLOBAL_CHECK_TICKS = 61
 
 
-class _SwapCurrentTask:
-    """Stands in for asyncio's current-task dict where there is none to write (3.14 keeps
-    the current task in thread state): ``ct[loop] = g`` enters g, ``del ct[loop]`` leaves."""
-
-    __slots__ = ()
-
-    def __setitem__(self, loop: asyncio.AbstractEventLoop, g: G[Any]) -> None:
-        _enter_task(loop, g)  # type: ignore[arg-type]  # a G speaks the Task protocol
-
-    def __delitem__(self, loop: asyncio.AbstractEventLoop) -> None:
-        _leave_task(loop, asyncio.current_task(loop))  # type: ignore[arg-type]
+def _pin_on_get_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """A goroutine that asks for its loop is about to hold something bound to it (a
+    session, a stream, a timer handle): from then on it is pinned to that P."""
+    p = m.p
+    if p is not None and (g := p.curg) is not None and g._home is None and loop is p.loop:
+        p.pin(g)
 
 
-def _current_tasks() -> dict[Any, Any] | _SwapCurrentTask:
-    """asyncio.current_task() reads a plain dict on CPython 3.11-3.13: writing it directly
-    costs half as much as _enter_task/_leave_task."""
-    d = getattr(asyncio.tasks, "_current_tasks", None)
-    if isinstance(d, dict):
-        key, probe = object(), object()
-        d[key] = probe
-        try:
-            if asyncio.current_task(key) is probe:  # type: ignore[arg-type]
-                return d
-        except Exception:
-            pass
-        finally:
-            del d[key]
-    return _SwapCurrentTask()
-
-
-CURRENT_TASKS = _current_tasks()
-
-
-def _swap_current_task(loop: asyncio.AbstractEventLoop, task: Any) -> Any:
-    """Make task (or nobody) the loop's current task; return the one it replaces. The
-    dict where there is one: asyncio's own swap raises KeyError on 3.12.1 when nobody is
-    current and nobody is to be."""
-    d = CURRENT_TASKS
-    if isinstance(d, dict):
-        prev = d.pop(loop, None)
-        if task is not None:
-            d[loop] = task
-        return prev
-    return asyncio.tasks._swap_current_task(loop, task)  # type: ignore[attr-defined]
-
-
-def _pinning(get_loop: Callable[[], asyncio.AbstractEventLoop]
-             ) -> Callable[[], asyncio.AbstractEventLoop]:
-    """Wrap asyncio's loop getter: a goroutine that asks for its loop is about to hold
-    something bound to it (a session, a stream, a timer handle), so from then on it is
-    pinned to that P. Libraries call ``asyncio.get_running_loop()`` through the module
-    at call time, so wrapping the module attribute catches them."""
-
-    @functools.wraps(get_loop)
-    def get_running_loop() -> asyncio.AbstractEventLoop:
-        loop = get_loop()
-        p = m.p
-        if p is not None and (g := p.curg) is not None and g._home is None \
-                and loop is p.loop:
-            p.pin(g)
-        return loop
-
-    get_running_loop.__mnsched_wrapped__ = get_loop  # type: ignore[attr-defined]
-    return get_running_loop
-
-
-def _install_pinning_loop_getters() -> None:
-    for name in ("get_running_loop", "get_event_loop"):
-        fn = getattr(asyncio.events, name)
-        if not hasattr(fn, "__mnsched_wrapped__"):
-            wrapped = _pinning(fn)
-            setattr(asyncio.events, name, wrapped)
-            setattr(asyncio, name, wrapped)
-
-
-_install_pinning_loop_getters()
-
-
-class _Gosched:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "GOSCHED"
-
-
-GOSCHED = _Gosched()  # what a G yields to give up the processor (Go: Gosched)
+install_loop_getter_hook(_pin_on_get_loop)
 
 
 class P:
@@ -173,7 +89,7 @@ class P:
         self.runq = RunQ()  # local FIFO run queue, stealable
         self.inbox: deque[G[Any]] = deque()  # Gs readied for this P by other threads
         self.timers = Timers(self)
-        self.curg: G[Any] | None = None  # the G[Any] being stepped right now
+        self.curg: G[Any] | None = None  # the G being stepped right now
         self.tick = 0  # steps taken; sysmon watches it move
         self.slice_start = 0.0  # when the current time slice began (see TIME_SLICE)
         # sysmon's view: the tick it last saw, when it saw it change, and the current
@@ -197,8 +113,8 @@ class P:
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
         self._prev_factory: Any = None  # the loop's task factory before ours
         self.npinned = 0
-        # Pushes by runqput, less removals by join: stamped on a G as it is pushed
-        # (G._qpos), the difference bounds from below how far it is from the tail.
+        # Pushes by runqput less joins from inside the queue, stamped on a G as it is
+        # pushed (G._qpos): the difference estimates its distance from the tail (_take).
         self.qseq = 0
         self.rand = random.Random()
         self.nspawned = 0
@@ -270,14 +186,16 @@ class P:
         finally:
             loop.close()
 
-    def _task_factory(self, loop: asyncio.AbstractEventLoop, coro: Any,
-                      **kwargs: Any) -> asyncio.Task[Any]:
+    def _task_factory(
+        self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Task[Any]:
         g = self.curg
         if g is not None and g._home is None:
             self.pin(g)
         prev = self._prev_factory
-        return asyncio.Task(coro, loop=loop, **kwargs) if prev is None else \
-            prev(loop, coro, **kwargs)
+        return (
+            asyncio.Task(coro, loop=loop, **kwargs) if prev is None else prev(loop, coro, **kwargs)
+        )
 
     def has_tasks(self) -> bool:
         """Whether asyncio tasks are alive on this loop (from sysmon, while this P is
@@ -310,8 +228,7 @@ class P:
         self.sched.globrunqputbatch(batch)
 
     def ready_here(self, g: G[Any]) -> None:
-        """Make g runnable on this P, next in line (runnext). Owner thread only."""
-        g._status = RUNNABLE
+        """Put the runnable g next in line here (runnext). Owner thread only."""
         if self.retiring and g._home is None:
             self.sched.globrunqputbatch([g])
             return
@@ -319,11 +236,9 @@ class P:
         if self._put_next(g):
             # Work another P could steal: wake one if none is looking (Go's wakep). A G in
             # runnext alone is not worth a cross-thread wake-up: nobody may steal it.
-            sched = self.sched
-            if sched.idle and not sched.nspinning:
-                sched.wakep_locked()
+            self.sched.maybe_wakep()
         if not self.active:
-            self.activate()
+            self.wake()
 
     def _put_next(self, g: G[Any]) -> bool:
         """g into runnext; whatever was there goes to the tail of the queue (True then)."""
@@ -358,7 +273,7 @@ class P:
                     pass  # sysmon took it
                 else:
                     self.runqput(nxt)
-                    self.sched.wakep()
+                    self.sched.maybe_wakep()
             self.njoin += 1
             try:
                 self.step_eagerly(g)
@@ -369,9 +284,14 @@ class P:
 
     def _take(self, g: G[Any]) -> bool:
         """Take g out of runnext or the local queue, if it is where a join looks: runnext,
-        the last JOIN_WINDOW slots of the queue, or its head. Thieves and sysmon
-        pop the head meanwhile, without a lock; only this thread pushes, so an index
-        counted from the tail stays valid until g itself is popped (IndexError then)."""
+        the last JOIN_WINDOW slots of the queue, or its head. Thieves and sysmon pop the
+        head meanwhile, without a lock; only this thread pushes, so an index counted from
+        the tail stays valid until g itself is popped (IndexError then).
+
+        ``qseq - g._qpos`` estimates g's distance from the tail: pushes since g's, less
+        the joins that took a G out after it. Taking the head moves nobody nearer the
+        tail, so it does not count (counting it made every later G look recent, and
+        their joins miss)."""
         try:
             rn = self.runnext
             if rn and rn[0] is g:
@@ -379,10 +299,10 @@ class P:
                 return True
             q = self.runq
             n = len(q)
-            if self.qseq - g._qpos < JOIN_WINDOW:
-                i = q.index(g, max(0, n - JOIN_WINDOW))
-            elif n and q[0] is g:
+            if n and q[0] is g:
                 i = 0
+            elif self.qseq - g._qpos < JOIN_WINDOW:
+                i = q.index(g, max(0, n - JOIN_WINDOW))
             else:
                 return False  # surely not near the tail, and not the head
             if len(q) != n:
@@ -390,22 +310,13 @@ class P:
             del q[i - n]
         except (IndexError, ValueError, RuntimeError):  # RuntimeError: mutated while searched
             return False
-        self.qseq -= 1
+        if i:
+            self.qseq -= 1
         return True
 
-    def activate(self) -> None:
-        """Work appeared on this idle P from its own thread (a timer, I/O, a spawn from a
-        loop callback): leave the idle set and schedule."""
-        sched = self.sched
-        with sched.lock:
-            if self.active:
-                return
-            self.active = True
-            sched.unidle_locked(self)
-        self.loop.call_soon(self.schedule)
-
     def wake(self) -> None:
-        """Wake this P from another thread, if it is idle."""
+        """Work appeared for this P (from any thread): if it is idle, make it active and
+        post its schedule (Go: startp). A wake-up from its own thread costs no syscall."""
         sched = self.sched
         with sched.lock:
             if self.active:
@@ -415,39 +326,70 @@ class P:
         self.post_schedule()
 
     def post_schedule(self) -> None:
-        self.loop.call_soon_threadsafe(self.schedule)
+        """Queue this P's schedule callback (it is active). From another thread that
+        writes the loop's self-pipe, so keep it to real wake-ups."""
+        if m.p is self:
+            self.loop.call_soon(self.schedule)
+        else:
+            self.loop.call_soon_threadsafe(self.schedule)
 
     def _resume_soon(self, g: G[Any]) -> None:
         # After a bare yield: the loop has run its ready callbacks; back in line.
-        g._status = RUNNABLE
+        casgstatus(g, WAITING, RUNNABLE)
         self.runqput(g)
         if not self.active:
-            self.activate()
+            self.wake()
 
     def _drain_inbox(self) -> None:
         inbox = self.inbox
-        put = self.runq.append
+        put = self.runqput
         while inbox:
             put(inbox.popleft())
 
     # -- the scheduling loop ---------------------------------------------------------------
 
     def schedule(self) -> None:
-        """Run one batch of Gs. The order in which a P looks for work (Go's schedule and
-        findRunnable), as a priority list:
+        """Run one batch of Gs (a loop callback). The error boundary: the P never stays
+        wedged "active" with nothing queued to run it, and a failure inside the scheduler
+        is an InternalError that ends the runtime loudly."""
+        try:
+            self._schedule()
+        except BaseException as e:
+            self._crashed(e)
 
-        1. every 61st tick, one G from the global queue, so that it cannot starve;
-        2. runnext: the G this P just spawned or woke (it inherits the time slice);
-        3. the local run queue, FIFO;
-        4. the inbox: Gs readied for this P from other threads;
-        5. a fair share of the global queue;
-        6. half of a random victim's local queue (stealing);
-        7. nothing: park, by returning to the loop, which waits in epoll.
+    def _crashed(self, e: BaseException) -> None:
+        self.curg = None
+        self.njoin = 0
+        if not self.loop.is_closed():
+            self.loop.call_soon(self.schedule)  # still active: keep serving
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise e  # a signal handler ran here: the loop's caller handles it, as asyncio
+        err = (
+            e
+            if isinstance(e, InternalError)
+            else InternalError(f"P{self.id}'s scheduler failed: {type(e).__name__}: {e}")
+        )
+        if err is not e:
+            err.__cause__ = e
+        self.sched.throw(err)
 
-        The G driver is ``step``: this loop and it are the hottest code in mnsched.
+    def _schedule(self) -> None:
+        """The order in which a P looks for work (Go's schedule and findRunnable), as a
+        priority list; each step is one block below, or in _findrunnable:
+
+        1. at the start of a batch, the inbox (Gs other threads readied for this P);
+        2. every 61st tick, one G from the global queue, so that it cannot starve;
+        3. runnext: the G this P just spawned or woke (it inherits the time slice);
+        4. the local run queue, FIFO;
+        5. the inbox again;
+        6. a fair share of the global queue;
+        7. half of a random victim's local queue (stealing);
+        8. nothing: park, by returning to the loop, which waits in epoll.
+
+        This loop and ``step`` are the hottest code in mnsched.
         """
         if not self.active:  # a stray wake-up of an idle P
-            self.activate()
+            self.wake()
             return
         sched = self.sched
         glob = sched.runq
@@ -456,34 +398,42 @@ class P:
         rn = self.runnext
         popnext = rn.popleft
         step = self.step
+
+        # 1. The inbox: Gs pinned here, or back from a blocking call, readied by other
+        #    threads. They have waited a cross-thread hop already: into the queue first.
         if self.inbox:
             self._drain_inbox()
         if self.spinning and (rn or runq):
             sched.reset_spinning(self)  # woken to look for work, and it has some here
+
         self.last_clock = now = time.monotonic()
         self.batch_deadline = deadline = now + BATCH_TIME
         n = 0
         while True:
-            if glob and self.tick % GLOBAL_CHECK_TICKS == 0 \
-                    and (g := sched.globrunqget(self, 1)) is not None:
-                if self.spinning:
-                    sched.reset_spinning(self)
-                self.slice_start = now
-            else:
-                g = None
-                if rn:
-                    try:
-                        g = popnext()  # inherits the time slice
-                    except IndexError:
-                        pass  # sysmon took it
-                if g is None:
+            g = None
+            # 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first.
+            if glob and self.tick % GLOBAL_CHECK_TICKS == 0:
+                g = sched.globrunqget(self, 1)
+                if g is not None:
+                    if self.spinning:
+                        sched.reset_spinning(self)
                     self.slice_start = now
-                    if runq:
-                        g = popleft()
-                    else:
-                        g = self._findrunnable()
-                        if g is None:
-                            return  # parked
+            # 3. runnext, in the current time slice.
+            if g is None and rn:
+                try:
+                    g = popnext()
+                except IndexError:
+                    pass  # sysmon took it
+            if g is None:
+                self.slice_start = now
+                # 4. The local queue.
+                if runq:
+                    g = popleft()
+                else:
+                    # 5-8. Elsewhere, or park.
+                    g = self._findrunnable()
+                    if g is None:
+                        return  # parked
 
             step(g)
             n += 1
@@ -500,27 +450,26 @@ class P:
         # The batch is over: let the loop run I/O and timers. runnext keeps its place.
         self.loop.call_soon(self.schedule)
 
-    def _failed(self, g: G[Any], e: BaseException) -> None:
-        g._finish(None, e, self)
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            self.sched.rt.fatal_error(e)
-
     def _findrunnable(self) -> G[Any] | None:
-        """Steps 4-7 of the priority list; None means this P has parked."""
+        """Steps 5-8 of the priority list; None means this P has parked."""
         sched = self.sched
         rechecked = False
         while True:
+            # 5. The inbox.
             if self.inbox:
                 self._drain_inbox()
                 return self._got(self.runq.popleft())
+            # 6. A fair share of the global queue.
             if sched.runq and not self.retiring:
                 g = sched.globrunqget(self)
                 if g is not None:
                     return self._got(g)
+            # 7. Steal.
             if len(sched.allp) > 1 and not self.retiring:
                 g = self._steal()
                 if g is not None:
                     return self._got(g)
+            # 8. Park, unless work arrived meanwhile.
             if not self._park():
                 continue
             # Parked. Go re-checks every P's queue after dropping spinning, since work
@@ -584,36 +533,47 @@ class P:
 
     def retire(self) -> None:
         """gomaxprocs removed this P (run on its own thread). Its free Gs go to the global
-        queue; it keeps running only the Gs pinned to it, and stops once none is left."""
+        queue and its timer channels to another P; it keeps running only the Gs pinned
+        to it (and its sleepers' timers), and stops once none is left."""
         self.retiring = True
         sched = self.sched
         while self.runnext:
             self.runq.appendleft(self.runnext.popleft())
-        self._drain_inbox()
+        while self.inbox:
+            self.runq.append(self.inbox.popleft())
         mine = [g for g in self.runq if g._home is not None]
         free = [g for g in self.runq if g._home is None]
         self.runq.clear()
         self.runq.extend(mine)
+        heir = sched.allp[0]
+        for t in self.timers.take_funcs():
+            heir.timers.add_func(t)
         with sched.lock:
             sched.unidle_locked(self)
         if free:
             sched.globrunqputbatch(free)
         if not self.active:
-            self.activate()  # its schedule parks at once, and stops the loop if drained
+            self.wake()  # its schedule parks at once, and stops the loop if drained
 
     # -- the G driver -------------------------------------------------------------------------
 
     def step(self, g: G[Any]) -> None:
         """The G driver: step g once (send into its coroutine, in its context, as the
-        loop's current task), then act on what it yielded. On this P's thread, outside
-        any other step."""
-        if g._status != RUNNABLE:
-            raise InternalError(f"executing {g!r}, which is not runnable")
+        loop's current task), then act on what it yielded, the way a kernel acts on a
+        trap (curio's kernel.py):
+
+        - a lock: gopark (an mnsched park point); park g, then release the lock;
+        - a ``Call``: entersyscall; the same, with g in SYSCALL while the call runs;
+        - ``GOSCHED``: yield the processor; back into a run queue;
+        - ``None``: a bare yield (``asyncio.sleep(0)``); resume after the loop's callbacks;
+        - an asyncio future: wait for it on its loop, pinning g to this P.
+
+        On this P's thread, outside any other step (but see step_eagerly)."""
         loop = self.loop
         ct = CURRENT_TASKS
+        casgstatus(g, RUNNABLE, RUNNING)
         self.curg = g
         self.tick += 1
-        g._status = RUNNING
         ct[loop] = g
         try:
             y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
@@ -624,54 +584,70 @@ class P:
         except BaseException as e:
             del ct[loop]
             self.curg = None
-            self._failed(g, e)
+            g._finish(None, e, self)
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                self.sched.fatal_error(e)
         else:
             del ct[loop]
             self.curg = None
-            # Act on what it yielded. Most often a lock: gopark. g put itself in a wait
-            # queue under it; mark g parked before releasing it, so whoever finds g
-            # there finds it parked.
             if type(y) is LockType:
-                sl = STATE_LOCKS[hash(g) & _MASK]  # against a concurrent cancel()
-                sl.acquire()
-                g._status = PARKED
-                if g._pend is CANCEL:
-                    g._pend = DELIVERED  # cancel() came first: we deliver it
-                    sl.release()
-                    y.release()
-                    g._waitq._cancel_wait(g)
-                else:
-                    sl.release()
-                    y.release()
+                self._gopark(g, y, PARKED)
             else:
                 self._trap(g, y)
+
+    def _gopark(self, g: G[Any], lock: Any, status: int) -> None:
+        """g yielded the lock of the wait queue it put itself in: mark it parked (or in
+        SYSCALL) before releasing the lock, so whoever finds g there finds it parked.
+        The state lock orders this against a concurrent cancel()."""
+        sl = STATE_LOCKS[hash(g) & _MASK]
+        sl.acquire()
+        try:
+            casgstatus(g, RUNNING, status)
+        except BaseException:
+            sl.release()
+            lock.release()
+            raise
+        g._waitsince = self.last_clock
+        if g._pend is CANCEL:
+            g._pend = DELIVERED  # cancel() came first: we deliver it
+            sl.release()
+            lock.release()
+            g._waitq._cancel_wait(g)
+        else:
+            sl.release()
+            lock.release()
 
     def step_eagerly(self, g: G[Any]) -> None:
         """Step g at once, from a loop callback, an asyncio task running on this P (as
         asyncio's eager tasks start) or a G joining it: the running task or G steps aside
         meanwhile. A G that finishes without waiting then costs no trip through the loop."""
         loop = self.loop
-        prev = _swap_current_task(loop, None)
+        prev = swap_current_task(loop, None)
         curg = self.curg
         try:
             self.step(g)
         finally:
             self.curg = curg
-            _swap_current_task(loop, prev)
+            swap_current_task(loop, prev)
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend
         g._pend = None
         if pend in CANCELLING:
             msg = getattr(g, "_cancel_msg", None)
+            if getattr(g, "_abandoned", False):
+                g._ctx.run(g._coro.close)  # finally blocks run, through GeneratorExit
+                raise CancelledError(msg)
             pend = CancelledError() if msg is None else CancelledError(msg)
         return g._ctx.run(g._coro.throw, pend)  # type: ignore[arg-type]
 
     def _trap(self, g: G[Any], y: Any) -> None:
         """Act on what g yielded, other than a park lock."""
-        if y is GOSCHED:
+        if type(y) is Call:
+            self._gopark(g, y.lock, SYSCALL)
+        elif y is GOSCHED:
             # Go puts a yielding G on the global queue: any P may take it.
-            g._status = RUNNABLE
+            casgstatus(g, RUNNING, RUNNABLE)
             if g._home is None:
                 g._p = None
                 self.sched.runq.append(g)
@@ -680,46 +656,56 @@ class P:
         elif y is None:
             # A bare yield (asyncio.sleep(0)): as for a Task, resume after the loop's
             # other ready callbacks.
-            g._status = WAITING
+            casgstatus(g, RUNNING, WAITING)
+            g._waitreason = WAIT_LOOP
             self.loop.call_soon(self._resume_soon, g)
         elif getattr(y, "_asyncio_future_blocking", None):
             self._await_future(g, y)
         else:
-            g._pend = RuntimeError(
-                f"goroutine {g!r} yielded {y!r}; goroutines may await coroutines, "
-                "asyncio futures and mnsched calls")
-            g._status = RUNNABLE
-            self.runqput(g)
+            self._retry_with(
+                g,
+                RuntimeError(
+                    f"goroutine {g!r} yielded {y!r}; goroutines may await coroutines, "
+                    "asyncio futures and mnsched calls"
+                ),
+            )
+
+    def _retry_with(self, g: G[Any], exc: BaseException) -> None:
+        """Put g back in the queue, to have exc thrown in at its next step."""
+        g._pend = exc
+        casgstatus(g, RUNNING, RUNNABLE)
+        self.runqput(g)
 
     def _await_future(self, g: G[Any], fut: asyncio.Future[Any]) -> None:
         """g awaits an asyncio future: it waits on the future's loop, pinned to this P."""
         fut._asyncio_future_blocking = False
         if g._home is None:
             self.pin(g)
-        g._status = WAITING
-        g._futw = fut
         floop = fut.get_loop()
-        if floop is self.loop:
-            fut.add_done_callback(self._wakeup_future(g))
-            if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
-                g._pend = None  # the future carries the cancellation now (as asyncio.Task)
-        else:
+        wakeup = self._wakeup_future(g)
+        if floop is not self.loop:
             # Another loop's future: add the callback on that loop's thread; the G is
             # readied back here when it completes.
             try:
-                floop.call_soon_threadsafe(fut.add_done_callback, self._wakeup_future(g))
+                floop.call_soon_threadsafe(fut.add_done_callback, wakeup)
             except RuntimeError as e:
-                g._futw = None
-                g._pend = RuntimeError(f"goroutine {g!r} awaits a future of a closed loop")
-                g._pend.__cause__ = e
-                g._status = RUNNABLE
-                self.runqput(g)
+                err = RuntimeError(f"goroutine {g!r} awaits a future of a closed loop")
+                err.__cause__ = e
+                self._retry_with(g, err)
+                return
+        casgstatus(g, RUNNING, WAITING)
+        g._waitreason = WAIT_FUTURE
+        g._waitsince = self.last_clock
+        g._futw = fut
+        if floop is self.loop:
+            fut.add_done_callback(wakeup)
+            if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
+                g._pend = None  # the future carries the cancellation now (as asyncio.Task)
 
     @staticmethod
     def _wakeup_future(g: G[Any]) -> Callable[[asyncio.Future[Any]], None]:
         def wakeup(_: asyncio.Future[Any]) -> None:
             g._futw = None
-            ready(g)
+            goready(g, WAITING)
 
         return wakeup
-

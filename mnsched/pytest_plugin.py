@@ -27,8 +27,10 @@ MARKER = "mnsched"
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", f"{MARKER}(procs=None, loop='uvloop'): run this async test as the main "
-        "goroutine of mnsched.run(procs=..., loop=...)")
+        "markers",
+        f"{MARKER}(procs=None, loop='uvloop'): run this async test as the main "
+        "goroutine of mnsched.run(procs=..., loop=...)",
+    )
 
 
 def _options(mark: pytest.Mark) -> dict[str, Any]:
@@ -38,8 +40,9 @@ def _options(mark: pytest.Mark) -> dict[str, Any]:
         kwargs.setdefault("procs", mark.args[0])
     unknown = set(kwargs) - {"procs", "loop"}
     if unknown:
-        raise pytest.UsageError(f"@pytest.mark.{MARKER} takes procs= and loop=, "
-                                f"not {sorted(unknown)}")
+        raise pytest.UsageError(
+            f"@pytest.mark.{MARKER} takes procs= and loop=, not {sorted(unknown)}"
+        )
     return {"procs": kwargs.get("procs"), "loop": kwargs.get("loop", "uvloop")}
 
 
@@ -76,7 +79,6 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
 def mnsched_runtime(request: pytest.FixtureRequest) -> Iterator[mnsched.Runtime]:
     """A started mnsched.Runtime, closed after the test."""
     mark = request.node.get_closest_marker(MARKER)
-    opts: dict[str, Any] = (_options(mark) if mark is not None
-                            else {"procs": None, "loop": "uvloop"})
+    opts: dict[str, Any] = _options(mark) if mark is not None else {"procs": None, "loop": "uvloop"}
     with mnsched.Runtime(procs=opts["procs"], loop=str(opts["loop"])) as rt:
         yield rt

@@ -1,11 +1,6 @@
-"""The runtime: starting and stopping Ps, ``run``, the default runtime, shutdown.
-
-Shutdown (``run`` returning, ``Runtime.close``): no new goroutines are accepted, every
-live G is cancelled once and the runtime waits for all of them to finish, so each
-``finally`` block runs exactly once. A G that ignores cancellation past
-``shutdown_timeout`` is reported with its stack and its coroutine is closed on its own
-P's thread (``finally`` still runs, via GeneratorExit). Then every loop is finished as
-``asyncio.run`` finishes its loop, and every thread is joined.
+"""The runtime: starting and stopping Ps, ``run``, the current and default runtimes, and
+shutdown. The shutdown protocol, step by step with the races it handles, is in
+docs/design.md ("Shutdown"); the numbers in the comments below refer to it.
 """
 
 from __future__ import annotations
@@ -16,17 +11,15 @@ import os
 import signal
 import threading
 import time
-import traceback
 from collections.abc import Callable, Coroutine
-from inspect import CO_ITERABLE_COROUTINE
-from types import CoroutineType, GeneratorType
 from typing import Any, TypeVar
 
-from .errors import BlockingCallError, RuntimeClosedError
-from .g import DONE, RUNNING, G, logger
+from .aio import complete_future
+from .errors import BlockingCallError, RuntimeClosedError, check
+from .g import DONE, RUNNING, G, check_coroutine, logger
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, MPool, m
 from .p import P
-from .sched import Sched, StealOrder
+from .sched import Sched
 from .sysmon import Debug, Sysmon
 
 T = TypeVar("T")
@@ -34,10 +27,14 @@ T = TypeVar("T")
 NEW, RUNNING_RT, CLOSING, CLOSED = "new", "running", "closing", "closed"
 PROCS_ENV = "MNSCHED_PROCS"
 LOOP_KINDS = ("uvloop", "asyncio")
+# After abandoning the goroutines that ignored cancellation, how long their coroutines
+# get to close (their finally blocks run) before the Ps stop.
+ABANDON_GRACE = 1.0
 
 # The runtime that `with Runtime()` / `async with Runtime()` made current in this context.
 _current_rt: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
-    "mnsched_current_runtime", default=None)
+    "mnsched_current_runtime", default=None
+)
 _main_rt: Runtime | None = None  # the runtime of the active mnsched.run()
 _default_rt: Runtime | None = None
 _default_lock = threading.Lock()
@@ -76,20 +73,6 @@ def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     raise ValueError(f"loop must be one of {LOOP_KINDS}, not {kind!r}")
 
 
-def check_coroutine(coro: object) -> None:
-    if type(coro) is CoroutineType or asyncio.iscoroutine(coro):
-        return
-    if isinstance(coro, GeneratorType) and coro.gi_code.co_flags & CO_ITERABLE_COROUTINE:
-        return  # a @types.coroutine generator (asyncio stopped accepting them in 3.12)
-    if callable(coro):
-        hint = " (call it: go(f(...)), or decorate an async def with @go)"
-    elif hasattr(coro, "__await__"):
-        hint = " (an awaitable that is not a coroutine: wrap it in an async def)"
-    else:
-        hint = ""
-    raise TypeError(f"a goroutine needs a coroutine, not {type(coro).__name__} {coro!r}{hint}")
-
-
 class Runtime:
     """An mnsched runtime: ``procs`` Ps, each a loop on its own thread.
 
@@ -101,30 +84,30 @@ class Runtime:
             print(await g)
     """
 
-    def __init__(self, procs: int | None = None, *, loop: str = "uvloop",
-                 attach: bool = False, shutdown_timeout: float = 10.0,
-                 debug: str | None = None, sysmon: bool = True,
-                 max_threads: int = MAX_THREADS, m_idle_timeout: float = M_IDLE_TIMEOUT
-                 ) -> None:
+    def __init__(
+        self,
+        procs: int | None = None,
+        *,
+        loop: str = "uvloop",
+        attach: bool = False,
+        shutdown_timeout: float = 10.0,
+        debug: str | None = None,
+        sysmon: bool = True,
+        max_threads: int = MAX_THREADS,
+        m_idle_timeout: float = M_IDLE_TIMEOUT,
+    ) -> None:
         self._procs = resolve_procs(procs)
         self.attach = attach
-        self._make_loop = loop_factory(loop)
         self.loop_kind = loop
         self.shutdown_timeout = shutdown_timeout
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
             raise ValueError(f"max_threads must be an int >= 1, not {max_threads!r}")
         self.debug = Debug.from_env() if debug is None else Debug.parse(debug)
-        self.sched = Sched()
-        self.sched.rt = self
-        self.sched.mpool = MPool(max_threads, m_idle_timeout)
-        self.sysmon = Sysmon(self, self.debug) if sysmon else None
+        self.sched = Sched(self, loop_factory(loop), MPool(max_threads, m_idle_timeout))
+        self.sysmon = Sysmon(self.sched, self.debug) if sysmon else None
         self._state = NEW
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the state; taken before sched.resize_lock
         self._closed = threading.Event()
-        self._retired: list[P] = []  # Ps removed by gomaxprocs, joined at close
-        self._spares: list[P] = []  # Ps sysmon started because every P was stuck
-        self._warm: P | None = None  # a parked P kept ready for sysmon, outside allp
-        self._main: G[Any] | None = None  # run()'s main goroutine
         self._tokens: list[contextvars.Token[Runtime | None]] = []
 
     def __repr__(self) -> str:
@@ -142,36 +125,47 @@ class Runtime:
         if self.attach:
             self._start_attached()
             return self
+        self._start(caller_is_p0=False)
+        return self
+
+    def _start(self, caller_is_p0: bool, borrow: asyncio.AbstractEventLoop | None = None) -> None:
         with self._lock:
             if self._state != NEW:
                 raise RuntimeError(f"{self!r} was already started")
-            self._start_ps(caller_is_p0=False)
+            self.sched.start_ps(self._procs, borrow, caller_is_p0)
             self._state = RUNNING_RT
+        if caller_is_p0:
+            m.p = self.sched.allp[0]
         if self.sysmon is not None:
             self.sysmon.start()
-        return self
 
-    def _start_ps(self, caller_is_p0: bool, borrow: asyncio.AbstractEventLoop | None = None
-                  ) -> None:
-        """Start the Ps: P0 on the calling thread when caller_is_p0 (on a new loop, or on
-        the running loop it borrows), the others on threads of their own."""
-        ps = [P(self.sched, i, self._make_loop) for i in range(self._procs)]
+    def _start_attached(self) -> None:
+        """Attach mode: the host's running loop is P0."""
         try:
-            for p in ps:
-                if caller_is_p0 and p.id == 0:
-                    p.create_loop(borrow)
-                else:
-                    p.start_thread()
-        except BaseException:
-            for p in ps:
-                p.stop()
-            self._join(ps)
-            raise
-        sched = self.sched
-        with sched.lock:
-            sched.idle = list(reversed(ps))
-            sched.order = StealOrder(len(ps))
-            sched.allp = tuple(ps)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "Runtime(attach=True) starts inside a running event loop "
+                "(async with, or start() from a coroutine)"
+            ) from None
+        if m.p is not None:
+            raise RuntimeError("this thread already runs a P; it cannot attach another")
+        self._start(caller_is_p0=True, borrow=loop)
+
+    def _begin_close(self) -> str:
+        """Move to CLOSING if running; return the state found."""
+        with self._lock:
+            state = self._state
+            if state == NEW:
+                self._state = CLOSED
+                self._closed.set()
+            elif state == RUNNING_RT:
+                self._state = CLOSING
+        return state
+
+    def _end_close(self) -> None:
+        self._state = CLOSED
+        self._closed.set()
 
     def close(self, timeout: float | None = None) -> None:
         """Cancel every goroutine, wait for them, stop and join every thread. Idempotent."""
@@ -179,44 +173,55 @@ class Runtime:
         if p is not None and p.sched is self.sched:
             raise BlockingCallError(
                 "Runtime.close() from inside the runtime would wait for itself; "
-                + ("in attach mode use 'await rt.aclose()'" if self.attach else
-                   "close it from outside, or return from main"))
-        with self._lock:
-            state = self._state
-            if state == NEW:
-                self._state = CLOSED
-                self._closed.set()
-                return
-            if state == RUNNING_RT:
-                self._state = CLOSING
+                + (
+                    "in attach mode use 'await rt.aclose()'"
+                    if self.attach
+                    else "close it from outside, or return from main"
+                )
+            )
+        state = self._begin_close()
         if state != RUNNING_RT:
-            self._closed.wait(timeout)
+            if state == CLOSING:
+                self._closed.wait(timeout)
             return
         try:
             self._stop_goroutines(timeout, p0=None)
         finally:
             self._stop_threads(p0=None)
-            self._state = CLOSED
-            self._closed.set()
+            self._end_close()
 
-    def _stop_threads(self, p0: P | None) -> None:
-        """Stop sysmon, every P but p0, and the M threads; join them all."""
-        if self.sysmon is not None:
-            self.sysmon.stop()
-        ps = [p for p in (*self.sched.allp, *self._retired) if p is not p0]
-        with self._lock:
-            if self._warm is not None:
-                ps.append(self._warm)
-                self._warm = None
-        for p in ps:
-            p.stop()
-        self._join(ps)
-        for t in self.sched.mpool.close(self.shutdown_timeout):
-            logger.error("shutdown: M thread %s is still in a blocking call; leaving it", t.name)
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Close from a coroutine without blocking its loop (required in attach mode)."""
+        if not self.attach:
+            await asyncio.to_thread(self.close, timeout)
+            return
+        p0 = self.sched.allp[0] if self.sched.allp else None
+        state = self._begin_close()
+        if state != RUNNING_RT:
+            if state == CLOSING:
+                await asyncio.to_thread(self._closed.wait, timeout)
+            return
+        sched = self.sched
+        try:
+            cancel_new = self._begin_stop()
+            await _wait_event(sched.all_done, self._grace(timeout), cancel_new)
+            if not sched.all_done.is_set():
+                self._abandon_stubborn()
+                await _wait_event(sched.all_done, ABANDON_GRACE, lambda: None)
+        finally:
+            await asyncio.to_thread(self._stop_threads, p0)
+            m.p = None
+            if p0 is not None:
+                p0.close_loop()  # 8. gives the host loop back as it was
+            self._end_close()
+
+    def _grace(self, timeout: float | None) -> float:
+        return self.shutdown_timeout if timeout is None else timeout
 
     def _begin_stop(self) -> Callable[[], None]:
-        """Refuse new goroutines and cancel every one; returns a function that cancels
-        those spawned meanwhile (by a spawn racing with the start of the shutdown)."""
+        """1-2. Refuse new goroutines and cancel every one; returns a function that
+        cancels those spawned meanwhile (a spawn that passed the closing check just
+        before it was set)."""
         sched = self.sched
         sched.closing = True
         cancelled: set[G[Any]] = set()
@@ -233,85 +238,48 @@ class Runtime:
         return cancel_new
 
     def _stop_goroutines(self, timeout: float | None, p0: P | None) -> None:
-        """Cancel every G and wait until none is left. With p0 (``run`` mode) the caller
-        is P0's thread, so the wait runs P0's loop instead of blocking it."""
+        """1-4. Cancel every G and wait until none is left. With p0 (``run`` mode) the
+        caller is P0's thread, so the wait runs P0's loop instead of blocking it."""
         sched = self.sched
         cancel_new = self._begin_stop()
-        grace = self.shutdown_timeout if timeout is None else timeout
-        if p0 is None:
-            deadline = _deadline(grace)
-            while not sched.all_done.wait(0.05) and _remaining(deadline) > 0:
-                cancel_new()
-        else:
-            p0.loop.run_until_complete(_wait_event(sched.all_done, grace, cancel_new))
+
+        def wait(seconds: float, every: Callable[[], None]) -> None:
+            if p0 is None:
+                deadline = time.monotonic() + seconds
+                while not sched.all_done.wait(0.05) and time.monotonic() < deadline:
+                    every()
+            else:
+                p0.loop.run_until_complete(_wait_event(sched.all_done, seconds, every))
+
+        wait(self._grace(timeout), cancel_new)
         if not sched.all_done.is_set():
-            self._abandon_stubborn(p0)
+            self._abandon_stubborn()
+            wait(ABANDON_GRACE, lambda: None)
 
-    # -- attach mode: the host's running loop is P0 -----------------------------------------
-
-    def _start_attached(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            raise RuntimeError("Runtime(attach=True) starts inside a running event loop "
-                               "(async with, or start() from a coroutine)") from None
-        if m.p is not None:
-            raise RuntimeError("this thread already runs a P; it cannot attach another")
-        with self._lock:
-            if self._state != NEW:
-                raise RuntimeError(f"{self!r} was already started")
-            self._start_ps(caller_is_p0=True, borrow=loop)
-            self._state = RUNNING_RT
-        m.p = self.sched.allp[0]
-        if self.sysmon is not None:
-            self.sysmon.start()
-
-    async def aclose(self, timeout: float | None = None) -> None:
-        """Close from a coroutine without blocking its loop (required in attach mode)."""
-        if not self.attach:
-            await asyncio.to_thread(self.close, timeout)
-            return
-        p0 = self.sched.allp[0] if self.sched.allp else None
-        with self._lock:
-            state = self._state
-            if state == RUNNING_RT:
-                self._state = CLOSING
-        if state != RUNNING_RT:
-            if state == CLOSING:
-                await asyncio.to_thread(self._closed.wait, timeout)
-            return
-        sched = self.sched
-        try:
-            cancel_new = self._begin_stop()
-            grace = self.shutdown_timeout if timeout is None else timeout
-            await _wait_event(sched.all_done, grace, cancel_new)
-            if not sched.all_done.is_set():
-                self._abandon_stubborn(p0)
-        finally:
-            await asyncio.to_thread(self._stop_threads, p0)
-            m.p = None
-            if p0 is not None:
-                p0.close_loop()  # gives the host loop back as it was
-            self._state = CLOSED
-            self._closed.set()
-
-    def _abandon_stubborn(self, p0: P | None) -> None:
+    def _abandon_stubborn(self) -> None:
+        """4. Report the goroutines that ignored cancellation, and close their coroutines
+        at their next step. One stuck in a step cannot be interrupted: reported only."""
         stubborn = [g for g in self.sched.allg.copy() if g._status != DONE]
         logger.error(
             "shutdown: %d goroutine(s) ignored cancellation for %s s; closing them:\n%s",
-            len(stubborn), self.shutdown_timeout,
-            "\n".join(f"{g!r}\n{_format_stack(g)}" for g in stubborn))
+            len(stubborn),
+            self.shutdown_timeout,
+            "\n".join(f"{g!r}\n{g.format_stack()}" for g in stubborn),
+        )
         for g in stubborn:
-            p = g._p
-            if g._status == RUNNING:
-                continue  # stuck in a step: nothing can interrupt it (reported above)
-            if p is None or p is p0 or p.loop is None or p.loop.is_closed():
-                _abandon(g)
-            else:
-                try:
-                    p.loop.call_soon_threadsafe(_abandon, g)
-                except RuntimeError:
-                    _abandon(g)
+            if g._status != RUNNING:
+                g._abandon()
+
+    def _stop_threads(self, p0: P | None) -> None:
+        """5-7. Stop sysmon, every P but p0, and the M threads; join them all."""
+        if self.sysmon is not None:
+            self.sysmon.stop()
+        ps = [p for p in self.sched.every_p() if p is not p0]
+        for p in ps:
+            p.stop()
+        self._join(ps)
+        for t in self.sched.mpool.close(self.shutdown_timeout):
+            logger.error("shutdown: M thread %s is still in a blocking call; leaving it", t.name)
 
     def _join(self, ps: list[P]) -> None:
         me = threading.current_thread()
@@ -322,36 +290,39 @@ class Runtime:
             t.join(self.shutdown_timeout)
             if t.is_alive():
                 g = p.curg
-                logger.error("shutdown: P%d's thread did not stop; it is stuck in %r:\n%s",
-                             p.id, g, _format_stack(g) if g is not None else "")
+                logger.error(
+                    "shutdown: P%d's thread did not stop; it is stuck in %r:\n%s",
+                    p.id,
+                    g,
+                    g.format_stack() if g is not None else "",
+                )
 
     def _run_main(self, coro: Coroutine[Any, Any, T]) -> T:
         """``mnsched.run``: P0 is the calling thread, and main is pinned to it (Go locks the
         main goroutine to the main thread too)."""
         global _main_rt
-        with self._lock:
-            self._start_ps(caller_is_p0=True)
-            self._state = RUNNING_RT
         sched = self.sched
+        try:
+            self._start(caller_is_p0=True)
+        except BaseException:
+            coro.close()
+            raise
         p0 = sched.allp[0]
         loop = p0.loop
-        main = self._main = G(coro, sched, p0)
-        assert main.id == 1  # like Go's main goroutine
-        sched.nspawned_outside += 1
-        p0.pin(main)
-        sched.allg.add(main)
-        done = loop.create_future()
-        main._add_waiter(lambda _: _call_soon_threadsafe(loop, _set_done, done))
-        with sched.lock:
-            sched.unidle_locked(p0)
-            p0.active = True
-        p0.runnext.append(main)
-        loop.call_soon(p0.schedule)
-        if self.sysmon is not None:
-            self.sysmon.start()
+        try:
+            main: G[T] = sched.newproc(coro, pin=True)
+            sched.main = main
+            check(main.id == 1, "the main goroutine is not G1")  # as Go's
+            done = loop.create_future()
+            main._add_waiter(lambda _: complete_future(done))
+        except BaseException:
+            self._end_close()
+            self._stop_threads(p0)
+            m.p = None
+            p0.close_loop()
+            raise
         interrupted: list[bool] = []
         restore_sigint = _install_sigint(main, loop, interrupted)
-        m.p = p0
         prev_main, _main_rt = _main_rt, self
         try:
             try:
@@ -367,31 +338,21 @@ class Runtime:
             m.p = None
             _main_rt = prev_main
             try:
-                p0.close_loop()
+                p0.close_loop()  # 8.
             finally:
                 restore_sigint()
-                self._state = CLOSED
-                self._closed.set()
-        if sched.fatal is not None:
+                self._end_close()
+        if sched.fatal is not None:  # 9.
             raise sched.fatal
         if interrupted and main.cancelled():
             raise KeyboardInterrupt
-        return main._outcome()  # type: ignore[no-any-return]
+        return main._outcome()
 
-    def fatal_error(self, exc: BaseException) -> None:
-        """A G raised KeyboardInterrupt or SystemExit: the program must end, as it would
-        under asyncio. Shut down; ``run`` (or ``close``) re-raises it."""
-        sched = self.sched
-        if sched.fatal is None:
-            sched.fatal = exc
-        for g in sched.allg.copy():
-            g.cancel()
-
-    # -- goroutines -----------------------------------------------------------------------
+    # -- goroutines and Ps ----------------------------------------------------------------
 
     def go(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> G[T]:
         """Spawn a goroutine on this runtime."""
-        return spawn(self, coro, name)
+        return self.sched.newproc(coro, name)
 
     def gomaxprocs(self, n: int | None = None) -> int:
         """Return the number of Ps; with n, change it (Ps are added or retired)."""
@@ -401,71 +362,9 @@ class Runtime:
         with self._lock:
             if self._state != RUNNING_RT:
                 raise RuntimeClosedError(f"{self!r} is not running")
-            old = self._procs
-            regular = [p for p in self.sched.allp if p not in self._spares]
-            if n > len(regular):
-                self._add_ps(n - len(regular))
-            elif n < len(regular):
-                self._remove_ps(regular[n:])
-            self._procs = n
+            old, self._procs = self._procs, n
+            self.sched.procresize(n)
             return old
-
-    def _new_ps(self, k: int) -> list[P]:
-        """Start k Ps' threads and loops, with ids not in use (under self._lock)."""
-        sched = self.sched
-        taken = {p.id for p in (*sched.allp, *self._retired) if not p.stopped}
-        if self._warm is not None:
-            taken.add(self._warm.id)
-        ids = [i for i in range(len(taken) + k) if i not in taken][:k]
-        new = [P(sched, i, self._make_loop) for i in ids]
-        for p in new:
-            p.start_thread()
-        return new
-
-    def _add_ps(self, k: int, new: list[P] | None = None) -> list[P]:
-        """Start k more Ps, or add the given started ones (under self._lock)."""
-        sched = self.sched
-        new = new or self._new_ps(k)
-        with sched.lock:
-            sched.order = StealOrder(len(sched.allp) + k)
-            sched.allp = sched.allp + tuple(new)
-            sched.idle.extend(new)
-        sched.wakep_locked()
-        return new
-
-    def _remove_ps(self, gone: list[P]) -> None:
-        """Retire these Ps (under self._lock): their free goroutines move to others."""
-        sched = self.sched
-        with sched.lock:
-            keep = tuple(p for p in sched.allp if p not in gone)
-            sched.order = StealOrder(len(keep))
-            sched.allp = keep
-        self._retired.extend(gone)
-        for p in gone:
-            p.loop.call_soon_threadsafe(p.retire)
-
-    def _add_spare(self) -> P:
-        """sysmon: every P is stuck; add one more to run their goroutines. The warm spare
-        is used when there is one: starting a thread and a loop while a hog holds the
-        GIL takes several GIL hand-offs, and the point is to be quick."""
-        with self._lock:
-            warm, self._warm = self._warm, None
-            p = self._add_ps(1, [warm] if warm is not None else None)[0]
-            self._spares.append(p)
-            return p
-
-    def _ensure_warm(self) -> None:
-        """sysmon, when it has time: keep one parked P ready for the next stuck spell."""
-        with self._lock:
-            if self._warm is None and self._state == RUNNING_RT:
-                self._warm = self._new_ps(1)[0]
-
-    def _retire_spares(self, spares: list[P]) -> None:
-        with self._lock:
-            if self._state != RUNNING_RT:
-                return  # shutting down: close() stops every P anyway
-            self._remove_ps(spares)
-            self._spares = [p for p in self._spares if p not in spares]
 
     def num_goroutine(self) -> int:
         return len(self.sched.allg)
@@ -477,9 +376,9 @@ class Runtime:
         finishing while the counters are read)."""
         sched = self.sched
         ps = sched.allp
-        everp = (*ps, *self._retired)
+        everp = (*ps, *sched.retired)
         spawned = sched.nspawned_outside + sum(p.nspawned for p in everp)
-        finished = sched.nfinished_outside + sum(p.nfinished for p in everp)
+        finished = sum(p.nfinished for p in everp)
         mthreads, midle = sched.mpool.counts
         sm = self.sysmon
         return {
@@ -568,105 +467,53 @@ def _register_atexit(fn: Callable[[], None]) -> None:
         atexit.register(fn)
 
 
-def spawn(rt: Runtime, coro: Coroutine[Any, Any, T], name: str | None) -> G[T]:
-    """newproc: make a G. From one of rt's Ps it goes to that P's runnext; from anywhere
-    else, to the global queue."""
-    if type(coro) is not CoroutineType:
-        check_coroutine(coro)
-    sched = rt.sched
-    if sched.closing or rt._state != RUNNING_RT:
-        coro.close()  # it will never run; close it so Python does not warn "never awaited"
-        raise RuntimeClosedError(f"cannot spawn a goroutine: {rt!r}")
-    p = m.p
-    if p is not None and p.sched is sched:
-        g = G(coro, sched, p, name)
-        sched.allg.add(g)
-        p.nspawned += 1
-        p.ready_here(g)
-    else:
-        g = G(coro, sched, None, name)
-        sched.allg.add(g)
-        with sched.lock:
-            sched.nspawned_outside += 1
-        sched.globrunqputbatch([g])
-    return g
-
-
-def run(main: Coroutine[Any, Any, T], *, procs: int | None = None, loop: str = "uvloop") -> T:
+def run(
+    main: Coroutine[Any, Any, T],
+    *,
+    procs: int | None = None,
+    loop: str = "uvloop",
+    debug: str | None = None,
+    sysmon: bool = True,
+    max_threads: int = MAX_THREADS,
+) -> T:
     """Run ``main`` as the main goroutine of a new runtime and return its result.
 
     Like ``asyncio.run``: the calling thread becomes P0 (and runs main); ``procs - 1``
     more Ps start on threads of their own. When main returns, every other goroutine is
-    cancelled and awaited, and all threads and loops are closed.
+    cancelled and awaited, and all threads and loops are closed. ``debug``, ``sysmon``
+    and ``max_threads`` are as for ``Runtime``.
     """
-    if asyncio._get_running_loop() is not None:
-        check_coroutine(main)
-        main.close()
-        raise RuntimeError("mnsched.run() cannot be called from a running event loop; "
-                           "use 'async with mnsched.Runtime()' or go() there")
     check_coroutine(main)
+    if asyncio._get_running_loop() is not None:
+        main.close()
+        raise RuntimeError(
+            "mnsched.run() cannot be called from a running event loop; "
+            "use 'async with mnsched.Runtime()' or go() there"
+        )
     try:
-        rt = Runtime(procs, loop=loop)
+        rt = Runtime(procs, loop=loop, debug=debug, sysmon=sysmon, max_threads=max_threads)
     except BaseException:
         main.close()
         raise
     return rt._run_main(main)
 
 
-# -- helpers ------------------------------------------------------------------------------
-
-
-def _call_soon_threadsafe(loop: asyncio.AbstractEventLoop, fn: Callable[..., object],
-                          *args: object) -> None:
-    loop.call_soon_threadsafe(fn, *args)
-
-
-def _set_done(fut: asyncio.Future[Any]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _deadline(seconds: float | None) -> float | None:
-    return None if seconds is None else time.monotonic() + seconds
-
-
-def _remaining(deadline: float | None) -> float:
-    return float("inf") if deadline is None else deadline - time.monotonic()
-
-
-async def _wait_event(ev: threading.Event, seconds: float | None,
-                      every: Callable[[], None]) -> None:
+async def _wait_event(ev: threading.Event, seconds: float, every: Callable[[], None]) -> None:
     """Wait for a threading.Event on a loop without blocking it (P0 during shutdown)."""
-    deadline = _deadline(seconds)
-    while not ev.is_set() and _remaining(deadline) > 0:
+    deadline = time.monotonic() + seconds
+    while not ev.is_set() and time.monotonic() < deadline:
         await asyncio.sleep(0.005)
         every()
 
 
-def _abandon(g: G[Any]) -> None:
-    """Close the coroutine of a G that would not stop (runs on its P's thread)."""
-    if g._status == DONE:
-        return
-    try:
-        g._ctx.run(g._coro.close)
-    except BaseException:
-        logger.exception("shutdown: closing %r raised", g)
-    p = m.p if m.p is g._p else None
-    g._finish(None, asyncio.CancelledError("abandoned at shutdown: it ignored cancellation"), p)
-
-
-def _format_stack(g: G[Any]) -> str:
-    frames = g.get_stack()
-    return "".join(traceback.format_list(
-        [traceback.FrameSummary(f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
-         for f in frames])).rstrip()
-
-
-def _install_sigint(main: G[Any], loop: asyncio.AbstractEventLoop,
-                    interrupted: list[bool]) -> Callable[[], None]:
+def _install_sigint(
+    main: G[Any], loop: asyncio.AbstractEventLoop, interrupted: list[bool]
+) -> Callable[[], None]:
     """As asyncio.Runner: the first Ctrl-C cancels main, a second one interrupts."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         return lambda: None
 
     def on_sigint(signum: int, frame: object) -> None:
@@ -683,8 +530,8 @@ def _install_sigint(main: G[Any], loop: asyncio.AbstractEventLoop,
         signal.signal(signal.SIGINT, on_sigint)
     except ValueError:  # pragma: no cover - not the main interpreter
         return lambda: None
+
     def restore() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     return restore
-

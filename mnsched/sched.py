@@ -1,28 +1,36 @@
 """sched: the coordinator shared by all Ps of a runtime (Go: ``schedt``).
 
-It owns the global run queue, the set of idle Ps and the spinning count, the steal
-order, and the set of all live Gs. The rule that keeps cross-thread traffic low is
-Go's ``wakep``: when work appears, wake a parked P only if one is idle and none is
-already spinning (awake and looking for work); a spinning P that finds work wakes the
-next one (``reset_spinning``), so Ps come up one at a time, only as fast as work does.
+It owns the global run queue, the idle Ps and the spinning count, the steal order, the
+set of all live Gs, spawning (``newproc``), the number of Ps (``procresize``, spare and
+warm Ps for sysmon) and the runtime's fatal error. The rule that keeps cross-thread
+traffic low is Go's ``wakep``: when work appears, wake a parked P only if one is idle and
+none is already spinning; a spinning P that finds work wakes the next one
+(``reset_spinning``). docs/design.md has the lock order and who may touch what.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterator
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import check
-from .g import RUNNABLE, G
+from .errors import RuntimeClosedError, check
+from .g import RUNNABLE, SYSCALL, G, casgstatus, check_coroutine
+from .m import Call, MPool, m
+from .p import P
 from .runq import LOCAL_QUEUE_SIZE
 
 if TYPE_CHECKING:
-    from .m import Call, MPool
-    from .p import P
     from .runtime import Runtime
+
+T = TypeVar("T")
+logger = logging.getLogger("mnsched")
+
 
 class StealOrder:
     """Go's randomOrder: visit all n Ps once, from a random start with a random stride
@@ -42,7 +50,12 @@ class StealOrder:
 
 
 class Sched:
-    def __init__(self) -> None:
+    def __init__(
+        self, rt: Runtime, make_loop: Callable[[], asyncio.AbstractEventLoop], mpool: MPool
+    ) -> None:
+        self.rt = rt  # the Runtime this belongs to (what current_runtime() answers on a P)
+        self.make_loop = make_loop
+        self.mpool = mpool
         self.lock = threading.Lock()  # guards idle, nspinning, P.active and the id generator
         self.runq: deque[G[Any]] = deque()  # the global run queue; pinned Gs never enter it
         # The running Ps and their steal order, swapped together by procresize.
@@ -51,15 +64,22 @@ class Sched:
         self.idle: list[P] = []
         self.nspinning = 0
         self.allg: set[G[Any]] = set()
-        self.closing = False
+        self.main: G[Any] | None = None  # run()'s main goroutine
+        self.closing = False  # no new goroutines; set once, at the start of shutdown
         self.all_done = threading.Event()  # set once closing and no G is left
-        self.fatal: BaseException | None = None  # a KeyboardInterrupt/SystemExit from a G
+        # Why the runtime must end: KeyboardInterrupt/SystemExit from a G, a Deadlock, or
+        # an InternalError. run() raises it.
+        self.fatal: BaseException | None = None
         self._goidgen = 0
-        self.rt: Runtime  # set by the runtime
-        self.mpool: MPool  # set by the runtime
         self.nsyscall = 0  # goroutines in a blocking call right now (under lock)
-        self.nspawned_outside = 0  # spawned from threads that are not Ps (under lock)
-        self.nfinished_outside = 0  # ended outside any P: abandoned at shutdown (under lock)
+        self.nspawned_outside = 0  # spawned from threads that are not its Ps (under lock)
+        # Changing the Ps (under resize_lock, taken before lock): Ps removed by gomaxprocs
+        # (joined at close), spares sysmon started because every P was stuck, and a
+        # parked P kept ready for sysmon, outside allp.
+        self.resize_lock = threading.Lock()
+        self.retired: list[P] = []
+        self.spares: list[P] = []
+        self.warm: P | None = None
 
     @property
     def nprocs(self) -> int:
@@ -70,6 +90,68 @@ class Sched:
         with self.lock:
             self._goidgen += 1
             return self._goidgen
+
+    # -- goroutines ------------------------------------------------------------------------
+
+    def newproc(
+        self,
+        coro: Coroutine[Any, Any, T],
+        name: str | None = None,
+        *,
+        pin: bool = False,
+        eager: bool = False,
+    ) -> G[T]:
+        """Make a G (Go: newproc). From one of this runtime's Ps it goes to that P's
+        runnext (or, ``eager``, is stepped at once, from a loop callback); from any
+        other thread, to the global queue. ``pin`` pins it to the calling P."""
+        if type(coro) is not CoroutineType:
+            check_coroutine(coro)
+        if self.closing or not self.allp:
+            coro.close()  # it will never run; close it so Python does not warn "never awaited"
+            raise RuntimeClosedError(f"cannot spawn a goroutine: {self.rt!r}")
+        p = m.p
+        if p is None or p.sched is not self:
+            check(not pin, "pinning a goroutine spawned outside its runtime's Ps")
+            g = G(coro, self, None, name)
+            self.allg.add(g)
+            with self.lock:
+                self.nspawned_outside += 1
+            self.globrunqputbatch([g])
+            return g
+        g = G(coro, self, p, name)
+        self.allg.add(g)
+        p.nspawned += 1
+        if pin:
+            p.pin(g)
+        if eager:
+            try:
+                p.step_eagerly(g)
+            except BaseException:
+                if g._status == RUNNABLE:  # it never ran: queue it rather than lose it
+                    p.ready_here(g)
+                raise
+        else:
+            p.ready_here(g)  # runnext, as Go's newproc
+        return g
+
+    def gone(self, g: G[Any]) -> None:
+        """g has finished."""
+        self.allg.discard(g)
+        if self.closing and not self.allg:
+            self.all_done.set()
+
+    def fatal_error(self, exc: BaseException) -> None:
+        """The program must end (a G raised KeyboardInterrupt or SystemExit, as it would
+        under asyncio; or a deadlock): cancel every G; ``run`` raises exc."""
+        if self.fatal is None:
+            self.fatal = exc
+        for g in self.allg.copy():
+            g.cancel()
+
+    def throw(self, err: BaseException) -> None:
+        """A scheduler invariant broke (Go: throw): say so loudly and end the runtime."""
+        logger.critical("mnsched internal error (please report it): %s", err, exc_info=err)
+        self.fatal_error(err)
 
     # -- the global run queue ------------------------------------------------------------
 
@@ -93,13 +175,26 @@ class Sched:
         return first
 
     def globrunqputbatch(self, gs: list[G[Any]]) -> None:
-        """Put free Gs on the global queue (from any thread) and wake a P for them."""
+        """Put free runnable Gs on the global queue (from any thread); wake a P for them."""
         for g in gs:
             g._p = None
         self.runq.extend(gs)
-        self.wakep_locked()
+        self.wakep()
 
-    def submit_syscall(self, call: Call) -> None:
+    def ready_remote(self, g: G[Any]) -> None:
+        """Queue a runnable G from a thread that may not run it: its home P's inbox if it
+        is pinned, else the global queue."""
+        home = g._home
+        if home is not None:
+            home.inbox.append(g)
+            home.wake()
+        else:
+            self.globrunqputbatch([g])
+
+    # -- blocking calls ------------------------------------------------------------------
+
+    def entersyscall(self, call: Call) -> None:
+        """Hand a blocking call to an M thread."""
         with self.lock:
             self.nsyscall += 1
         try:
@@ -110,39 +205,37 @@ class Sched:
             raise
 
     def exitsyscall(self, g: G[Any]) -> None:
-        """g's blocking call returned (on an M thread): ready it on its old P if that P is
-        idle or no other is, else let any idle P take it (Go: exitsyscall)."""
+        """g's blocking call returned, or g was cancelled while it runs (on any thread):
+        ready it on its old P if that P is idle or no other is, else let any idle P take
+        it (Go: exitsyscall)."""
         with self.lock:
             self.nsyscall -= 1
+        casgstatus(g, SYSCALL, RUNNABLE)
         g._waitq = None
         old = g._p
-        if g._home is None and old is not None and not old.retiring and old in self.allp \
-                and (not old.active or not self.idle):
-            g._status = RUNNABLE
+        if (
+            g._home is None
+            and old is not None
+            and not old.retiring
+            and old in self.allp
+            and (not old.active or not self.idle)
+        ):
             old.inbox.append(g)
             old.wake()
         else:
             self.ready_remote(g)
 
-    def ready_remote(self, g: G[Any]) -> None:
-        """Ready a G from a thread that may not run it: home P if pinned, else global."""
-        g._status = RUNNABLE
-        home = g._home
-        if home is not None:
-            home.inbox.append(g)
-            home.wake()
-        else:
-            self.globrunqputbatch([g])
-
     # -- idle Ps and spinning --------------------------------------------------------------
 
-    def wakep(self) -> None:
+    def maybe_wakep(self) -> None:
         """Work appeared on an active P: wake an idle P if none is spinning. The unlocked
         check may miss a P parking at this instant; the caller's P runs the work then."""
         if self.idle and not self.nspinning:
-            self.wakep_locked()
+            self.wakep()
 
-    def wakep_locked(self) -> None:
+    def wakep(self) -> None:
+        """Wake an idle P to look for work, unless one is already spinning (Go: wakep).
+        Checked under the lock, so that a P parking at this instant cannot be missed."""
         with self.lock:
             if not self.idle or self.nspinning:
                 return
@@ -162,9 +255,103 @@ class Sched:
             check(self.nspinning >= 0, "negative spinning count")
             last = self.nspinning == 0
         if last:
-            self.wakep()
+            self.maybe_wakep()
 
     def unidle_locked(self, p: P) -> None:
         if p in self.idle:
             self.idle.remove(p)
 
+    # -- the number of Ps ------------------------------------------------------------------
+
+    def start_ps(
+        self, n: int, borrow: asyncio.AbstractEventLoop | None = None, caller_is_p0: bool = False
+    ) -> None:
+        """Start the first n Ps: P0 on the calling thread when caller_is_p0 (on a new
+        loop, or on the running loop it borrows), the others on threads of their own."""
+        ps = [P(self, i, self.make_loop) for i in range(n)]
+        try:
+            for p in ps:
+                if caller_is_p0 and p.id == 0:
+                    p.create_loop(borrow)
+                else:
+                    p.start_thread()
+        except BaseException:
+            for p in ps:
+                p.stop()
+            raise
+        with self.lock:
+            self.idle = list(reversed(ps))
+            self.order = StealOrder(len(ps))
+            self.allp = tuple(ps)
+
+    def procresize(self, n: int) -> None:
+        """Make the regular (non-spare) Ps n: start new ones, or retire the last ones."""
+        with self.resize_lock:
+            regular = [p for p in self.allp if p not in self.spares]
+            if n > len(regular):
+                self._add_ps(self._new_ps(n - len(regular)))
+            elif n < len(regular):
+                self._remove_ps(regular[n:])
+
+    def add_spare(self) -> P:
+        """For sysmon: every P is stuck; add one more to run their goroutines. The warm
+        spare is used when there is one: starting a thread and a loop while a hog holds
+        the GIL takes several GIL hand-offs, and the point is to be quick."""
+        with self.resize_lock:
+            warm, self.warm = self.warm, None
+            p = self._add_ps([warm] if warm is not None else self._new_ps(1))[0]
+            self.spares.append(p)
+            return p
+
+    def ensure_warm(self) -> None:
+        """For sysmon, when it has time: keep one parked P ready for the next stuck spell."""
+        with self.resize_lock:
+            if self.warm is None and not self.closing:
+                self.warm = self._new_ps(1)[0]
+
+    def retire_spares(self) -> None:
+        """For sysmon, once no P is stuck: the spares go, back to the regular Ps."""
+        with self.resize_lock:
+            if self.closing or not self.spares:
+                return  # shutting down: every P is stopped anyway
+            spares, self.spares = self.spares, []
+            self._remove_ps(spares)
+
+    def every_p(self) -> list[P]:
+        """Every P with a thread of its own that may still run: for shutdown to stop."""
+        with self.resize_lock:
+            ps = [*self.allp, *self.retired]
+            if self.warm is not None:
+                ps.append(self.warm)
+                self.warm = None
+            return ps
+
+    def _new_ps(self, k: int) -> list[P]:
+        """Start k Ps' threads and loops, with ids not in use (under resize_lock)."""
+        taken = {p.id for p in (*self.allp, *self.retired) if not p.stopped}
+        if self.warm is not None:
+            taken.add(self.warm.id)
+        ids = [i for i in range(len(taken) + k) if i not in taken][:k]
+        new = [P(self, i, self.make_loop) for i in ids]
+        for p in new:
+            p.start_thread()
+        return new
+
+    def _add_ps(self, new: list[P]) -> list[P]:
+        """Add started Ps to the running ones (under resize_lock)."""
+        with self.lock:
+            self.order = StealOrder(len(self.allp) + len(new))
+            self.allp = self.allp + tuple(new)
+            self.idle.extend(new)
+        self.wakep()
+        return new
+
+    def _remove_ps(self, gone: list[P]) -> None:
+        """Retire these Ps (under resize_lock): their free goroutines move to others."""
+        with self.lock:
+            keep = tuple(p for p in self.allp if p not in gone)
+            self.order = StealOrder(len(keep))
+            self.allp = keep
+        self.retired.extend(gone)
+        for p in gone:
+            p.loop.call_soon_threadsafe(p.retire)

@@ -16,7 +16,7 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .g import RUNNABLE, G
+from .g import G
 from .m import m
 from .runtime import Runtime, current_runtime
 
@@ -32,17 +32,7 @@ def spawn_here(coro: Any, name: str | None = None) -> G[Any]:
     p = m.p
     if p is None or p.curg is not None:
         raise RuntimeError("spawn_here() runs on a P's thread, outside goroutines")
-    g = G(coro, p.sched, p, name)
-    p.pin(g)
-    p.sched.allg.add(g)
-    p.nspawned += 1
-    try:
-        p.step_eagerly(g)
-    except BaseException:
-        if g._status == RUNNABLE:  # it never ran: queue it rather than lose it
-            p.ready_here(g)
-        raise
-    return g
+    return p.sched.newproc(coro, name, pin=True, eager=True)
 
 
 class Server:
@@ -108,9 +98,15 @@ async def _on(p: P, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return await asyncio.wrap_future(cf)
 
 
-async def start_server(handler: StreamHandler, host: str = "127.0.0.1", port: int = 0, *,
-                       rt: Runtime | None = None, drain_timeout: float = 10.0,
-                       **kwargs: Any) -> Server:
+async def start_server(
+    handler: StreamHandler,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    rt: Runtime | None = None,
+    drain_timeout: float = 10.0,
+    **kwargs: Any,
+) -> Server:
     """``asyncio.start_server`` on every P of the runtime: ``handler(reader, writer)`` runs
     as a goroutine for each connection, on the P that accepted it."""
     rt = rt or current_runtime()
@@ -121,8 +117,9 @@ async def start_server(handler: StreamHandler, host: str = "127.0.0.1", port: in
             def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                 server._track(spawn_here(handler(reader, writer), name="conn"))
 
-            srv = await asyncio.start_server(connected, host, server.port or port,
-                                             reuse_port=True, **kwargs)
+            srv = await asyncio.start_server(
+                connected, host, server.port or port, reuse_port=True, **kwargs
+            )
             server.port = server.port or srv.sockets[0].getsockname()[1]
             server.addresses.extend(sock.getsockname() for sock in srv.sockets)
 
@@ -138,9 +135,15 @@ async def start_server(handler: StreamHandler, host: str = "127.0.0.1", port: in
     return server
 
 
-async def serve_aiohttp(app_factory: Callable[[], Any], host: str = "127.0.0.1",
-                        port: int = 0, *, rt: Runtime | None = None,
-                        drain_timeout: float = 10.0, goroutines: bool = True) -> Server:
+async def serve_aiohttp(
+    app_factory: Callable[[], Any],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    rt: Runtime | None = None,
+    drain_timeout: float = 10.0,
+    goroutines: bool = True,
+) -> Server:
     """Serve an aiohttp application on every P: ``app_factory()`` builds one
     ``web.Application`` per P (an application belongs to one loop), and each request's
     handler runs as a goroutine on the P that accepted the connection.
@@ -182,9 +185,11 @@ async def serve_aiohttp(app_factory: Callable[[], Any], host: str = "127.0.0.1",
     return server
 
 
-async def _listen_everywhere(rt: Runtime, server: Server,
-                             make_listener: Callable[[P], Callable[[], Coroutine[Any, Any, None]]]
-                             ) -> None:
+async def _listen_everywhere(
+    rt: Runtime,
+    server: Server,
+    make_listener: Callable[[P], Callable[[], Coroutine[Any, Any, None]]],
+) -> None:
     """P0 first (it picks the port when port is 0), then every other P on that port."""
     ps = rt.sched.allp
     if not ps:

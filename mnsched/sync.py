@@ -2,80 +2,41 @@
 threads and foreign asyncio loops.
 
 Each keeps a lock and a FIFO queue of sudogs, and parks and wakes its waiters exactly as
-a channel does (see chan.py), cancellation included.
+a channel does (sudog.py; docs/design.md, "Channels"), cancellation included.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .chan import (
-    Sudog,
-    _new_sem,
-    _park,
-    _rearm_cancel,
-    _refuse_on_p,
-    current_g,
-    wait_foreign,
-)
+from .g import WAIT_MUTEX, WAIT_ONCE, WAIT_WAITGROUP
+from .m import m
+from .sudog import Sudog, wait, wait_blocking
 
 
 class _Waitable:
-    """A lock and a queue of waiting sudogs: what Sudog expects of its ``ch``."""
+    """A lock and a FIFO queue of waiting sudogs: a sudog's owner."""
 
-    def __init__(self) -> None:
+    def __init__(self, reason: str) -> None:
         self._lock = threading.Lock()
         self._waiters: deque[Sudog] = deque()
         self._foreign = False
-
-    def _unqueue(self, sg: Sudog) -> None:
-        try:
-            self._waiters.remove(sg)
-        except ValueError:
-            pass
+        self._reason = reason
 
     async def _wait(self) -> Sudog:
-        """Queue the caller and wait until a sudog completes it (lock held on entry)."""
+        """Queue the caller and wait until it is completed (lock held on entry)."""
         sg = Sudog(self, "wait on")
-        g = current_g()
-        if g is None:
-            await wait_foreign(self, sg, self._waiters)
-            return sg
-        sg.g = g
-        self._waiters.append(sg)
-        g._waitq = sg
-        try:
-            await _park(self._lock)
-        except asyncio.CancelledError:
-            if not sg.done:
-                raise
-            _rearm_cancel(g)
+        await wait(self, sg, self._waiters, self._reason, m.p)
         return sg
 
     def _wait_blocking(self, timeout: float | None, what: str, instead: str) -> bool:
         """A plain thread waits (lock held on entry); False on timeout."""
-        try:
-            _refuse_on_p(what, instead)
-        except BaseException:
-            self._lock.release()
-            raise
-        self._foreign = True
         sg = Sudog(self, "wait on")
-        sg.sem = _new_sem()
-        self._waiters.append(sg)
-        self._lock.release()
-        if sg.sem.acquire(timeout=-1 if timeout is None else timeout):
-            return True
-        with self._lock:
-            if sg.done:
-                return True
-            self._unqueue(sg)
-            return False
+        return wait_blocking(self, sg, self._waiters, timeout, what, instead)
 
     def _wake_all(self) -> list[Sudog]:
         """Complete every waiter (under the lock); wake them once it is released."""
@@ -92,7 +53,7 @@ class WaitGroup(_Waitable):
     plain thread)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(WAIT_WAITGROUP)
         self._n = 0
 
     def add(self, delta: int = 1) -> None:
@@ -124,7 +85,7 @@ class WaitGroup(_Waitable):
         if self._n == 0:
             self._lock.release()
             return
-        if not self._wait_blocking(timeout, "wait_blocking", "await wg.wait()"):
+        if not self._wait_blocking(timeout, "wg.wait_blocking", "await wg.wait()"):
             raise TimeoutError(f"WaitGroup still at {self._n} after {timeout} s")
 
     def __repr__(self) -> str:
@@ -137,7 +98,7 @@ class Mutex(_Waitable):
     ``lock_blocking`` serves plain threads."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(WAIT_MUTEX)
         self._locked = False
 
     def locked(self) -> bool:
@@ -157,7 +118,7 @@ class Mutex(_Waitable):
             self._locked = True
             self._lock.release()
             return
-        if not self._wait_blocking(timeout, "lock_blocking", "await mu.lock()"):
+        if not self._wait_blocking(timeout, "mu.lock_blocking", "await mu.lock()"):
             raise TimeoutError(f"mutex not acquired within {timeout} s")
 
     def try_lock(self) -> bool:
@@ -197,7 +158,7 @@ class Once(_Waitable):
     raises, it counts as done: the exception goes to its caller, later calls do nothing."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(WAIT_ONCE)
         self._done = False
         self._running = False
 
@@ -227,4 +188,3 @@ class Once(_Waitable):
     @property
     def done(self) -> bool:
         return self._done
-

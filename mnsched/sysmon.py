@@ -13,7 +13,8 @@ goroutine is hogging the CPU, or blocked in a call that was not made through
   retire, and the number of running Ps is back to ``procs``.
 
 Goroutines pinned to the stuck P (they use asyncio objects of its loop) must wait for it:
-they cannot run on another loop.
+they cannot run on another loop. sysmon talks only to the scheduler (sched.py), through
+its public methods; docs/design.md, "sysmon", has the rules.
 
 Debug output (``MNSCHED_DEBUG`` or ``Runtime(debug=...)``), on stderr as Go prints it:
 
@@ -39,14 +40,15 @@ from .g import PARKED
 if TYPE_CHECKING:
     from .g import G
     from .p import P
-    from .runtime import Runtime
+    from .sched import Sched
 
 # Go (proc.go): forcePreemptNS = 10 ms. A step that runs longer is a hog.
 HOG_THRESHOLD = 0.010
 # A CPU hog hands the GIL over only every sys.getswitchinterval() (5 ms by default): to
 # sysmon, which then notices it late, and to the Ps that run its goroutines, at every
-# step. So from the moment a step looks suspect (still running at a second sysmon round)
-# until no step does, sysmon lowers the interval to this, then restores it.
+# step. So from the moment a step looks suspect (the same step seen at two rounds, or its
+# P's clock SUSPECT_AFTER stale) until no step does, sysmon lowers the interval to this,
+# then restores it.
 SUSPECT_SWITCH_INTERVAL = 0.001
 # A step is suspect at once if the P's clock (read at every batch start and every
 # CLOCK_EVERY steps, so at most a batch of short steps old) is this stale. Without it,
@@ -81,7 +83,8 @@ class Debug:
                     trace = -1
                 if trace <= 0:
                     raise ValueError(
-                        f"schedtrace needs a period in ms, as schedtrace=1000: {item!r}")
+                        f"schedtrace needs a period in ms, as schedtrace=1000: {item!r}"
+                    )
             else:
                 raise ValueError(f"unknown debug option {item!r}; known: hogs, schedtrace=MS")
         return cls(hogs, trace)
@@ -92,15 +95,14 @@ class Debug:
 
 
 class Sysmon:
-    def __init__(self, rt: Runtime, debug: Debug) -> None:
-        self.rt = rt
+    def __init__(self, sched: Sched, debug: Debug) -> None:
+        self.sched = sched
         self.debug = debug
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.nhandoffs = 0  # goroutines moved off stuck Ps
         self.nspares = 0  # spare Ps started
         self.nhogs = 0  # stuck steps seen
-        self._spares: list[P] = []
         self._saved_switch: float | None = None
         self._dl_ticks: int | None = None  # ticks when all looked deadlocked, to confirm
         self._dl_seen: int | None = None  # ticks when a scan last found someone awake
@@ -117,7 +119,7 @@ class Sysmon:
             self._thread.join()
         self._restore_switch()
         now = time.monotonic()
-        for p in self.rt.sched.allp:
+        for p in self.sched.allp:
             if p.stuck_since:
                 self._unstuck(p, now)  # it ended: the runtime only stops once all Gs have
 
@@ -136,7 +138,7 @@ class Sysmon:
 
     def check(self, now: float) -> bool:
         """One round: find stuck Ps and hand their work off. True if any P is busy."""
-        sched = self.rt.sched
+        sched = self.sched
         ps = sched.allp
         busy = sched.nsyscall > 0
         nstuck = nsuspect = 0
@@ -161,19 +163,20 @@ class Sysmon:
         if sched.runq and sched.idle and not sched.nspinning:
             # Work waits while a P sleeps and nobody is looking: a wake-up was missed
             # (wakep's unlocked check may miss a P parking at that instant).
-            sched.wakep_locked()
+            sched.wakep()
         if nstuck and nstuck == len(ps):
             if sched.runq:
-                self._start_spare()
-        elif not nstuck and self._spares:
-            self._retire_spares()
+                sched.add_spare()
+                self.nspares += 1
+        elif not nstuck and sched.spares:
+            sched.retire_spares()
         if nsuspect and self._saved_switch is None:
             self._saved_switch = sys.getswitchinterval()
             sys.setswitchinterval(min(self._saved_switch, SUSPECT_SWITCH_INTERVAL))
         elif not nsuspect:
             self._restore_switch()
         if not nstuck:
-            self.rt._ensure_warm()
+            sched.ensure_warm()
         if not busy:
             self._check_deadlock(ps)
         return busy
@@ -182,23 +185,29 @@ class Sysmon:
         """In ``run``: if every goroutine is blocked on channels, sync objects or other
         goroutines, and nothing else is going on that could wake one, end the program
         with Deadlock instead of hanging (Go: "all goroutines are asleep")."""
-        rt = self.rt
-        sched = rt.sched
-        main = rt._main
-        if main is None or main.done() or sched.runq or sched.nsyscall or any(
-                p.active or p.inbox or len(p.timers) for p in ps):
+        sched = self.sched
+        main = sched.main
+        if (
+            main is None
+            or main.done()
+            or sched.runq
+            or sched.nsyscall
+            or any(p.active or p.inbox or len(p.timers) for p in ps)
+        ):
             self._dl_ticks = None
             return
         ticks = sum(p.tick for p in ps)
         if ticks == self._dl_seen:
             return  # nothing ran since it was found innocent
         ours = {p.thread_ident for p in ps}
-        if any(t.ident not in ours and not t.name.startswith("mnsched-")
-               for t in threading.enumerate()) or any(p.has_tasks() for p in ps):
+        if any(
+            t.ident not in ours and not t.name.startswith("mnsched-") for t in threading.enumerate()
+        ) or any(p.has_tasks() for p in ps):
             self._dl_ticks = None
             return  # another thread or an asyncio task may yet wake someone
         blocked = []
         for g in sched.allg.copy():
+            # Parked where only another goroutine can wake it (what it waits on says).
             what = getattr(g._waitq, "_blocked_on", None) if g._status == PARKED else None
             if what is None or (what := what()) is None:
                 self._dl_seen, self._dl_ticks = ticks, None
@@ -207,11 +216,15 @@ class Sysmon:
         if self._dl_ticks != ticks:
             self._dl_ticks = ticks  # confirm on the next round
             return
-        listed = "\n".join(blocked[:20]) + (f"\n  ... and {len(blocked) - 20} more"
-                                           if len(blocked) > 20 else "")
-        rt.fatal_error(Deadlock(
-            f"all goroutines are asleep - deadlock! {len(blocked)} goroutine(s) blocked:\n"
-            f"{listed}"))
+        listed = "\n".join(blocked[:20]) + (
+            f"\n  ... and {len(blocked) - 20} more" if len(blocked) > 20 else ""
+        )
+        sched.fatal_error(
+            Deadlock(
+                f"all goroutines are asleep - deadlock! {len(blocked)} goroutine(s) blocked:\n"
+                f"{listed}"
+            )
+        )
 
     def _restore_switch(self) -> None:
         if self._saved_switch is not None:
@@ -229,22 +242,26 @@ class Sysmon:
                 f"mnsched: P{p.id} stuck for {(now - p.stuck_since) * 1000:.0f} ms in goroutine "
                 f"{p.stuck_g!r} (a CPU hog, or a blocking call not made through "
                 f"mnsched.syscall); its other goroutines move to other Ps. Stuck at:\n"
-                f"{stack}")
+                f"{stack}"
+            )
             sys.stderr.flush()
 
     def _unstuck(self, p: P, now: float) -> None:
         if self.debug.hogs:
-            sys.stderr.write(f"mnsched: P{p.id} unstuck: goroutine {p.stuck_g!r} ran "
-                             f"{(now - p.stuck_since) * 1000:.0f} ms without yielding\n")
+            sys.stderr.write(
+                f"mnsched: P{p.id} unstuck: goroutine {p.stuck_g!r} ran "
+                f"{(now - p.stuck_since) * 1000:.0f} ms without yielding\n"
+            )
             sys.stderr.flush()
         p.stuck_since = 0.0
         p.stuck_g = None
 
     def retake(self, p: P, now: float) -> None:
-        """Move a stuck P's runnable goroutines and due timers to the global queue. The
-        P's thread may be running user code that readies goroutines here at the same
-        time: every queue involved is taken an item at a time with atomic pops."""
-        sched = self.rt.sched
+        """Move a stuck P's runnable goroutines to the global queue, and run its due
+        timers here. The P's thread may be running user code that readies goroutines
+        there at the same time: every queue involved is taken an item at a time with
+        atomic pops."""
+        sched = self.sched
         free: list[G[Any]] = []
         pinned: list[G[Any]] = []
         for q in (p.runnext, p.runq, p.inbox):
@@ -255,28 +272,19 @@ class Sysmon:
             except IndexError:
                 pass
         p.inbox.extend(pinned)  # they can only run there
-        for g in p.timers.take_due(now):
-            sched.ready_remote(g)
-            self.nhandoffs += g._home is None
+        self.nhandoffs += p.timers.run_due(now)
         if free:
             self.nhandoffs += len(free)
             sched.globrunqputbatch(free)
 
-    def _start_spare(self) -> None:
-        p = self.rt._add_spare()
-        self._spares.append(p)
-        self.nspares += 1
-
-    def _retire_spares(self) -> None:
-        spares, self._spares = self._spares, []
-        self.rt._retire_spares(spares)
-
     def schedtrace_line(self, now: float) -> str:
-        sched = self.rt.sched
+        sched = self.sched
         ps = sched.allp
         mthreads, _ = sched.mpool.counts
         threads = len(ps) + mthreads + 1  # Ps, Ms, and sysmon itself
         queues = " ".join(str(len(p.runq) + len(p.runnext)) for p in ps)
-        return (f"SCHED {(now - self._start) * 1000:.0f}ms: procs={len(ps)} "
-                f"idleprocs={len(sched.idle)} threads={threads} syscalls={sched.nsyscall} "
-                f"spinning={sched.nspinning} runqueue={len(sched.runq)} [{queues}]")
+        return (
+            f"SCHED {(now - self._start) * 1000:.0f}ms: procs={len(ps)} "
+            f"idleprocs={len(sched.idle)} threads={threads} syscalls={sched.nsyscall} "
+            f"spinning={sched.nspinning} runqueue={len(sched.runq)} [{queues}]"
+        )

@@ -67,6 +67,7 @@ async def load(port: int, requests: int, concurrency: int) -> dict[str, Any]:
     status: dict[int, int] = {}
     t0 = time.perf_counter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
         async def one(i: int) -> None:
             async with sem, s.get(f"http://127.0.0.1:{port}{paths[i % len(paths)]}") as r:
                 await r.read()
@@ -74,8 +75,12 @@ async def load(port: int, requests: int, concurrency: int) -> dict[str, Any]:
 
         await asyncio.gather(*(one(i) for i in range(requests)))
     took = time.perf_counter() - t0
-    return {"requests": requests, "status": status, "seconds": round(took, 3),
-            "req_per_s": round(requests / took)}
+    return {
+        "requests": requests,
+        "status": status,
+        "seconds": round(took, 3),
+        "req_per_s": round(requests / took),
+    }
 
 
 async def serve(host: str, port: int, selftest: int, concurrency: int) -> dict[str, Any]:
@@ -100,20 +105,27 @@ async def serve(host: str, port: int, selftest: int, concurrency: int) -> dict[s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--procs", type=int, default=None)
-    ap.add_argument("--selftest", nargs="?", const=2000, type=int, default=0,
-                    metavar="REQUESTS", help="serve on a free port, load it, report")
+    ap.add_argument(
+        "--selftest",
+        nargs="?",
+        const=2000,
+        type=int,
+        default=0,
+        metavar="REQUESTS",
+        help="serve on a free port, load it, report",
+    )
     ap.add_argument("--requests", type=int, default=None, help="with --selftest")
     ap.add_argument("--concurrency", type=int, default=32)
     args = ap.parse_args()
     n = args.requests or args.selftest
     port = 0 if n else args.port
-    print(json.dumps(mnsched.run(serve(args.host, port, n, args.concurrency),
-                                 procs=args.procs)))
+    print(json.dumps(mnsched.run(serve(args.host, port, n, args.concurrency), procs=args.procs)))
 
 
 if __name__ == "__main__":

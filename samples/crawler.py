@@ -62,8 +62,10 @@ async def crawl(base: str, workers: int, progress: bool = True) -> dict[str, int
                             pending.add(1)
                             frontier.try_send(link)
                     if progress and len(sizes) % 100 == 0:
-                        print(f"  {len(sizes)} pages in {time.monotonic() - t0:.2f} s",
-                              file=sys.stderr)
+                        print(
+                            f"  {len(sizes)} pages in {time.monotonic() - t0:.2f} s",
+                            file=sys.stderr,
+                        )
                 finally:
                     pending.done()
 
@@ -82,16 +84,20 @@ async def main_async(pages: int, workers: int) -> dict[str, float]:
     try:
         t0 = time.monotonic()
         sizes = await crawl(f"http://127.0.0.1:{site.port}", workers)
-        return {"pages": len(sizes), "bytes": sum(sizes.values()),
-                "seconds": round(time.monotonic() - t0, 3)}
+        return {
+            "pages": len(sizes),
+            "bytes": sum(sizes.values()),
+            "seconds": round(time.monotonic() - t0, 3),
+        }
     finally:
         await site.close()
         await site.wait_closed()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pages", type=int, default=300)
     ap.add_argument("--workers", type=int, default=16)
     ap.add_argument("--procs", type=int, default=None)

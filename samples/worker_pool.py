@@ -13,8 +13,9 @@ import mnsched
 from mnsched import Chan, WaitGroup
 
 
-async def worker(wid: int, jobs: Chan[int], results: Chan[tuple[int, int, str]],
-                 wg: WaitGroup) -> None:
+async def worker(
+    wid: int, jobs: Chan[int], results: Chan[tuple[int, int, str]], wg: WaitGroup
+) -> None:
     try:
         async for n in jobs:
             # CPU work that releases the GIL runs best as a blocking call on an M thread

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -30,8 +29,9 @@ def rt_params(request: pytest.FixtureRequest) -> tuple[int, str]:
 def at_procs(*procs: int) -> pytest.MarkDecorator:
     """For a test whose point exists only at some P counts (stealing needs two Ps): run
     it at those, on both loop kinds, instead of at every count."""
-    return pytest.mark.parametrize("rt_params", [(p, lk) for lk in LOOPS for p in procs],
-                                   ids=_rt_id)
+    return pytest.mark.parametrize(
+        "rt_params", [(p, lk) for lk in LOOPS for p in procs], ids=_rt_id
+    )
 
 
 @pytest.fixture
@@ -40,12 +40,13 @@ def procs(rt_params: tuple[int, str]) -> int:
 
 
 @pytest.fixture
-def run(rt_params: tuple[int, str]) -> Callable[[Coroutine[Any, Any, Any]], Any]:
-    """mnsched.run at this test's procs and loop kind."""
+def run(rt_params: tuple[int, str]) -> Callable[..., Any]:
+    """mnsched.run at this test's procs and loop kind; other options (sysmon=, debug=,
+    max_threads=) pass through."""
     nprocs, loop = rt_params
 
-    def _run(main: Coroutine[Any, Any, Any]) -> Any:
-        return mnsched.run(main, procs=nprocs, loop=loop)
+    def _run(main: Coroutine[Any, Any, Any], **options: Any) -> Any:
+        return mnsched.run(main, procs=nprocs, loop=loop, **options)
 
     return _run
 
@@ -66,18 +67,56 @@ def no_leaked_threads():
     """Nothing a test starts may outlive it: every P and M thread is joined."""
     before = {t.ident for t in threading.enumerate()}
     yield
-    leaked = [t for t in threading.enumerate()
-              if t.ident not in before and t.name.startswith("mnsched")]
+    leaked = [
+        t for t in threading.enumerate() if t.ident not in before and t.name.startswith("mnsched")
+    ]
     assert not leaked, f"threads leaked: {leaked}"
 
 
-async def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll a condition from a goroutine, bounded: for state that has no event to await."""
-    loop_deadline = asyncio.get_running_loop().time() + timeout
+# -- waiting and burning: the one helper for each --------------------------------------
+
+
+async def settle(n: int = 50) -> None:
+    """From a goroutine: let every runnable goroutine run for a while (n yields). For
+    asserting that something did *not* happen; to wait for something, use wait_for."""
+    for _ in range(n):
+        await mnsched.gosched()
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    """From a goroutine: wait until pred() holds, for state that has no event to await
+    (bounded: fails after timeout seconds)."""
+    deadline = time.monotonic() + timeout
     while not pred():
-        if asyncio.get_running_loop().time() > loop_deadline:
-            raise AssertionError("condition not met within timeout")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
         await mnsched.sleep(0.001)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
+    """From a plain thread: the same as wait_for."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.001)
+
+
+def burn(seconds: float) -> None:
+    """Hold the CPU (and the GIL, between switches) for seconds, never yielding."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def burn_until(pred: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Hold the CPU, never yielding, until pred() holds; fail after timeout seconds.
+    A hog whose end depends on other goroutines' progress proves that they progressed
+    while it ran, however slow the machine."""
+    deadline = time.perf_counter() + timeout
+    while not pred():
+        if time.perf_counter() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s while burning")
 
 
 async def ticker(every: float, ticks: list[float], stop: threading.Event) -> None:

@@ -15,7 +15,7 @@ def test_current_task_is_the_goroutine(run):
     async def main():
         g = mnsched.go(_me())
         me = await g
-        return me is g, asyncio.current_task() is not None
+        return me is g, asyncio.current_task() is mnsched.current_runtime().sched.main
 
     assert run(main()) == (True, True)
 
@@ -51,7 +51,7 @@ def test_asyncio_timeout_expires_around_mnsched_and_asyncio_waits(run):
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.02):
                 await inner
-        assert inner.cancelled() or (await _settle(inner))
+        assert inner.cancelled() or (await _was_cancelled(inner))
         async with asyncio.timeout(5):
             await mnsched.sleep(0.001)
         assert asyncio.current_task().cancelling() == 0
@@ -60,7 +60,7 @@ def test_asyncio_timeout_expires_around_mnsched_and_asyncio_waits(run):
     assert run(main()) == "ok"
 
 
-async def _settle(g):
+async def _was_cancelled(g):
     try:
         await g
     except asyncio.CancelledError:

@@ -40,8 +40,13 @@ def test_a_wrong_answer_is_caught(name, monkeypatch):
         bad = not right if isinstance(right, bool) else right + 1
         return bad if w.metric == "seconds" else (bad, 1.0)
 
-    monkeypatch.setitem(wl.WORKLOADS, name, wl.Workload(
-        w.name, w.what, w.unit, w.size, w.quick_size, wrong, wrong, w.expected, w.metric))
+    monkeypatch.setitem(
+        wl.WORKLOADS,
+        name,
+        wl.Workload(
+            w.name, w.what, w.unit, w.size, w.quick_size, wrong, wrong, w.expected, w.metric
+        ),
+    )
     with pytest.raises(wl.WrongResult):
         child.run_variant(name, "mnsched-p1", 3)
 
@@ -53,10 +58,28 @@ def test_quick_runs_end_to_end(tmp_path):
     picked = ["spawn", "http-light", "hog-cpu"]
     out_json, out_png = tmp_path / "r.json", tmp_path / "r.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "mnsched", "bench", "--quick", "--repeat", "1", "--procs",
-         "2", "--workloads", ",".join(picked), "--json", str(out_json), "--markdown",
-         "--plot", str(out_png)],
-        capture_output=True, text=True, timeout=280)
+        [
+            sys.executable,
+            "-m",
+            "mnsched",
+            "bench",
+            "--quick",
+            "--repeat",
+            "1",
+            "--procs",
+            "2",
+            "--workloads",
+            ",".join(picked),
+            "--json",
+            str(out_json),
+            "--markdown",
+            "--plot",
+            str(out_png),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(out_json.read_text())
     assert list(report["workloads"]) == picked
@@ -73,14 +96,17 @@ def test_quick_runs_end_to_end(tmp_path):
     assert markdown(report).count("\n") == len(picked) + 3
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--repeat", "0"], "--repeat must be at least 1"),
-    (["--procs", "x"], "--procs takes comma-separated integers"),
-    (["--procs", "0,2"], "--procs values must be at least 1"),
-    (["--workloads", "spawn,nope"], "unknown workload"),
-    (["--plot", "chart.jpg"], "ending in .png"),
-    (["--frobnicate"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeat", "0"], "--repeat must be at least 1"),
+        (["--procs", "x"], "--procs takes comma-separated integers"),
+        (["--procs", "0,2"], "--procs values must be at least 1"),
+        (["--workloads", "spawn,nope"], "unknown workload"),
+        (["--plot", "chart.jpg"], "ending in .png"),
+        (["--frobnicate"], "unrecognized arguments"),
+    ],
+)
 def test_cli_rejects_bad_options(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         parse_args(argv)
@@ -95,13 +121,31 @@ def test_mnsched_command_usage():
 
 def test_secondary_figures_get_rows_of_their_own():
     # The service workload's p50 latency and throughput sit under its p99 row.
-    cells = {v: Cell([0.05 * k], [{"p50_ms": 1.5 * k, "throughput_per_s": 1900.0}], [1.0 / k])
-             for k, v in enumerate(("asyncio", "uvloop", "mnsched-p1"), start=1)}
-    report = {"command": "mnsched bench", "repeat": 1, "variants": list(cells),
-              "machine": {"cpu": "cpu", "cpus": 2, "python": "3.11", "implementation":
-                          "CPython", "build": "GIL", "uvloop": "0", "mnsched": "0"},
-              "workloads": {"service": {"n": 600, "metric": "p99 ms",
-                                        "variants": {v: c.summary() for v, c in cells.items()}}}}
+    cells = {
+        v: Cell([0.05 * k], [{"p50_ms": 1.5 * k, "throughput_per_s": 1900.0}], [1.0 / k])
+        for k, v in enumerate(("asyncio", "uvloop", "mnsched-p1"), start=1)
+    }
+    report = {
+        "command": "mnsched bench",
+        "repeat": 1,
+        "variants": list(cells),
+        "machine": {
+            "cpu": "cpu",
+            "cpus": 2,
+            "python": "3.11",
+            "implementation": "CPython",
+            "build": "GIL",
+            "uvloop": "0",
+            "mnsched": "0",
+        },
+        "workloads": {
+            "service": {
+                "n": 600,
+                "metric": "p99 ms",
+                "variants": {v: c.summary() for v, c in cells.items()},
+            }
+        },
+    }
     rows = [ln for ln in markdown(report).splitlines() if ln.startswith("| service")]
     assert rows == [
         "| service (n=600) | p99 ms | 0.050 (1.00x) | 0.100 (0.50x) | 0.150 (0.33x) |",

@@ -9,55 +9,80 @@ import threading
 import pytest
 
 import mnsched
+from conftest import settle
 from mnsched import Chan, ChannelClosed, WouldBlock
 
-
-async def settle(n: int = 50) -> None:
-    """Let every runnable goroutine run for a while (bounded: n yields)."""
-    for _ in range(n):
-        await mnsched.gosched()
+CAPS = pytest.mark.parametrize("cap", [0, 1, 2, 5])
 
 
-@pytest.mark.parametrize("cap", [0, 1, 2, 5])
-def test_chan_semantics(run, cap):
+@CAPS
+def test_recv_blocks_until_a_value_is_sent(run, cap):
     async def main():
         ch: Chan[int] = Chan(cap)
         assert ch.cap == cap and len(ch) == 0
-        # receive from an empty channel blocks; the non-blocking one does not
         with pytest.raises(WouldBlock):
             ch.try_recv()
         r = mnsched.go(ch.recv())
         await settle()
-        assert not r.done()
+        blocked = not r.done()
         await ch.send(42)
-        assert await r == 42
-        # send to a full channel blocks
+        return blocked, await r
+
+    assert run(main()) == (True, 42)
+
+
+@CAPS
+def test_send_blocks_while_the_buffer_is_full(run, cap):
+    async def main():
+        ch: Chan[int] = Chan(cap)
         for i in range(cap):
             ch.try_send(i)
         with pytest.raises(WouldBlock):
             ch.try_send(99)
         s = mnsched.go(ch.send(99))
         await settle()
-        assert not s.done()
-        assert len(ch) == cap
+        blocked = not s.done() and len(ch) == cap
         got = [await ch.recv() for _ in range(cap + 1)]
         await s
-        assert got == [*range(cap), 99]
-        # FIFO: 100 values from one goroutine arrive in order, also through recv_ok
+        return blocked, got
+
+    assert run(main()) == (True, [*range(cap), 99])
+
+
+@CAPS
+def test_values_arrive_in_fifo_order(run, cap):
+    async def main():
+        ch: Chan[int] = Chan(cap)
+
         async def produce():
             for i in range(100):
                 await ch.send(i)
 
         p = mnsched.go(produce())
-        assert [await ch.recv() for _ in range(50)] == list(range(50))
-        assert [(await ch.recv_ok())[0] for _ in range(50)] == list(range(50, 100))
+        got = [await ch.recv() for _ in range(50)]
+        got += [(await ch.recv_ok())[0] for _ in range(50)]
         await p
-        # close: the buffer drains, then receivers see closed
+        return got
+
+    assert run(main()) == list(range(100))
+
+
+@CAPS
+def test_close_drains_the_buffer_then_reports_closed(run, cap):
+    async def main():
+        ch: Chan[int] = Chan(cap)
         for i in range(cap):
             ch.try_send(i)
         ch.close()
-        assert [await ch.recv() for _ in range(cap)] == list(range(cap))
-        assert await ch.recv_ok() == (None, False)
+        return [await ch.recv() for _ in range(cap)], await ch.recv_ok()
+
+    assert run(main()) == (list(range(cap)), (None, False))
+
+
+def test_a_closed_channel_refuses_send_recv_and_close(run):
+    async def main():
+        ch: Chan[int] = Chan(1)
+        ch.close()
         with pytest.raises(ChannelClosed, match="receive from closed"):
             await ch.recv()
         with pytest.raises(ChannelClosed, match="send on closed"):
@@ -66,7 +91,7 @@ def test_chan_semantics(run, cap):
             ch.try_send(1)
         with pytest.raises(ChannelClosed, match="close of closed"):
             ch.close()
-        return True
+        return ch.closed
 
     assert run(main())
 

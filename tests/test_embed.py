@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import importlib.util
 import logging
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
 import uvloop
 from aiohttp import web
-from conftest import at_procs
 
 import mnsched
+from conftest import at_procs
 from mnsched.log import GoroutineFilter
 from mnsched.serve import serve_aiohttp, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
 HOST_RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 
 
@@ -122,6 +117,7 @@ def test_attach_requires_a_running_loop():
 
 def _storm_in_thread(port: int, n: int, concurrency: int) -> list[str]:
     """A client in another thread (its own loop): n connections, each one echo."""
+
     async def one(i, sem):
         async with sem:
             r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -192,6 +188,7 @@ async def _fetch_all(port: int, paths: list[str], limit: int = 50) -> list[tuple
     connector = aiohttp.TCPConnector(limit=limit, force_close=True)
     t0 = time.monotonic()
     async with aiohttp.ClientSession(connector=connector) as s:
+
         async def get(path):
             async with s.get(f"http://127.0.0.1:{port}{path}") as r:
                 assert r.status == 200
@@ -286,7 +283,7 @@ async def _log(log):
 
 # -- the pytest plugin ---------------------------------------------------------------
 
-PLUGIN_TESTS = '''
+PLUGIN_TESTS = """
 import asyncio
 import pytest
 import mnsched
@@ -312,7 +309,7 @@ def test_fixture(mnsched_runtime):
 @pytest.mark.mnsched(procs=1)
 def test_fixture_takes_procs_from_the_marker(mnsched_runtime):
     assert mnsched_runtime.gomaxprocs() == 1
-'''
+"""
 
 
 @pytest.mark.parametrize("mode", ["strict", "auto"])
@@ -320,14 +317,3 @@ def test_pytest_plugin(pytester, mode):
     pytester.makepyfile(test_plugin=PLUGIN_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"asyncio_mode={mode}")
     result.assert_outcomes(passed=6)
-
-
-# -- typing ----------------------------------------------------------------------------
-
-
-@pytest.mark.timeout(300)
-@pytest.mark.skipif(importlib.util.find_spec("mypy") is None, reason="mypy not installed")
-def test_mypy_strict_on_the_package_and_samples():
-    out = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
-                          "mnsched", "samples"], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0, out.stdout + out.stderr

@@ -46,16 +46,24 @@ def test_aiohttp_service_under_load(run):
     assert result["status"] == {200: 300} and result["handled"] == 300
 
 
-@pytest.mark.parametrize("script, args, expect", [
-    ("sieve.py", ["10"], "2 3 5 7 11 13 17 19 23 29"),
-    ("worker_pool.py", ["--jobs", "5", "--workers", "2"], "5 results"),
-    ("pipeline.py", ["--take", "3"], "goroutines left: 1"),
-    ("crawler.py", ["--pages", "50"], "'pages': 50"),
-    ("aiohttp_service.py", ["--selftest", "100"], '"status": {"200": 100}'),
-])
+@pytest.mark.parametrize(
+    "script, args, expect",
+    [
+        ("sieve.py", ["10"], "2 3 5 7 11 13 17 19 23 29"),
+        ("worker_pool.py", ["--jobs", "5", "--workers", "2"], "5 results"),
+        ("pipeline.py", ["--take", "3"], "goroutines left: 1"),
+        ("crawler.py", ["--pages", "50"], "'pages': 50"),
+        ("aiohttp_service.py", ["--selftest", "100"], '"status": {"200": 100}'),
+    ],
+)
 def test_samples_run_from_the_command_line(script, args, expect):
-    out = subprocess.run([sys.executable, str(SAMPLES / script), *args, "--procs", "2"]
-                         if script != "sieve.py" else
-                         [sys.executable, str(SAMPLES / script), *args],
-                         capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, str(SAMPLES / script), *args, "--procs", "2"]
+        if script != "sieve.py"
+        else [sys.executable, str(SAMPLES / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert expect in out.stdout

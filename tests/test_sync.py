@@ -12,10 +12,27 @@ import mnsched
 from mnsched import Chan, Deadlock, Mutex, Once, WaitGroup
 
 
-def test_waitgroup(run):
+def test_waitgroup_wait_returns_at_once_at_zero(run):
     async def main():
         wg = WaitGroup()
-        await wg.wait()  # zero: returns at once
+        await wg.wait()
+        return wg.count
+
+    assert run(main()) == 0
+
+
+def test_waitgroup_negative_counter_raises(run):
+    async def main():
+        with pytest.raises(ValueError, match="negative WaitGroup counter"):
+            WaitGroup().done()
+        return True
+
+    assert run(main())
+
+
+def test_waitgroup_waits_for_every_done(run):
+    async def main():
+        wg = WaitGroup()
         done = []
 
         async def work(i):
@@ -27,12 +44,9 @@ def test_waitgroup(run):
             wg.add(1)
             mnsched.go(work(i))
         await wg.wait()
-        assert sorted(done) == list(range(100)) and wg.count == 0
-        with pytest.raises(ValueError, match="negative WaitGroup counter"):
-            wg.done()
-        return True
+        return sorted(done), wg.count
 
-    assert run(main())
+    assert run(main()) == (list(range(100)), 0)
 
 
 def test_waitgroup_from_a_plain_thread(runtime):

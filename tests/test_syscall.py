@@ -10,6 +10,7 @@ import time
 import pytest
 
 import mnsched
+from conftest import wait_until
 
 
 class Gauge:
@@ -123,8 +124,7 @@ def test_thread_cap_holds_and_nothing_is_lost(rt_params):
         gs = [mnsched.go(mnsched.syscall(work, i)) for i in range(40)]
         return [await g for g in gs]
 
-    rt = mnsched.Runtime(procs=procs, loop=loop, max_threads=3)
-    assert rt._run_main(main()) == list(range(40))
+    assert mnsched.run(main(), procs=procs, loop=loop, max_threads=3) == list(range(40))
     assert gauge.most <= 3
 
 
@@ -135,10 +135,7 @@ def test_idle_m_threads_retire(rt_params):
         for g in gs:
             g.result(timeout=10)
         assert rt.stats()["m_started"] >= 1
-        deadline = time.monotonic() + 10
-        while rt.stats()["m_threads"] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert rt.stats()["m_threads"] == 0
+        wait_until(lambda: rt.stats()["m_threads"] == 0)
 
 
 def test_cancel_during_a_syscall_stops_the_wait_at_once(run):

@@ -7,15 +7,11 @@ import threading
 import time
 
 import pytest
-from conftest import at_procs, ticker
 
 import mnsched
+from conftest import at_procs, burn, burn_until, ticker, wait_until
 
-
-def burn(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+TICKS = 20  # ticks a hog waits for: it ends only if the ticker kept ticking beside it
 
 
 @pytest.mark.parametrize("hog", ["cpu", "unmarked-sleep"])
@@ -26,22 +22,26 @@ def test_a_hog_does_not_stop_a_ticker(run, procs, hog):
         stop = threading.Event()
 
         async def hogger():
-            start = time.monotonic()
+            # Never yields, and returns once the ticker has ticked TICKS times meanwhile
+            # (or fails after 20 s): however slow the machine, no timing window to miss.
+            start = len(ticks)
             if hog == "cpu":
-                burn(0.3)
+                burn_until(lambda: len(ticks) >= start + TICKS)
             else:
-                time.sleep(0.3)  # not through mnsched.syscall
-            return start, time.monotonic()
+                deadline = time.monotonic() + 20
+                while len(ticks) < start + TICKS and time.monotonic() < deadline:
+                    time.sleep(0.005)  # blocking, not through mnsched.syscall
+            return len(ticks) - start
 
         tk = mnsched.go(ticker(0.005, ticks, stop))
         await mnsched.sleep(0.03)
-        start, end = await mnsched.go(hogger())
+        n = await mnsched.go(hogger())
         stop.set()
         await tk
-        return sum(1 for t in ticks if start <= t <= end), mnsched.stats()
+        return n, mnsched.stats()
 
     n, st = run(main())
-    assert n >= 20  # a 5 ms ticker over 300 ms: it kept ticking
+    assert n >= TICKS  # the ticker kept ticking while the hog held its P
     assert st["hogs"] >= 1
     # With one P only sysmon can have moved the ticker. With two it may have been on the
     # other P already, or stolen from the stuck P's queue by the idle one: either is fine.
@@ -56,10 +56,7 @@ def test_spare_p_starts_when_every_p_is_stuck_and_retires_after(rt_params):
         slept = threading.Event()
 
         async def hogger():
-            # Burns until the sleeper has run: possible only on a spare P.
-            deadline = time.perf_counter() + 10
-            while not slept.is_set() and time.perf_counter() < deadline:
-                pass
+            burn_until(slept.is_set)  # the sleeper can run only on a spare P
             return threading.get_ident()
 
         async def sleeper():
@@ -73,10 +70,7 @@ def test_spare_p_starts_when_every_p_is_stuck_and_retires_after(rt_params):
         assert slept.is_set()
         st = rt.stats()
         assert st["spare_procs_started"] >= 1
-        deadline = time.monotonic() + 10
-        while rt.stats()["running_procs"] != 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert rt.stats()["running_procs"] == 1
+        wait_until(lambda: rt.stats()["running_procs"] == 1)  # the spare retired
         assert rt.gomaxprocs() == 1
 
 
@@ -90,7 +84,7 @@ def test_hog_report_names_the_goroutine_and_its_stack(capfd, rt_params):
 
         await mnsched.go(the_hog(), name="cruncher")
 
-    mnsched.Runtime(procs=1, loop=loop, debug="hogs")._run_main(main())
+    mnsched.run(main(), procs=1, loop=loop, debug="hogs")
     err = capfd.readouterr().err
     assert re.search(r"P0 stuck for \d+ ms in goroutine <G\d+ 'cruncher'", err), err
     assert "in burn" in err  # where it is stuck
@@ -107,20 +101,27 @@ def test_schedtrace_lines_parse(capfd):
         for g in gs:
             await g
 
-    mnsched.Runtime(procs=2, debug="schedtrace=50")._run_main(main())
+    mnsched.run(main(), procs=2, debug="schedtrace=50")
     lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("SCHED")]
     assert len(lines) >= 2
-    pat = re.compile(r"SCHED (\d+)ms: procs=(\d+) idleprocs=(\d+) threads=(\d+) "
-                     r"syscalls=(\d+) spinning=(\d+) runqueue=(\d+) \[((?:\d+ ?)*)\]$")
+    pat = re.compile(
+        r"SCHED (\d+)ms: procs=(\d+) idleprocs=(\d+) threads=(\d+) "
+        r"syscalls=(\d+) spinning=(\d+) runqueue=(\d+) \[((?:\d+ ?)*)\]$"
+    )
     for ln in lines:
         m = pat.match(ln)
         assert m, ln
         assert int(m.group(2)) >= 2 and len(m.group(8).split()) == int(m.group(2))
 
 
-@pytest.mark.parametrize("spec, err", [("bogus", "unknown debug option"),
-                                       ("schedtrace", "needs a period"),
-                                       ("schedtrace=x", "needs a period")])
+@pytest.mark.parametrize(
+    "spec, err",
+    [
+        ("bogus", "unknown debug option"),
+        ("schedtrace", "needs a period"),
+        ("schedtrace=x", "needs a period"),
+    ],
+)
 def test_bad_debug_options(spec, err):
     with pytest.raises(ValueError, match=err):
         mnsched.Runtime(procs=1, debug=spec)

@@ -33,9 +33,8 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
         procs, _, flag = variant.removeprefix("mnsched-p").partition("-")
         if flag not in ("", "nosysmon") or not procs.isdigit():
             raise SystemExit(f"unknown variant {variant!r}")
-        rt = mnsched.Runtime(procs=int(procs), sysmon=flag != "nosysmon")
         t = time.perf_counter()
-        result = rt._run_main(w.run_mnsched(n))
+        result = mnsched.run(w.run_mnsched(n), procs=int(procs), sysmon=flag != "nosysmon")
     else:
         raise SystemExit(f"unknown variant {variant!r}")
     elapsed = time.perf_counter() - t

@@ -39,14 +39,19 @@ class Cell:
     ratios: list[float] = field(default_factory=list)  # asyncio's value / this one's, per rep
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"median": statistics.median(self.values),
-                               "min": min(self.values), "max": max(self.values),
-                               "values": self.values}
+        out: dict[str, Any] = {
+            "median": statistics.median(self.values),
+            "min": min(self.values),
+            "max": max(self.values),
+            "values": self.values,
+        }
         if self.ratios:
             out["ratio_median"] = statistics.median(self.ratios)
             out["ratio_min"], out["ratio_max"] = min(self.ratios), max(self.ratios)
-        out["extras"] = {key: statistics.median(e[key] for e in self.extras if key in e)
-                         for key in sorted({k for e in self.extras for k in e})}
+        out["extras"] = {
+            key: statistics.median(e[key] for e in self.extras if key in e)
+            for key in sorted({k for e in self.extras for k in e})
+        }
         return out
 
 
@@ -54,8 +59,13 @@ def extra_rows(data: dict[str, Any], variants: Sequence[str]) -> list[tuple[str,
     """A workload's secondary figures (the service's p50 and throughput): one row each,
     medians per variant."""
     keys = sorted({k for v in variants for k in data["variants"][v]["extras"]})
-    return [(k.replace("_", " "), [f"{data['variants'][v]['extras'].get(k, float('nan')):.3f}"
-                                   for v in variants]) for k in keys]
+    return [
+        (
+            k.replace("_", " "),
+            [f"{data['variants'][v]['extras'].get(k, float('nan')):.3f}" for v in variants],
+        )
+        for k in keys
+    ]
 
 
 def machine() -> dict[str, Any]:
@@ -68,38 +78,66 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     gil = getattr(sys, "_is_gil_enabled", lambda: True)()
-    return {"cpu": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "implementation": platform.python_implementation(),
-            "build": "GIL" if gil else "free-threaded", "uvloop": version("uvloop"),
-            "mnsched": version("mnsched"), "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "build": "GIL" if gil else "free-threaded",
+        "uvloop": version("uvloop"),
+        "mnsched": version("mnsched"),
+        "platform": platform.platform(),
+    }
 
 
 def measure(workload: str, variant: str, n: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-m", "mnsched.bench", "--child", workload,
-                          variant, str(n)], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "mnsched.bench", "--child", workload, variant, str(n)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
-        raise SystemExit(f"mnsched bench: {workload} under {variant} failed:\n"
-                         f"{out.stderr.strip()}")
+        raise SystemExit(f"mnsched bench: {workload} under {variant} failed:\n{out.stderr.strip()}")
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="mnsched bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="small sizes, one run each: the whole suite in under a minute")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS),
-                    help=f"comma-separated, from: {', '.join(WORKLOADS)}")
+    ap = argparse.ArgumentParser(
+        prog="mnsched bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, one run each: the whole suite in under a minute",
+    )
+    ap.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated, from: {', '.join(WORKLOADS)}",
+    )
     ap.add_argument("--procs", default="1,2", help="mnsched P counts (default 1,2)")
-    ap.add_argument("--repeat", type=int, default=None,
-                    help="repetitions per variant (default 3; 1 with --quick)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="repetitions per variant (default 3; 1 with --quick)",
+    )
     ap.add_argument("--json", metavar="PATH", help="write every figure as JSON")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
-    ap.add_argument("--plot", metavar="PATH.png",
-                    help="draw each workload's ratio to asyncio (needs matplotlib)")
-    ap.add_argument("--overhead", action="store_true",
-                    help="also run mnsched without sysmon, to see what it costs")
+    ap.add_argument(
+        "--plot",
+        metavar="PATH.png",
+        help="draw each workload's ratio to asyncio (needs matplotlib)",
+    )
+    ap.add_argument(
+        "--overhead",
+        action="store_true",
+        help="also run mnsched without sysmon, to see what it costs",
+    )
     args = ap.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3  # --quick promises under a minute
@@ -146,12 +184,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cells = {w: {v: Cell() for v in variants} for w in workloads}
     sizes = {w: WORKLOADS[w].quick_size if args.quick else WORKLOADS[w].size for w in workloads}
     t0 = time.monotonic()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
-                  "/{task.total}"), TimeElapsedColumn(), console=console) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
         task = progress.add_task("bench", total=args.repeat * len(workloads) * len(variants))
         for rep in range(args.repeat):
             for w in workloads:
-                order = variants[rep % len(variants):] + variants[:rep % len(variants)]
+                order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
                 for v in order:  # alternating: each repetition starts elsewhere
                     progress.update(task, description=f"{w} / {v} (run {rep + 1})")
                     r = measure(w, v, sizes[w])
@@ -163,30 +206,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     cells[w][v].ratios.append(base / cells[w][v].values[rep])
     return {
         "machine": machine(),
-        "command": "mnsched bench " + " ".join(sys.argv[1:] if args.argv is None
-                                               else args.argv),
-        "quick": args.quick, "repeat": args.repeat, "variants": variants,
-        "seconds": round(time.monotonic() - t0, 1), "skipped": skipped,
-        "workloads": {w: {"what": WORKLOADS[w].what, "metric": WORKLOADS[w].metric,
-                          "unit": WORKLOADS[w].unit,
-                          "n": sizes[w],
-                          "variants": {v: cells[w][v].summary() for v in variants}}
-                      for w in workloads},
+        "command": "mnsched bench " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "quick": args.quick,
+        "repeat": args.repeat,
+        "variants": variants,
+        "seconds": round(time.monotonic() - t0, 1),
+        "skipped": skipped,
+        "workloads": {
+            w: {
+                "what": WORKLOADS[w].what,
+                "metric": WORKLOADS[w].metric,
+                "unit": WORKLOADS[w].unit,
+                "n": sizes[w],
+                "variants": {v: cells[w][v].summary() for v in variants},
+            }
+            for w in workloads
+        },
     }
 
 
 def header(report: dict[str, Any]) -> str:
     m = report["machine"]
-    return (f"{m['cpu']} x {m['cpus']}, Python {m['python']} ({m['implementation']}, "
-            f"{m['build']}), uvloop {m['uvloop']}, mnsched {m['mnsched']}")
+    return (
+        f"{m['cpu']} x {m['cpus']}, Python {m['python']} ({m['implementation']}, "
+        f"{m['build']}), uvloop {m['uvloop']}, mnsched {m['mnsched']}"
+    )
 
 
 def show(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=header(report), caption="value: median of the runs; x: ratio to "
-                  "asyncio, median of the per-run ratios (higher is better), ± half its range")
+    table = Table(
+        title=header(report),
+        caption="value: median of the runs; x: ratio to "
+        "asyncio, median of the per-run ratios (higher is better), ± half its range",
+    )
     table.add_column("workload")
     table.add_column("metric")
     for v in report["variants"]:
@@ -196,8 +251,10 @@ def show(report: dict[str, Any]) -> None:
         for v in report["variants"]:
             c = data["variants"][v]
             spread = (c["ratio_max"] - c["ratio_min"]) / 2
-            row.append(f"{c['median']:.3f}\n{c['ratio_median']:.2f}x"
-                       + (f" ±{spread:.2f}" if report["repeat"] > 1 else ""))
+            row.append(
+                f"{c['median']:.3f}\n{c['ratio_median']:.2f}x"
+                + (f" ±{spread:.2f}" if report["repeat"] > 1 else "")
+            )
         table.add_row(*row)
         for metric, cells in extra_rows(data, report["variants"]):
             table.add_row("", metric, *cells)
@@ -208,17 +265,24 @@ def show(report: dict[str, Any]) -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     variants = report["variants"]
-    lines = [f"Measured with `{report['command']}` on {header(report)}; "
-             f"{report['repeat']} run(s) per variant, each in a fresh process. Cells: "
-             "median value, then the median ratio to plain asyncio (higher is better).", "",
-             "| workload | metric | " + " | ".join(variants) + " |",
-             "|---|---|" + "---|" * len(variants)]
+    lines = [
+        f"Measured with `{report['command']}` on {header(report)}; "
+        f"{report['repeat']} run(s) per variant, each in a fresh process. Cells: "
+        "median value, then the median ratio to plain asyncio (higher is better).",
+        "",
+        "| workload | metric | " + " | ".join(variants) + " |",
+        "|---|---|" + "---|" * len(variants),
+    ]
     for w, data in report["workloads"].items():
-        cells = [f"{data['variants'][v]['median']:.3f} ({data['variants'][v]['ratio_median']:.2f}x)"
-                 for v in variants]
+        cells = [
+            f"{data['variants'][v]['median']:.3f} ({data['variants'][v]['ratio_median']:.2f}x)"
+            for v in variants
+        ]
         lines.append(f"| {w} (n={data['n']:,}) | {data['metric']} | " + " | ".join(cells) + " |")
-        lines += [f"| {w} | {metric} | " + " | ".join(cells) + " |"
-                  for metric, cells in extra_rows(data, variants)]
+        lines += [
+            f"| {w} | {metric} | " + " | ".join(cells) + " |"
+            for metric, cells in extra_rows(data, variants)
+        ]
     return "\n".join(lines)
 
 

@@ -41,6 +41,7 @@ async def python_client(url: str, n: int, concurrency: int, every: int) -> dict[
     sem = asyncio.Semaphore(concurrency)
     t0 = time.perf_counter()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as s:
+
         async def one(i: int) -> None:
             nonlocal errors
             async with sem, s.get(url + path_for(i, every)) as r:
@@ -56,8 +57,12 @@ def wrk(url: str, n: int, concurrency: int, every: int, seconds: float) -> dict[
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_MIX % (every, every or 1))
     try:
-        out = subprocess.run(["wrk", "-t2", f"-c{concurrency}", f"-d{seconds:.0f}s", "-s",
-                              f.name, url], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{concurrency}", f"-d{seconds:.0f}s", "-s", f.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     finally:
         os.unlink(f.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]

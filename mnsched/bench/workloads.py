@@ -112,8 +112,9 @@ def _hog(kind: str, ms: int) -> None:
         time.sleep(ms / 1000)  # an unmarked blocking call
 
 
-async def _ticker_lateness(n: int, kind: str, spawn: Callable[[Any], Any],
-                           sleep: Callable[[float], Any]) -> tuple[bool, float]:
+async def _ticker_lateness(
+    n: int, kind: str, spawn: Callable[[Any], Any], sleep: Callable[[float], Any]
+) -> tuple[bool, float]:
     late: list[tuple[float, float]] = []
     stop = [False]
 
@@ -274,8 +275,18 @@ def _http_app(blocking: Callable[[], Coroutine[Any, Any, None]]) -> Any:
 def _loadgen_cmd(port: int, n: int, mix: float) -> list[str]:
     import sys
 
-    return [sys.executable, "-m", "mnsched.bench.loadgen", f"http://127.0.0.1:{port}",
-            "--requests", str(n), "--mix", str(mix), "--seconds", str(max(2, n // 4000))]
+    return [
+        sys.executable,
+        "-m",
+        "mnsched.bench.loadgen",
+        f"http://127.0.0.1:{port}",
+        "--requests",
+        str(n),
+        "--mix",
+        str(mix),
+        "--seconds",
+        str(max(2, n // 4000)),
+    ]
 
 
 def _load_result(out: str, n: int) -> tuple[bool, float]:
@@ -296,7 +307,8 @@ async def _http_asyncio(n: int, mix: float) -> tuple[bool, float]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     proc = await asyncio.create_subprocess_exec(
-        *_loadgen_cmd(runner.addresses[0][1], n, mix), stdout=asyncio.subprocess.PIPE)
+        *_loadgen_cmd(runner.addresses[0][1], n, mix), stdout=asyncio.subprocess.PIPE
+    )
     out, _ = await proc.communicate()
     await runner.cleanup()
     return _load_result(out.decode(), n)
@@ -311,8 +323,9 @@ async def _http_mnsched(n: int, mix: float) -> tuple[bool, float]:
         await mnsched.syscall(time.sleep, BLOCK_S)
 
     srv = await serve_aiohttp(lambda: _http_app(through_syscall))
-    out = await mnsched.syscall(subprocess.run, _loadgen_cmd(srv.port, n, mix),
-                                capture_output=True, text=True, check=True)
+    out = await mnsched.syscall(
+        subprocess.run, _loadgen_cmd(srv.port, n, mix), capture_output=True, text=True, check=True
+    )
     await srv.close()
     await srv.wait_closed()
     return _load_result(out.stdout, n)
@@ -360,8 +373,9 @@ LIGHT_EVERY = 0.0005  # a light request arrives every 0.5 ms
 HEAVY_EVERY = 50  # one request in 50 burns 30 ms of CPU, one in 50 blocks 20 ms
 
 
-async def _service(n: int, spawn: Callable[[Any], Any], sleep: Callable[[float], Any],
-                   blocking: Callable[[], Any]) -> tuple[bool, dict[str, float]]:
+async def _service(
+    n: int, spawn: Callable[[Any], Any], sleep: Callable[[float], Any], blocking: Callable[[], Any]
+) -> tuple[bool, dict[str, float]]:
     """n requests arrive at a steady pace; the light ones' latency is what is measured."""
     latencies: list[float] = []
     done = [0]
@@ -396,18 +410,19 @@ async def _service(n: int, spawn: Callable[[Any], Any], sleep: Callable[[float],
     took = time.perf_counter() - start
     lat = sorted(latencies)
     p50, p99 = lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
-    return done[0] == n, {"value": 1000 * p99, "p50_ms": 1000 * p50,
-                          "throughput_per_s": n / took}
+    return done[0] == n, {"value": 1000 * p99, "p50_ms": 1000 * p50, "throughput_per_s": n / took}
 
 
 async def service_asyncio(n: int) -> tuple[bool, dict[str, float]]:
-    return await _service(n, asyncio.ensure_future, asyncio.sleep,
-                          lambda: asyncio.to_thread(time.sleep, BLOCK_S))
+    return await _service(
+        n, asyncio.ensure_future, asyncio.sleep, lambda: asyncio.to_thread(time.sleep, BLOCK_S)
+    )
 
 
 async def service_mnsched(n: int) -> tuple[bool, dict[str, float]]:
-    return await _service(n, mnsched.go, mnsched.sleep,
-                          lambda: mnsched.syscall(time.sleep, BLOCK_S))
+    return await _service(
+        n, mnsched.go, mnsched.sleep, lambda: mnsched.syscall(time.sleep, BLOCK_S)
+    )
 
 
 def nth_prime(n: int) -> int:
@@ -422,37 +437,122 @@ def nth_prime(n: int) -> int:
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
-        Workload("spawn", "spawn n trivial goroutines, then await each", "goroutines",
-                 200_000, 20_000, spawn_asyncio, spawn_mnsched, lambda n: n),
-        Workload("skynet", "skynet: 10-ary tree of n leaves, each leaf returns its number",
-                 "leaves", 1_000_000, 10_000, skynet_asyncio, skynet_mnsched,
-                 lambda n: n * (n - 1) // 2),
-        Workload("blocking", "n blocking 10 ms calls at once: asyncio.to_thread vs syscall",
-                 "calls", 400, 100, blocking_asyncio, blocking_mnsched,
-                 lambda n: n * (n - 1) // 2),
-        Workload("pingpong", "n round trips over unbuffered channels (asyncio.Queue(1))",
-                 "round trips", 200_000, 20_000, pingpong_asyncio, pingpong_mnsched,
-                 lambda n: n),
-        Workload("sieve", "Go's concurrent prime sieve: the first n primes", "primes",
-                 2_000, 300, sieve_asyncio, sieve_mnsched, nth_prime),
-        Workload("http-light", "aiohttp on loopback, all requests light (load from another "
-                 "process)", "requests", 20_000, 2_000, http_light_asyncio,
-                 http_light_mnsched, lambda n: True, metric="seconds*"),
-        Workload("http-blocking", "aiohttp on loopback, 5% of requests make a 20 ms blocking "
-                 "call (plain: in the handler; mnsched: through syscall)", "requests", 4_000,
-                 1_000, http_blocking_asyncio, http_blocking_mnsched, lambda n: True,
-                 metric="seconds*"),
-        Workload("cpu", "hash n 1 MiB buffers, a task each (hashlib releases the GIL)",
-                 "MiB", 200, 40, cpu_asyncio, cpu_mnsched, lambda n: n),
-        Workload("service", "n requests at 2000/s: light ones among 2% CPU-heavy (30 ms) "
-                 "and 2% blocking (20 ms); p99 latency of the light ones", "requests",
-                 3_000, 600, service_asyncio, service_mnsched, lambda n: True,
-                 metric="p99 ms"),
-        Workload("hog-cpu", "worst lateness of a 5 ms ticker while a task burns CPU n ms",
-                 "ms hog", 300, 100, hog_cpu_asyncio, hog_cpu_mnsched,
-                 lambda n: True, metric="ms late"),
-        Workload("hog-block", "worst lateness of a 5 ms ticker while a task blocks n ms "
-                 "in an unmarked time.sleep", "ms hog", 300, 100, hog_block_asyncio,
-                 hog_block_mnsched, lambda n: True, metric="ms late"),
+        Workload(
+            "spawn",
+            "spawn n trivial goroutines, then await each",
+            "goroutines",
+            200_000,
+            20_000,
+            spawn_asyncio,
+            spawn_mnsched,
+            lambda n: n,
+        ),
+        Workload(
+            "skynet",
+            "skynet: 10-ary tree of n leaves, each leaf returns its number",
+            "leaves",
+            1_000_000,
+            10_000,
+            skynet_asyncio,
+            skynet_mnsched,
+            lambda n: n * (n - 1) // 2,
+        ),
+        Workload(
+            "blocking",
+            "n blocking 10 ms calls at once: asyncio.to_thread vs syscall",
+            "calls",
+            400,
+            100,
+            blocking_asyncio,
+            blocking_mnsched,
+            lambda n: n * (n - 1) // 2,
+        ),
+        Workload(
+            "pingpong",
+            "n round trips over unbuffered channels (asyncio.Queue(1))",
+            "round trips",
+            200_000,
+            20_000,
+            pingpong_asyncio,
+            pingpong_mnsched,
+            lambda n: n,
+        ),
+        Workload(
+            "sieve",
+            "Go's concurrent prime sieve: the first n primes",
+            "primes",
+            2_000,
+            300,
+            sieve_asyncio,
+            sieve_mnsched,
+            nth_prime,
+        ),
+        Workload(
+            "http-light",
+            "aiohttp on loopback, all requests light (load from another process)",
+            "requests",
+            20_000,
+            2_000,
+            http_light_asyncio,
+            http_light_mnsched,
+            lambda n: True,
+            metric="seconds*",
+        ),
+        Workload(
+            "http-blocking",
+            "aiohttp on loopback, 5% of requests make a 20 ms blocking "
+            "call (plain: in the handler; mnsched: through syscall)",
+            "requests",
+            4_000,
+            1_000,
+            http_blocking_asyncio,
+            http_blocking_mnsched,
+            lambda n: True,
+            metric="seconds*",
+        ),
+        Workload(
+            "cpu",
+            "hash n 1 MiB buffers, a task each (hashlib releases the GIL)",
+            "MiB",
+            200,
+            40,
+            cpu_asyncio,
+            cpu_mnsched,
+            lambda n: n,
+        ),
+        Workload(
+            "service",
+            "n requests at 2000/s: light ones among 2% CPU-heavy (30 ms) "
+            "and 2% blocking (20 ms); p99 latency of the light ones",
+            "requests",
+            3_000,
+            600,
+            service_asyncio,
+            service_mnsched,
+            lambda n: True,
+            metric="p99 ms",
+        ),
+        Workload(
+            "hog-cpu",
+            "worst lateness of a 5 ms ticker while a task burns CPU n ms",
+            "ms hog",
+            300,
+            100,
+            hog_cpu_asyncio,
+            hog_cpu_mnsched,
+            lambda n: True,
+            metric="ms late",
+        ),
+        Workload(
+            "hog-block",
+            "worst lateness of a 5 ms ticker while a task blocks n ms in an unmarked time.sleep",
+            "ms hog",
+            300,
+            100,
+            hog_block_asyncio,
+            hog_block_mnsched,
+            lambda n: True,
+            metric="ms late",
+        ),
     )
 }

@@ -1,7 +1,10 @@
-"""The goroutine API: go, gosched, sleep, num_goroutine, gomaxprocs (Go's proc.go entry
-points). Everything here resolves "the current runtime" the same way: the P this
-thread runs, else the runtime made current by ``with Runtime()``, else the one
-``run`` is running, else the lazily started default runtime."""
+"""api: what users call (Go's ``go`` statement and ``runtime`` package functions): go,
+gosched, sleep, syscall, blocking, num_goroutine, gomaxprocs, stats.
+
+Everything here resolves "the current runtime" the same way (``current_runtime``): the
+P this thread runs, else the runtime made current by ``with Runtime()``, else the one
+``run`` is running, else the lazily started default runtime.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +18,9 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, ParamSpec, TypeVar, overload
 
-from .g import G
+from .g import GOSCHED, WAIT_SLEEP, WAIT_SYSCALL, G, check_coroutine, gopark
 from .m import Call, m
-from .p import GOSCHED
-from .runtime import check_coroutine, current_runtime, spawn
+from .runtime import current_runtime
 
 T = TypeVar("T")
 PS = ParamSpec("PS")
@@ -27,8 +29,9 @@ PS = ParamSpec("PS")
 @overload
 def go(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> G[T]: ...
 @overload
-def go(coro: Callable[..., Coroutine[Any, Any, T]], *,
-       name: str | None = None) -> Callable[..., G[T]]: ...
+def go(
+    coro: Callable[..., Coroutine[Any, Any, T]], *, name: str | None = None
+) -> Callable[..., G[T]]: ...
 
 
 def go(coro: Any, *, name: str | None = None) -> Any:
@@ -41,26 +44,19 @@ def go(coro: Any, *, name: str | None = None) -> Any:
 
         @functools.wraps(fn)
         def spawner(*args: Any, **kwargs: Any) -> G[Any]:
-            return spawn(current_runtime(), fn(*args, **kwargs), name)
+            return current_runtime().sched.newproc(fn(*args, **kwargs), name)
 
         return spawner
     p = m.p
-    if p is not None and type(coro) is types.CoroutineType:
-        # newproc's fast path, from a goroutine or callback on a P.
-        sched = p.sched
-        if not sched.closing:
-            g = G(coro, sched, p, name)
-            sched.allg.add(g)
-            p.nspawned += 1
-            p.ready_here(g)  # runnext, as Go's newproc
-            return g
+    if p is not None:
+        return p.sched.newproc(coro, name)  # newproc's fast path, from a P's thread
     check_coroutine(coro)  # before a default runtime is started for it
-    return spawn(p.sched.rt if p is not None else current_runtime(), coro, name)
+    return current_runtime().sched.newproc(coro, name)
 
 
 @types.coroutine
-def _trap(what: object) -> Generator[object, None, None]:
-    yield what
+def _gosched() -> Generator[object, None, None]:
+    yield GOSCHED
 
 
 def gosched() -> Awaitable[None]:
@@ -69,7 +65,7 @@ def gosched() -> Awaitable[None]:
     p = m.p
     if p is None or p.curg is None:
         return asyncio.sleep(0)
-    return _trap(GOSCHED)
+    return _gosched()
 
 
 async def sleep(delay: float, result: T = None) -> T:  # type: ignore[assignment]
@@ -81,46 +77,51 @@ async def sleep(delay: float, result: T = None) -> T:  # type: ignore[assignment
     if p is None or (g := p.curg) is None:
         return await asyncio.sleep(delay, result)
     if delay <= 0:
-        await _trap(GOSCHED)
+        await _gosched()
         return result
     timers = p.timers
     timers.lock.acquire()
-    g._waitq = timers.add_locked(time.monotonic() + delay, g)
-    await _trap(timers.lock)  # gopark: the driver releases the lock once g is parked
+    await gopark(g, timers.lock, timers.add_locked(time.monotonic() + delay, g), WAIT_SLEEP)
     return result
 
 
 async def syscall(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run the blocking ``fn(*args, **kwargs)`` on an M thread and return its result.
 
-    The goroutine parks while the call runs and its P goes on with other goroutines; when
-    the call returns the goroutine is readied on its old P if it can be, else on any P.
-    ``fn`` sees a copy of the goroutine's contextvars, as under ``asyncio.to_thread``.
-    Cancelling the goroutine stops the wait at once; the call itself runs to its end and
-    its result is dropped. From a plain asyncio task it runs on the same M threads.
+    The goroutine is in SYSCALL while the call runs and its P goes on with other
+    goroutines; when the call returns the goroutine is readied on its old P if it can
+    be, else on any P. ``fn`` sees a copy of the goroutine's contextvars, as under
+    ``asyncio.to_thread``. Cancelling the goroutine stops the wait at once; the call
+    itself runs to its end and its result is dropped. From a plain asyncio task it runs
+    on the same M threads.
     """
     if not callable(fn):
         raise TypeError(f"syscall() needs a callable, not {type(fn).__name__} {fn!r}")
     p = m.p
     if p is None or (g := p.curg) is None:
-        rt = current_runtime()
+        sched = current_runtime().sched
         call = Call(fn, args, kwargs, contextvars.copy_context(), None)
         call.loopfut = asyncio.get_running_loop().create_future()
-        rt.sched.submit_syscall(call)
+        sched.entersyscall(call)
         return await call.loopfut  # type: ignore[no-any-return]
     call = Call(fn, args, kwargs, g._ctx.copy(), g)
-    lock = call.lock
-    lock.acquire()  # held until g is parked, so the M cannot ready it any sooner
+    call.lock.acquire()  # held until g is in SYSCALL, so the M cannot ready it any sooner
     try:
-        p.sched.submit_syscall(call)
+        p.sched.entersyscall(call)
     except BaseException:
-        lock.release()
+        call.lock.release()
         raise
-    g._waitq = call
-    await _trap(lock)
+    g._waitq = call  # its wait queue while the call runs: cancel() stops the wait
+    g._waitreason = WAIT_SYSCALL
+    await _entersyscall(call)
     if call.exc is not None:
         raise call.exc
     return call.result  # type: ignore[no-any-return]
+
+
+@types.coroutine
+def _entersyscall(call: Call) -> Generator[object, None, None]:
+    yield call  # the driver puts the G in SYSCALL, then releases call.lock
 
 
 def blocking(fn: Callable[PS, T]) -> Callable[PS, Awaitable[T]]:
