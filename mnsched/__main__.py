@@ -1,8 +1,22 @@
-"""``python -m mnsched`` / the ``mnsched`` command: ``mnsched bench [options]``."""
+"""``python -m mnsched`` / the ``mnsched`` command."""
 
 from __future__ import annotations
 
 import sys
+
+USAGE = """\
+usage: mnsched COMMAND [options]
+
+mnsched: Go's M:N scheduler for Python's asyncio world. Goroutines run on several
+event loops (Ps), one per thread, with Go's run queues, work stealing, syscall
+handoff and a monitor that defeats CPU hogs.
+
+commands:
+  bench    run the same workloads under plain asyncio, uvloop and mnsched, side
+           by side (mnsched bench --help for its options)
+
+Docs: README.md (start here) and docs/design.md (how it works).
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -12,12 +26,12 @@ def main(argv: list[str] | None = None) -> None:
 
         bench_main(args[1:])
         return
-    print(
-        "usage: mnsched bench [--quick] [--workloads W,...] [--procs 1,2,4] [--repeat N]\n"
-        "                     [--json PATH] [--markdown] [--plot PATH.png]\n"
-        "       (mnsched bench --help for more)",
-        file=sys.stderr,
-    )
+    if args[:1] in (["-h"], ["--help"], ["help"]):
+        print(USAGE, end="")
+        return
+    print(USAGE, end="", file=sys.stderr)
+    if args:
+        print(f"\nmnsched: unknown command {args[0]!r}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -84,18 +84,18 @@ def casgstatus(g: G[Any], old: int, new: int) -> None:
 #  - state_lock_of(g): g's park state against cancel(); held only briefly, never while
 #    taking another lock.
 _NLOCKS = 64
-_MASK = _NLOCKS - 1
+LOCK_MASK = _NLOCKS - 1
 _LOCKS = tuple(threading.Lock() for _ in range(_NLOCKS))
 STATE_LOCKS = tuple(threading.Lock() for _ in range(_NLOCKS))
 LockType = type(_LOCKS[0])
 
 
 def lock_of(g: object) -> threading.Lock:
-    return _LOCKS[hash(g) & _MASK]
+    return _LOCKS[hash(g) & LOCK_MASK]
 
 
 def state_lock_of(g: object) -> threading.Lock:
-    return STATE_LOCKS[hash(g) & _MASK]
+    return STATE_LOCKS[hash(g) & LOCK_MASK]
 
 
 _NEVER_QUEUED = -(1 << 62)
@@ -120,9 +120,11 @@ GOSCHED = _Marker("GOSCHED")
 
 
 class WaitQueue(Protocol):
-    """Whatever a parked G waits in: it can take a cancelled G out again."""
+    """Whatever a parked G waits in: it can take a cancelled G out again (and readies it,
+    unless a partner already has). ``blocked_on()``, if it has one, names what only
+    another goroutine can complete (the deadlock detector reads it), or None."""
 
-    def _cancel_wait(self, g: G[Any]) -> None: ...
+    def cancel_wait(self, g: G[Any]) -> None: ...
 
 
 class Operation(WaitQueue, Protocol):
@@ -302,11 +304,11 @@ class G(Generic[T]):
                 if self._p is p and self._status == RUNNABLE:
                     p.join(self)  # may run it to completion right here
                 if self._status != DONE:
-                    lock = _LOCKS[hash(self) & _MASK]
+                    lock = _LOCKS[hash(self) & LOCK_MASK]
                     lock.acquire()
                     if self._status != DONE:
                         self._push_waiter(g)
-                        yield from gopark(g, lock, self, WAIT_GOROUTINE)
+                        yield from gopark(g, lock, _Join(self), WAIT_GOROUTINE)
                     else:
                         lock.release()
         if self._exc is not None:
@@ -323,7 +325,7 @@ class G(Generic[T]):
                 "from plain threads use g.result(timeout)"
             ) from None
         fut = loop.create_future()
-        if self._add_waiter(lambda _: complete_future(fut)):
+        if add_waiter(self, lambda _: complete_future(fut)):
             try:
                 yield from fut
             except asyncio.CancelledError:
@@ -363,7 +365,7 @@ class G(Generic[T]):
                 "inside a goroutine use 'await g'"
             )
         done = threading.Event()
-        if self._add_waiter(lambda _: done.set()) and not done.wait(timeout):
+        if add_waiter(self, lambda _: done.set()) and not done.wait(timeout):
             raise TimeoutError(f"{self!r} did not finish within {timeout} s")
 
     def cancel(self, msg: Any = None) -> bool:
@@ -383,16 +385,10 @@ class G(Generic[T]):
             waitq = self._waitq
             fut = self._futw
         if deliver:
-            waitq._cancel_wait(self)
+            waitq.cancel_wait(self)
         elif fut is not None:
             cancel_future(fut, msg)
         return True
-
-    def _abandon(self) -> None:
-        """Shutdown gave up waiting for it: its coroutine is closed at its next step
-        (``finally`` blocks run, through GeneratorExit) instead of resumed."""
-        self._abandoned = True
-        self.cancel("abandoned at shutdown: it ignored cancellation")
 
     def __repr__(self) -> str:
         coro = self._coro
@@ -405,14 +401,6 @@ class G(Generic[T]):
 
     # -- completion -----------------------------------------------------------------
 
-    def _add_waiter(self, w: Callable[[G[Any]], None]) -> bool:
-        """Register ``w(g)`` to run when this G finishes; False (not registered) if it has."""
-        with lock_of(self):
-            if self._status == DONE:
-                return False
-            self._push_waiter(w)
-            return True
-
     def _push_waiter(self, w: Any) -> None:
         """Add a G or a callback to wake when this G finishes. Under lock_of(self), with
         this G not DONE."""
@@ -423,46 +411,6 @@ class G(Generic[T]):
             ws.append(w)
         else:
             self._waiters = [ws, w]
-
-    def _blocked_on(self) -> str:
-        return repr(self)
-
-    def _cancel_wait(self, waiter: G[Any]) -> None:
-        # Some G awaiting this one was cancelled. As with asyncio tasks, the cancel
-        # propagates into the awaited goroutine; the waiter wakes when this one ends.
-        self.cancel(getattr(waiter, "_cancel_msg", None))
-
-    def _finish(self, result: Any, exc: BaseException | None, p: P) -> None:
-        """The G's last step ended on p's thread: publish the outcome, wake its waiters.
-        Waiters are mnsched's own (Gs, and callbacks that only hand on the news): user
-        done-callbacks run later, on a loop (see _DoneCallback)."""
-        lock = _LOCKS[hash(self) & _MASK]
-        lock.acquire()
-        casgstatus(self, RUNNING, DONE)
-        self._result = result
-        self._exc = exc
-        waiters = self._waiters
-        self._waiters = None
-        lock.release()
-        p.nfinished += 1
-        if self._home is not None:
-            self._home.npinned -= 1
-        self._sched.gone(self)
-        if waiters is not None:
-            for w in waiters if type(waiters) is list else (waiters,):
-                if type(w) is G:
-                    goready(w, PARKED, p)
-                else:
-                    w(self)
-        elif exc is not None and not isinstance(exc, asyncio.CancelledError):
-            # Nobody is waiting now: say so at once, not at garbage collection. A
-            # later 'await g' still raises it.
-            logger.error(
-                "goroutine %r raised %s and nobody was awaiting it:\n%s",
-                self,
-                type(exc).__name__,
-                "".join(traceback.format_exception(exc)).rstrip(),
-            )
 
     # -- the part of the asyncio.Task protocol that asyncio and anyio use ------------------
 
@@ -543,7 +491,7 @@ class G(Generic[T]):
         (registered outside any loop: on the loop the goroutine finishes on) once the
         goroutine finishes."""
         cb = _DoneCallback(fn, asyncio._get_running_loop(), context or contextvars.copy_context())
-        if not self._add_waiter(cb):
+        if not add_waiter(self, cb):
             cb(self)
 
     def remove_done_callback(self, fn: Callable[[G[Any]], object]) -> int:
@@ -554,6 +502,73 @@ class G(Generic[T]):
             if self._waiters is not None:
                 self._waiters = keep
             return len(ws) - len(keep)
+
+
+def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
+    """g's last step ended on p's thread (Go: goexit): publish the outcome, wake its
+    waiters. Waiters are mnsched's own (Gs, and callbacks that only hand on the news):
+    user done-callbacks run later, on a loop (see _DoneCallback)."""
+    lock = _LOCKS[hash(g) & LOCK_MASK]
+    lock.acquire()
+    casgstatus(g, RUNNING, DONE)
+    g._result = result
+    g._exc = exc
+    waiters = g._waiters
+    g._waiters = None
+    lock.release()
+    p.nfinished += 1
+    if g._home is not None:
+        g._home.npinned -= 1
+    g._sched.gone(g)
+    if waiters is not None:
+        for w in waiters if type(waiters) is list else (waiters,):
+            if type(w) is G:
+                goready(w, PARKED, p)
+            else:
+                w(g)
+    elif exc is not None and not isinstance(exc, asyncio.CancelledError):
+        # Nobody is waiting now: say so at once, not at garbage collection. A
+        # later 'await g' still raises it.
+        logger.error(
+            "goroutine %r raised %s and nobody was awaiting it:\n%s",
+            g,
+            type(exc).__name__,
+            "".join(traceback.format_exception(exc)).rstrip(),
+        )
+
+
+def add_waiter(g: G[Any], w: Callable[[G[Any]], None]) -> bool:
+    """Register ``w(g)`` (mnsched's own: it must not block or raise) to run when g
+    finishes, on the finishing P's thread; False (not registered) if g has finished."""
+    with lock_of(g):
+        if g._status == DONE:
+            return False
+        g._push_waiter(w)
+        return True
+
+
+def abandon(g: G[Any]) -> None:
+    """Shutdown gave up waiting for g: its coroutine is closed at its next step
+    (``finally`` blocks run, through GeneratorExit) instead of resumed."""
+    g._abandoned = True
+    g.cancel("abandoned at shutdown: it ignored cancellation")
+
+
+class _Join:
+    """What a G awaiting another one (the join missed) waits in."""
+
+    __slots__ = ("g",)
+
+    def __init__(self, g: G[Any]) -> None:
+        self.g = g
+
+    def blocked_on(self) -> str:
+        return repr(self.g)
+
+    def cancel_wait(self, waiter: G[Any]) -> None:
+        # As with asyncio tasks, cancelling the waiter cancels the awaited goroutine; the
+        # waiter wakes (and raises CancelledError) when that one ends.
+        self.g.cancel(getattr(waiter, "_cancel_msg", None))
 
 
 class _DoneCallback:

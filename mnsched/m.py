@@ -76,7 +76,7 @@ class Call:
         elif self.loopfut is not None:
             complete_future(self.loopfut, result, exc)
 
-    def _cancel_wait(self, g: G[Any]) -> None:
+    def cancel_wait(self, g: G[Any]) -> None:
         # The goroutine is cancelled while the call runs: like asyncio.to_thread, it
         # stops waiting at once; the thread finishes the call and its result is dropped.
         with self.lock:

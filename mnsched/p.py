@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from .aio import CURRENT_TASKS, install_loop_getter_hook, swap_current_task
 from .errors import InternalError, check
 from .g import (
-    _MASK,
     CANCEL,
     CANCELLING,
     DELIVERED,
     GOSCHED,
+    LOCK_MASK,
     PARKED,
     RUNNABLE,
     RUNNING,
@@ -38,6 +38,7 @@ from .g import (
     G,
     LockType,
     casgstatus,
+    goexit,
     goready,
 )
 from .m import Call, m
@@ -580,11 +581,11 @@ class P:
         except StopIteration as e:
             del ct[loop]
             self.curg = None
-            g._finish(e.value, None, self)
+            goexit(g, e.value, None, self)
         except BaseException as e:
             del ct[loop]
             self.curg = None
-            g._finish(None, e, self)
+            goexit(g, None, e, self)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 self.sched.fatal_error(e)
         else:
@@ -599,7 +600,7 @@ class P:
         """g yielded the lock of the wait queue it put itself in: mark it parked (or in
         SYSCALL) before releasing the lock, so whoever finds g there finds it parked.
         The state lock orders this against a concurrent cancel()."""
-        sl = STATE_LOCKS[hash(g) & _MASK]
+        sl = STATE_LOCKS[hash(g) & LOCK_MASK]
         sl.acquire()
         try:
             casgstatus(g, RUNNING, status)
@@ -612,7 +613,7 @@ class P:
             g._pend = DELIVERED  # cancel() came first: we deliver it
             sl.release()
             lock.release()
-            g._waitq._cancel_wait(g)
+            g._waitq.cancel_wait(g)
         else:
             sl.release()
             lock.release()

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from .aio import complete_future
 from .errors import BlockingCallError, RuntimeClosedError, check
-from .g import DONE, RUNNING, G, check_coroutine, logger
+from .g import DONE, RUNNING, G, abandon, add_waiter, check_coroutine, logger
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, MPool, m
 from .p import P
 from .sched import Sched
@@ -268,7 +268,7 @@ class Runtime:
         )
         for g in stubborn:
             if g._status != RUNNING:
-                g._abandon()
+                abandon(g)
 
     def _stop_threads(self, p0: P | None) -> None:
         """5-7. Stop sysmon, every P but p0, and the M threads; join them all."""
@@ -314,7 +314,7 @@ class Runtime:
             sched.main = main
             check(main.id == 1, "the main goroutine is not G1")  # as Go's
             done = loop.create_future()
-            main._add_waiter(lambda _: complete_future(done))
+            add_waiter(main, lambda _: complete_future(done))
         except BaseException:
             self._end_close()
             self._stop_threads(p0)
@@ -346,7 +346,7 @@ class Runtime:
             raise sched.fatal
         if interrupted and main.cancelled():
             raise KeyboardInterrupt
-        return main._outcome()
+        return main.result()
 
     # -- goroutines and Ps ----------------------------------------------------------------
 

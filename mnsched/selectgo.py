@@ -71,7 +71,7 @@ class Select:
         """A case fired (its operation is complete)."""
         return self.fired is not None
 
-    def _blocked_on(self) -> str | None:
+    def blocked_on(self) -> str | None:
         if any(sg.owner._foreign for sg in self.sudogs):
             return None
         return ", ".join(f"{sg.op} {sg.owner!r}" for sg in self.sudogs)
@@ -85,7 +85,7 @@ class Select:
             self.fired = sg
             return True
 
-    def _cancel_wait(self, g: G[Any]) -> None:
+    def cancel_wait(self, g: G[Any]) -> None:
         if self.claim(None):
             goready(g)  # else a case fired: the select completes with it
 

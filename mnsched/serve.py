@@ -16,7 +16,7 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .g import G
+from .g import G, add_waiter
 from .m import m
 from .runtime import Runtime, current_runtime
 
@@ -51,7 +51,7 @@ class Server:
     def _track(self, g: G[Any]) -> None:
         self.nhandled += 1
         self._inflight.add(g)
-        if not g._add_waiter(self._inflight.discard):  # called as it ends, on its P
+        if not add_waiter(g, self._inflight.discard):  # called as it ends, on its P
             self._inflight.discard(g)  # it already has
 
     async def close(self) -> None:

@@ -73,11 +73,11 @@ class Sudog:
         elif self.sem is not None:
             self.sem.release()
 
-    def _blocked_on(self) -> str | None:
+    def blocked_on(self) -> str | None:
         """What the goroutine waits for, if only another goroutine can end the wait."""
         return None if self.owner._foreign else f"{self.op} {self.owner!r}"
 
-    def _cancel_wait(self, g: G[Any]) -> None:
+    def cancel_wait(self, g: G[Any]) -> None:
         """g, parked here, was cancelled: take it out, unless a partner already has (it
         resumes with that partner's outcome then)."""
         with self.owner._lock:

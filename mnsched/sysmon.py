@@ -208,7 +208,7 @@ class Sysmon:
         blocked = []
         for g in sched.allg.copy():
             # Parked where only another goroutine can wake it (what it waits on says).
-            what = getattr(g._waitq, "_blocked_on", None) if g._status == PARKED else None
+            what = getattr(g._waitq, "blocked_on", None) if g._status == PARKED else None
             if what is None or (what := what()) is None:
                 self._dl_seen, self._dl_ticks = ticks, None
                 return

@@ -49,7 +49,7 @@ class Timer:
         self.g = g
         self.fn = fn
 
-    def _cancel_wait(self, g: G[Any]) -> None:
+    def cancel_wait(self, g: G[Any]) -> None:
         if self.timers.stop(self):
             goready(g)  # else it fired: the timer readied g
 

@@ -11,7 +11,6 @@ with the built-in client in another thread, then print what it measured:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -21,6 +20,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from cli import parser
 
 import mnsched
 from mnsched.serve import serve_aiohttp
@@ -105,12 +105,9 @@ async def serve(host: str, port: int, selftest: int, concurrency: int) -> dict[s
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--procs", type=int, default=None)
+    ap = parser(__doc__)
+    ap.add_argument("--host", default="127.0.0.1", help="address to serve on")
+    ap.add_argument("--port", type=int, default=8080, help="port to serve on")
     ap.add_argument(
         "--selftest",
         nargs="?",
@@ -118,10 +115,12 @@ def main() -> None:
         type=int,
         default=0,
         metavar="REQUESTS",
-        help="serve on a free port, load it, report",
+        help="serve on a free port, load it with REQUESTS requests, report (0: just serve)",
     )
-    ap.add_argument("--requests", type=int, default=None, help="with --selftest")
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=None, help="with --selftest: requests to send")
+    ap.add_argument(
+        "--concurrency", type=int, default=32, help="with --selftest: requests in flight"
+    )
     args = ap.parse_args()
     n = args.requests or args.selftest
     port = 0 if n else args.port

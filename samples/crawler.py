@@ -10,13 +10,13 @@ Run: ``python samples/crawler.py [--pages 300] [--workers 16] [--procs N]``.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 import time
 
 import aiohttp
 from aiohttp import web
+from cli import parser
 
 import mnsched
 from mnsched import Chan, Mutex, WaitGroup
@@ -95,12 +95,9 @@ async def main_async(pages: int, workers: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--pages", type=int, default=300)
-    ap.add_argument("--workers", type=int, default=16)
-    ap.add_argument("--procs", type=int, default=None)
+    ap = parser(__doc__)
+    ap.add_argument("--pages", type=int, default=300, help="pages on the local site")
+    ap.add_argument("--workers", type=int, default=16, help="fetching goroutines")
     args = ap.parse_args()
     print(mnsched.run(main_async(args.pages, args.workers), procs=args.procs))
 

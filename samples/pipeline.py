@@ -7,7 +7,7 @@ Run: ``python samples/pipeline.py [--take 10] [--procs N]``.
 
 from __future__ import annotations
 
-import argparse
+from cli import parser
 
 import mnsched
 from mnsched import Chan, Recv, Send, WaitGroup, select
@@ -86,9 +86,8 @@ async def first_squares(take: int, upto: int = 1_000_000) -> tuple[list[int], in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--take", type=int, default=10)
-    ap.add_argument("--procs", type=int, default=None)
+    ap = parser(__doc__)
+    ap.add_argument("--take", type=int, default=10, help="squares to take before stopping")
     args = ap.parse_args()
     got, left = mnsched.run(first_squares(args.take), procs=args.procs)
     print(f"took {len(got)} squares: {sorted(got)}; goroutines left: {left}")

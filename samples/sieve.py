@@ -6,7 +6,7 @@ chain, dropping multiples of that prime. Run: ``python samples/sieve.py [n] [--p
 
 from __future__ import annotations
 
-import argparse
+from cli import parser
 
 import mnsched
 from mnsched import Chan
@@ -41,9 +41,8 @@ async def primes(n: int) -> list[int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("n", nargs="?", type=int, default=100)
-    ap.add_argument("--procs", type=int, default=None)
+    ap = parser(__doc__)
+    ap.add_argument("n", nargs="?", type=int, default=100, help="how many primes")
     args = ap.parse_args()
     print(*mnsched.run(primes(args.n), procs=args.procs))
 

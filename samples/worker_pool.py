@@ -6,8 +6,9 @@ Run: ``python samples/worker_pool.py [--jobs 100] [--workers 8] [--procs N]``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
+
+from cli import parser
 
 import mnsched
 from mnsched import Chan, WaitGroup
@@ -52,10 +53,9 @@ async def run_pool(njobs: int, nworkers: int) -> dict[int, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--jobs", type=int, default=100)
-    ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--procs", type=int, default=None)
+    ap = parser(__doc__)
+    ap.add_argument("--jobs", type=int, default=100, help="jobs to hand out")
+    ap.add_argument("--workers", type=int, default=8, help="worker goroutines")
     args = ap.parse_args()
     out = mnsched.run(run_pool(args.jobs, args.workers), procs=args.procs)
     print(f"{len(out)} results; job 0 -> {out[0]}")

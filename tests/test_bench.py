@@ -114,9 +114,18 @@ def test_cli_rejects_bad_options(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_mnsched_command_usage():
-    proc = subprocess.run([sys.executable, "-m", "mnsched"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "usage: mnsched bench" in proc.stderr
+def test_mnsched_help_says_what_it_is_and_lists_its_commands():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mnsched", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert "M:N scheduler" in proc.stdout and "\n  bench " in proc.stdout
+
+
+@pytest.mark.parametrize("argv", [[], ["bogus"]])
+def test_mnsched_without_a_known_command_shows_usage_and_fails(argv):
+    proc = subprocess.run([sys.executable, "-m", "mnsched", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage: mnsched COMMAND" in proc.stderr
 
 
 def test_secondary_figures_get_rows_of_their_own():

@@ -1,0 +1,36 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+
+
+def _block(marker: str) -> str:
+    (code,) = [b for b in BLOCKS if marker in b]
+    return code
+
+
+def test_the_taste_prints_what_it_says():
+    code = _block("print(mnsched.run(main(), procs=4))")
+    expected = re.search(r"print\(mnsched\.run\(main\(\), procs=4\)\)\s+# (.*)", code)
+    assert expected is not None
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == expected.group(1)
+
+
+def test_the_starlette_service_serves_through_its_lifespan_runtime():
+    from starlette.testclient import TestClient
+
+    namespace: dict[str, object] = {}
+    exec(compile(_block("Starlette("), "README.md", "exec"), namespace)
+    with TestClient(namespace["app"]) as client:  # runs the lifespan: the runtime starts
+        answers = [client.get("/square", params={"n": n}).json() for n in range(5)]
+    assert answers == [{"square": n * n} for n in range(5)]
