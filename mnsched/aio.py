@@ -88,6 +88,19 @@ def install_loop_getter_hook(on_get: Callable[[asyncio.AbstractEventLoop], None]
         setattr(asyncio, name, wrapped)
 
 
+def task_factory_calling(on_create: Callable[[], None], prev: Any) -> Any:
+    """A loop task factory that calls ``on_create()``, then makes the task as ``prev``
+    (the loop's factory before, or None for asyncio.Task) would."""
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        on_create()
+        if prev is None:
+            return asyncio.Task(coro, loop=loop, **kwargs)
+        return prev(loop, coro, **kwargs)  # type: ignore[no-any-return]
+
+    return factory
+
+
 def call_on_loop(
     loop: asyncio.AbstractEventLoop | None,
     fn: Callable[..., object],

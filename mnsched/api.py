@@ -111,17 +111,10 @@ async def syscall(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     except BaseException:
         call.lock.release()
         raise
-    g._waitq = call  # its wait queue while the call runs: cancel() stops the wait
-    g._waitreason = WAIT_SYSCALL
-    await _entersyscall(call)
+    await gopark(g, call.lock, call, WAIT_SYSCALL)  # the driver sees a Call: SYSCALL
     if call.exc is not None:
         raise call.exc
     return call.result  # type: ignore[no-any-return]
-
-
-@types.coroutine
-def _entersyscall(call: Call) -> Generator[object, None, None]:
-    yield call  # the driver puts the G in SYSCALL, then releases call.lock
 
 
 def blocking(fn: Callable[PS, T]) -> Callable[PS, Awaitable[T]]:

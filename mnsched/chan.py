@@ -203,7 +203,15 @@ class Chan(Generic[T]):
             lock.release()
             sg.wake(p)
             return sg.elem  # type: ignore[no-any-return]
-        v, ok = await self._recv_slow(p)
+        done, v, ok, sender = self.recv_now()
+        if done:
+            lock.release()
+            if sender is not None:
+                sender.wake(p)
+        else:  # wait (inline, not through recv_ok: a frame less on the hot path)
+            me = Sudog(self, "receive from")
+            await wait(self, me, self._recvq, WAIT_CHAN_RECEIVE, p)  # releases the lock
+            v, ok = me.elem, me.ok
         if not ok:
             raise ChannelClosed("receive from closed channel")
         return v
@@ -212,10 +220,6 @@ class Chan(Generic[T]):
         """Receive as Go's ``v, ok := <-ch``: (None, False) once closed and drained."""
         p = m.p
         self._lock.acquire()
-        return await self._recv_slow(p)
-
-    async def _recv_slow(self, p: Any) -> tuple[Any, bool]:
-        """Receive with the lock held on entry: at once, or by waiting."""
         done, v, ok, sg = self.recv_now()
         if done:
             self._lock.release()

@@ -13,6 +13,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import time
 import traceback
 import types
 from collections.abc import Callable, Coroutine, Generator
@@ -38,6 +39,7 @@ WAITING = 3  # waiting on an asyncio future or the loop: resumes on that loop
 SYSCALL = 4  # a blocking call runs on an M thread on its behalf
 DONE = 5
 STATUS_NAMES = ("runnable", "running", "parked", "waiting", "syscall", "done")
+STATUS_NAMES_BY_CONST = ("RUNNABLE", "RUNNING", "PARKED", "WAITING", "SYSCALL", "DONE")
 
 # Every legal transition (docs/design.md draws them). A G starts RUNNABLE; it is DONE
 # only after a step, so a G is never finished from a queue or a wait.
@@ -68,8 +70,10 @@ WAIT_ONCE = "sync.Once.Do"
 
 
 def casgstatus(g: G[Any], old: int, new: int) -> None:
-    """Change g's status from old to new (Go: casgstatus): anything else is a bug."""
-    if g._status != old or (old, new) not in LEGAL_TRANSITIONS:
+    """Change g's status from old to new (Go: casgstatus): anything else is a bug. Every
+    call names its transition with constants, and tests/test_layout.py checks each one
+    against LEGAL_TRANSITIONS; at run time only the old status needs checking."""
+    if g._status != old:
         raise InternalError(
             f"{g!r}: illegal status change {STATUS_NAMES[old]} -> {STATUS_NAMES[new]} "
             f"(it is {STATUS_NAMES[g._status]})"
@@ -175,15 +179,11 @@ def check_coroutine(coro: object) -> None:
     raise TypeError(f"a goroutine needs a coroutine, not {type(coro).__name__} {coro!r}{hint}")
 
 
-def can_run_on(g: G[Any], p: P) -> bool:
-    """Whether p may run g: it is p's runtime's, and free or pinned to p."""
-    return g._sched is p.sched and (g._home is None or g._home is p)
-
-
 def goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
     """Make a waiting G runnable (Go: goready). On a P that may run it (p, the caller's
-    P when it knows it, else this thread's), it goes to that P's runnext, so a wake-up
-    within a P never crosses threads; otherwise to its home P or the global queue."""
+    P when it knows it, else this thread's: one of g's runtime, and g free or pinned to
+    it), it goes to that P's runnext, so a wake-up within a P never crosses threads;
+    otherwise to its home P or the global queue."""
     casgstatus(g, old, RUNNABLE)
     g._waitq = None
     if p is None:
@@ -395,7 +395,9 @@ class G(Generic[T]):
         what = getattr(coro, "__qualname__", type(coro).__name__)
         state = STATUS_NAMES[self._status]
         if (reason := self.wait_reason) is not None:
-            state = f"{state} ({reason})"
+            since = getattr(self, "_waitsince", None)
+            took = "" if since is None else f", {(time.monotonic() - since) * 1000:.0f} ms"
+            state = f"{state} ({reason}{took})"
         where = f" on P{self._p.id}" if self._p is not None and self._status != DONE else ""
         return f"<G{self.id} {self.name!r} {what} {state}{where}>"
 
@@ -519,7 +521,10 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
     p.nfinished += 1
     if g._home is not None:
         g._home.npinned -= 1
-    g._sched.gone(g)
+    sched = g._sched
+    sched.allg.discard(g)
+    if sched.closing and not sched.allg:
+        sched.all_done.set()  # shutdown waits for this
     if waiters is not None:
         for w in waiters if type(waiters) is list else (waiters,):
             if type(w) is G:
@@ -587,5 +592,9 @@ class _DoneCallback:
 
     def __call__(self, g: G[Any]) -> None:
         loop = self.loop or asyncio._get_running_loop()
-        if not call_on_loop(loop, self.fn, g, context=self.ctx):
-            self.ctx.run(self.fn, g)  # no loop left to run it: run it here rather than lose it
+        if call_on_loop(loop, self.fn, g, context=self.ctx):
+            return
+        try:  # no loop to run it: run it here rather than lose it
+            self.ctx.run(self.fn, g)
+        except Exception:  # reported as a loop reports a failing callback
+            logger.exception("exception in done-callback %r of %r", self.fn, g)

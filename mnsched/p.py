@@ -19,7 +19,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .aio import CURRENT_TASKS, install_loop_getter_hook, swap_current_task
+from .aio import (
+    CURRENT_TASKS,
+    install_loop_getter_hook,
+    swap_current_task,
+    task_factory_calling,
+)
 from .errors import InternalError, check
 from .g import (
     CANCEL,
@@ -136,7 +141,7 @@ class P:
         self.borrowed = borrow is not None
         self._prev_factory = loop.get_task_factory()
         # A task created from inside a goroutine belongs to this loop; so does the G now.
-        loop.set_task_factory(self._task_factory)
+        loop.set_task_factory(task_factory_calling(self._pin_current, self._prev_factory))
         self.loop = loop
 
     def start_thread(self) -> None:
@@ -187,16 +192,11 @@ class P:
         finally:
             loop.close()
 
-    def _task_factory(
-        self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
-    ) -> asyncio.Task[Any]:
+    def _pin_current(self) -> None:
+        """The running G is about to hold something of this P's loop: pin it here."""
         g = self.curg
         if g is not None and g._home is None:
             self.pin(g)
-        prev = self._prev_factory
-        return (
-            asyncio.Task(coro, loop=loop, **kwargs) if prev is None else prev(loop, coro, **kwargs)
-        )
 
     def has_tasks(self) -> bool:
         """Whether asyncio tasks are alive on this loop (from sysmon, while this P is
@@ -229,29 +229,27 @@ class P:
         self.sched.globrunqputbatch(batch)
 
     def ready_here(self, g: G[Any]) -> None:
-        """Put the runnable g next in line here (runnext). Owner thread only."""
+        """Put the runnable g next in line here (runnext); whatever was there goes to the
+        tail of the queue. Owner thread only."""
         if self.retiring and g._home is None:
             self.sched.globrunqputbatch([g])
             return
         g._p = self
-        if self._put_next(g):
-            # Work another P could steal: wake one if none is looking (Go's wakep). A G in
-            # runnext alone is not worth a cross-thread wake-up: nobody may steal it.
-            self.sched.maybe_wakep()
-        if not self.active:
-            self.wake()
-
-    def _put_next(self, g: G[Any]) -> bool:
-        """g into runnext; whatever was there goes to the tail of the queue (True then)."""
         rn = self.runnext
         rn.append(g)
         if len(rn) > 1:
             try:
                 self.runqput(rn.popleft())
-                return True
             except IndexError:
                 pass  # sysmon took it meanwhile
-        return False
+            else:
+                # Work another P could steal: wake one if none is looking (Go's wakep). A
+                # G in runnext alone is not worth a cross-thread wake-up: nobody may steal it.
+                sched = self.sched
+                if sched.idle and not sched.nspinning:  # maybe_wakep's test, saving a call
+                    sched.wakep()
+        if not self.active:
+            self.wake()
 
     def join(self, g: G[Any]) -> None:
         """The running G is about to wait for g, which is runnable here. As ForkJoin's
@@ -281,7 +279,7 @@ class P:
             finally:
                 self.njoin -= 1
         else:
-            self._put_next(g)
+            self.ready_here(g)
 
     def _take(self, g: G[Any]) -> bool:
         """Take g out of runnext or the local queue, if it is where a join looks: runnext,
@@ -563,8 +561,8 @@ class P:
         loop's current task), then act on what it yielded, the way a kernel acts on a
         trap (curio's kernel.py):
 
-        - a lock: gopark (an mnsched park point); park g, then release the lock;
-        - a ``Call``: entersyscall; the same, with g in SYSCALL while the call runs;
+        - a lock: gopark (an mnsched park point); park g, then release the lock; if g
+          waits in a ``Call`` (entersyscall), it is in SYSCALL while the call runs;
         - ``GOSCHED``: yield the processor; back into a run queue;
         - ``None``: a bare yield (``asyncio.sleep(0)``); resume after the loop's callbacks;
         - an asyncio future: wait for it on its loop, pinning g to this P.
@@ -592,31 +590,29 @@ class P:
             del ct[loop]
             self.curg = None
             if type(y) is LockType:
-                self._gopark(g, y, PARKED)
+                # gopark: g put itself in a wait queue (a Call, for a blocking call) under
+                # that lock. Mark it parked (in SYSCALL) before releasing the lock, so
+                # whoever finds g there finds it parked; the state lock orders this
+                # against a concurrent cancel().
+                sl = STATE_LOCKS[hash(g) & LOCK_MASK]
+                sl.acquire()
+                try:
+                    casgstatus(g, RUNNING, SYSCALL if type(g._waitq) is Call else PARKED)
+                except BaseException:
+                    sl.release()
+                    y.release()
+                    raise
+                g._waitsince = self.last_clock
+                if g._pend is CANCEL:
+                    g._pend = DELIVERED  # cancel() came first: we deliver it
+                    sl.release()
+                    y.release()
+                    g._waitq.cancel_wait(g)
+                else:
+                    sl.release()
+                    y.release()
             else:
                 self._trap(g, y)
-
-    def _gopark(self, g: G[Any], lock: Any, status: int) -> None:
-        """g yielded the lock of the wait queue it put itself in: mark it parked (or in
-        SYSCALL) before releasing the lock, so whoever finds g there finds it parked.
-        The state lock orders this against a concurrent cancel()."""
-        sl = STATE_LOCKS[hash(g) & LOCK_MASK]
-        sl.acquire()
-        try:
-            casgstatus(g, RUNNING, status)
-        except BaseException:
-            sl.release()
-            lock.release()
-            raise
-        g._waitsince = self.last_clock
-        if g._pend is CANCEL:
-            g._pend = DELIVERED  # cancel() came first: we deliver it
-            sl.release()
-            lock.release()
-            g._waitq.cancel_wait(g)
-        else:
-            sl.release()
-            lock.release()
 
     def step_eagerly(self, g: G[Any]) -> None:
         """Step g at once, from a loop callback, an asyncio task running on this P (as
@@ -644,9 +640,7 @@ class P:
 
     def _trap(self, g: G[Any], y: Any) -> None:
         """Act on what g yielded, other than a park lock."""
-        if type(y) is Call:
-            self._gopark(g, y.lock, SYSCALL)
-        elif y is GOSCHED:
+        if y is GOSCHED:
             # Go puts a yielding G on the global queue: any P may take it.
             casgstatus(g, RUNNING, RUNNABLE)
             if g._home is None:
@@ -659,6 +653,7 @@ class P:
             # other ready callbacks.
             casgstatus(g, RUNNING, WAITING)
             g._waitreason = WAIT_LOOP
+            g._waitsince = self.last_clock
             self.loop.call_soon(self._resume_soon, g)
         elif getattr(y, "_asyncio_future_blocking", None):
             self._await_future(g, y)

@@ -98,7 +98,6 @@ class Runtime:
     ) -> None:
         self._procs = resolve_procs(procs)
         self.attach = attach
-        self.loop_kind = loop
         self.shutdown_timeout = shutdown_timeout
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
             raise ValueError(f"max_threads must be an int >= 1, not {max_threads!r}")

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from types import CoroutineType
@@ -124,6 +125,7 @@ class Sched:
         if pin:
             p.pin(g)
         if eager:
+            p.last_clock = time.monotonic()  # a loop callback: the P's clock may be old
             try:
                 p.step_eagerly(g)
             except BaseException:
@@ -134,12 +136,6 @@ class Sched:
             p.ready_here(g)  # runnext, as Go's newproc
         return g
 
-    def gone(self, g: G[Any]) -> None:
-        """g has finished."""
-        self.allg.discard(g)
-        if self.closing and not self.allg:
-            self.all_done.set()
-
     def fatal_error(self, exc: BaseException) -> None:
         """The program must end (a G raised KeyboardInterrupt or SystemExit, as it would
         under asyncio; or a deadlock): cancel every G; ``run`` raises exc."""
@@ -149,8 +145,10 @@ class Sched:
             g.cancel()
 
     def throw(self, err: BaseException) -> None:
-        """A scheduler invariant broke (Go: throw): say so loudly and end the runtime."""
-        logger.critical("mnsched internal error (please report it): %s", err, exc_info=err)
+        """A scheduler invariant broke (Go: throw): say so loudly and end the runtime.
+        Only the first is reported: what follows from it is noise."""
+        if self.fatal is None:
+            logger.critical("mnsched internal error (please report it): %s", err, exc_info=err)
         self.fatal_error(err)
 
     # -- the global run queue ------------------------------------------------------------

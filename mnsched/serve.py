@@ -131,7 +131,7 @@ async def start_server(
 
         return listen
 
-    await _listen_everywhere(rt, server, make_listener)
+    await _listen_everywhere(rt, make_listener)
     return server
 
 
@@ -181,13 +181,12 @@ async def serve_aiohttp(
 
         return listen
 
-    await _listen_everywhere(rt, server, make_listener)
+    await _listen_everywhere(rt, make_listener)
     return server
 
 
 async def _listen_everywhere(
     rt: Runtime,
-    server: Server,
     make_listener: Callable[[P], Callable[[], Coroutine[Any, Any, None]]],
 ) -> None:
     """P0 first (it picks the port when port is 0), then every other P on that port."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .aio import complete_future
 from .errors import BlockingCallError
-from .g import G, gopark_op, goready
+from .g import PARKED, G, gopark_op, goready
 from .m import m
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Sudog:
         go on. p is the caller's P when it knows it, saving a thread-local lookup."""
         g = self.g
         if g is not None:
-            goready(g, p=p)
+            goready(g, PARKED, p)
         elif self.fut is not None:
             complete_future(self.fut)
         elif self.sem is not None:
@@ -94,7 +94,8 @@ def wait(owner: Owner, sg: Sudog, q: deque[Sudog], reason: str, p: P | None) -> 
     if g is None:
         return wait_foreign(owner, sg, q)
     sg.g = g
-    sg.enqueue(q)
+    sg.q = q  # sg.enqueue(q), inline: this is the hot path of every blocking channel op
+    q.append(sg)
     return gopark_op(g, owner._lock, sg, reason)
 
 

@@ -116,7 +116,7 @@ def test_gather_queue_and_to_thread_inside_goroutine(run):
     assert run(main()) == (6, list(range(10)))
 
 
-def test_asyncio_streams_between_goroutines(run, procs):
+def test_asyncio_streams_between_goroutines(run):
     async def handle(reader, writer):
         data = await reader.readline()
         writer.write(data.upper())
@@ -275,7 +275,7 @@ def test_anyio_sockets(run):
     assert run(main()) == [f"abc{i}"[::-1] for i in range(10)]
 
 
-def test_goroutine_pinned_after_asyncio_use_stays_on_its_p(run, procs):
+def test_goroutine_pinned_after_asyncio_use_stays_on_its_p(run):
     async def worker():
         await asyncio.sleep(0)  # not a future: no pin
         fut = asyncio.get_running_loop().create_future()
@@ -295,7 +295,7 @@ def test_goroutine_pinned_after_asyncio_use_stays_on_its_p(run, procs):
     assert run(main())
 
 
-def test_loop_bound_object_made_before_a_channel_wait(run, procs):
+def test_loop_bound_object_made_before_a_channel_wait(run):
     # A goroutine that creates something bound to its loop (here an aiohttp session,
     # which captures asyncio.get_running_loop()) and then waits on a channel must come
     # back on that loop: asking for the loop pins it.

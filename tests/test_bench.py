@@ -4,6 +4,7 @@ bad options."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -43,9 +44,7 @@ def test_a_wrong_answer_is_caught(name, monkeypatch):
     monkeypatch.setitem(
         wl.WORKLOADS,
         name,
-        wl.Workload(
-            w.name, w.what, w.unit, w.size, w.quick_size, wrong, wrong, w.expected, w.metric
-        ),
+        dataclasses.replace(w, run_asyncio=wrong, run_mnsched=wrong),
     )
     with pytest.raises(wl.WrongResult):
         child.run_variant(name, "mnsched-p1", 3)

@@ -309,7 +309,7 @@ def test_foreign_asyncio_loop_uses_channels(runtime):
     assert asyncio.run(host()) == list(range(1, 51))
 
 
-def test_foreign_task_cancelled_while_waiting(runtime):
+def test_foreign_task_cancelled_while_waiting():
     ch: Chan[int] = Chan()
 
     async def host():

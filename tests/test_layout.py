@@ -104,3 +104,46 @@ def test_only_casgstatus_changes_a_status():
 def test_invariants_use_check_not_assert(name):
     asserts = [n.lineno for n in ast.walk(_tree(name)) if isinstance(n, ast.Assert)]
     assert not asserts, f"{name}: bare assert at lines {asserts} (use errors.check)"
+
+
+def _status_calls():
+    """(module, function called, the call) for every call of casgstatus, and of goready
+    (which passes a status on to it)."""
+    for name in MODULES:
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, ast.Call):
+                f = node.func
+                called = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+                if called in ("casgstatus", "goready"):
+                    yield name, called, node
+
+
+def test_every_status_change_is_a_legal_transition():
+    from mnsched import g as gmod
+
+    def statuses(arg: ast.expr | None, default: str | None = None) -> list[int] | None:
+        if isinstance(arg, ast.IfExp):  # A if cond else B: both
+            a, b = statuses(arg.body), statuses(arg.orelse)
+            return None if a is None or b is None else a + b
+        name = default if arg is None else getattr(arg, "id", None)
+        return [getattr(gmod, name)] if name in gmod.STATUS_NAMES_BY_CONST else None
+
+    checked = []
+    for module, called, call in _status_calls():
+        args = list(call.args)
+        kwargs = {k.arg: k.value for k in call.keywords}
+        if called == "casgstatus":
+            olds, news = statuses(args[1]), statuses(args[2])
+            if olds is None or news is None:  # passed on by goready: see below
+                assert module == "g", ast.unparse(call)
+                continue
+        else:  # goready(g, old=PARKED, p=None)
+            olds = statuses(args[1] if len(args) > 1 else kwargs.get("old"), "PARKED")
+            news = [gmod.RUNNABLE]
+        assert olds is not None, f"{module}: {ast.unparse(call)}"
+        for old in olds:
+            for new in news:
+                assert (old, new) in gmod.LEGAL_TRANSITIONS, f"{module}: {ast.unparse(call)}"
+                checked.append((old, new))
+    # every transition in the table is made somewhere, and nothing else is
+    assert set(checked) == gmod.LEGAL_TRANSITIONS

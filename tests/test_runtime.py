@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import mnsched
+from conftest import wait_until
 from mnsched import BlockingCallError, RuntimeClosedError
 
 
@@ -57,7 +58,7 @@ def test_nested_spawns_and_sleep(run):
     assert run(tree(5)) == 3**5
 
 
-def test_awaiting_a_goroutine_from_another_goroutine_on_any_p(run, procs):
+def test_awaiting_a_goroutine_from_another_goroutine_on_any_p(run):
     async def main():
         start = asyncio.Event()  # pins main to P0: waiters below run elsewhere
         target = mnsched.go(mnsched.sleep(0.01, "ok"))
@@ -449,3 +450,52 @@ def test_keyboard_interrupt_in_a_goroutine_ends_run(run):
 
     with pytest.raises(KeyboardInterrupt):
         run(main())
+
+
+def test_a_failure_inside_the_scheduler_ends_the_runtime_loudly(run, monkeypatch, caplog):
+    # A bug in the scheduling loop (here: finding work raises once) must not leave the P
+    # wedged "active" with nothing running: it is an InternalError that ends run().
+    import mnsched.p as pmod
+
+    real = pmod.P._findrunnable
+    failed = threading.Event()
+
+    def findrunnable_once_broken(self):
+        if not failed.is_set():
+            failed.set()
+            raise ZeroDivisionError("a bug in the scheduler")
+        return real(self)
+
+    monkeypatch.setattr(pmod.P, "_findrunnable", findrunnable_once_broken)
+    finals = []
+
+    async def main():
+        try:
+            await mnsched.sleep(30)  # P0 looks for work, and fails
+        finally:
+            finals.append("main")
+
+    with pytest.raises(mnsched.InternalError, match="scheduler failed") as e:
+        run(main())
+    assert isinstance(e.value.__cause__, ZeroDivisionError)
+    assert finals == ["main"]  # cancelled, not lost
+    assert [r.levelname for r in caplog.records if "internal error" in r.message] == ["CRITICAL"]
+
+
+def test_a_raising_done_callback_does_not_break_the_scheduler(runtime, caplog):
+    # A user's done-callback added from a plain thread runs on the goroutine's loop, not
+    # inside the scheduler: its exception goes to the loop's handler, and work goes on.
+    def bad_callback(g):
+        raise ValueError("user bug")
+
+    ch = mnsched.Chan()
+    g = runtime.go(ch.recv())
+    g.add_done_callback(bad_callback)  # before it finishes: it runs as g ends, on g's P
+    ch.send_blocking(4, timeout=10)
+    assert g.result(timeout=10) == 4
+    wait_until(lambda: any("user bug" in str(r.exc_info) for r in caplog.records))
+    g.add_done_callback(bad_callback)  # after: at once, here (no loop), reported
+    assert any("done-callback" in r.message for r in caplog.records)
+    assert [runtime.go(double(i)).result(timeout=10) for i in range(20)] == [
+        2 * i for i in range(20)
+    ]

@@ -212,7 +212,7 @@ def test_a_fork_join_tree_does_not_starve_a_ticker_on_its_p(rt_params):
 
 
 @at_procs(2, 4)  # one P has nobody to steal
-def test_work_is_stolen_by_idle_ps(run, procs):
+def test_work_is_stolen_by_idle_ps(run):
 
     async def main():
         barrier = threading.Barrier(2)

@@ -11,20 +11,33 @@ import mnsched
 from mnsched import Chan, ChannelClosed, Recv, Send, after, select
 
 
-def test_default_never_blocks_and_one_case_fires(run):
+def test_default_returns_when_no_case_is_ready(run):
     async def main():
         a, b = Chan(), Chan(1)
-        assert await select(Recv(a), Recv(b), default="nothing") == "nothing"
-        assert await select(default=7) == 7
+        return await select(Recv(a), Recv(b), default="nothing"), await select(default=7)
+
+    assert run(main()) == ("nothing", 7)
+
+
+def test_a_ready_receive_fires_instead_of_the_default(run):
+    async def main():
+        a, b = Chan(), Chan(1)
         b.try_send("x")
         ra, rb = Recv(a), Recv(b)
-        assert await select(ra, rb, default=None) is rb and rb.value == "x" and rb.ok
-        sb = Send(b, "y")
-        assert await select(Send(a, 1), sb, default=None) is sb
-        assert b.try_recv() == "y"
-        return True
+        fired = await select(ra, rb, default=None)
+        return fired is rb, rb.value, rb.ok
 
-    assert run(main())
+    assert run(main()) == (True, "x", True)
+
+
+def test_a_ready_send_fires_instead_of_the_default(run):
+    async def main():
+        a, b = Chan(), Chan(1)
+        sb = Send(b, "y")
+        fired = await select(Send(a, 1), sb, default=None)
+        return fired is sb, b.try_recv()
+
+    assert run(main()) == (True, "y")
 
 
 def test_select_blocks_until_a_case_is_ready(run):

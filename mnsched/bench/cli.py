@@ -216,7 +216,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             w: {
                 "what": WORKLOADS[w].what,
                 "metric": WORKLOADS[w].metric,
-                "unit": WORKLOADS[w].unit,
                 "n": sizes[w],
                 "variants": {v: cells[w][v].summary() for v in variants},
             }

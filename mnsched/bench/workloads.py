@@ -27,7 +27,6 @@ class Workload:
 
     name: str
     what: str  # one line for the report
-    unit: str  # what n counts, for the rate column
     size: int
     quick_size: int
     run_asyncio: Callable[[int], Coroutine[Any, Any, Any]]
@@ -289,7 +288,7 @@ def _loadgen_cmd(port: int, n: int, mix: float) -> list[str]:
     ]
 
 
-def _load_result(out: str, n: int) -> tuple[bool, float]:
+def _load_result(out: str) -> tuple[bool, float]:
     import json
 
     r = json.loads(out.strip().splitlines()[-1])
@@ -311,7 +310,7 @@ async def _http_asyncio(n: int, mix: float) -> tuple[bool, float]:
     )
     out, _ = await proc.communicate()
     await runner.cleanup()
-    return _load_result(out.decode(), n)
+    return _load_result(out.decode())
 
 
 async def _http_mnsched(n: int, mix: float) -> tuple[bool, float]:
@@ -328,7 +327,7 @@ async def _http_mnsched(n: int, mix: float) -> tuple[bool, float]:
     )
     await srv.close()
     await srv.wait_closed()
-    return _load_result(out.stdout, n)
+    return _load_result(out.stdout)
 
 
 async def http_light_asyncio(n: int) -> tuple[bool, float]:
@@ -440,7 +439,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "spawn",
             "spawn n trivial goroutines, then await each",
-            "goroutines",
             200_000,
             20_000,
             spawn_asyncio,
@@ -450,7 +448,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "skynet",
             "skynet: 10-ary tree of n leaves, each leaf returns its number",
-            "leaves",
             1_000_000,
             10_000,
             skynet_asyncio,
@@ -460,7 +457,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "blocking",
             "n blocking 10 ms calls at once: asyncio.to_thread vs syscall",
-            "calls",
             400,
             100,
             blocking_asyncio,
@@ -470,7 +466,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "pingpong",
             "n round trips over unbuffered channels (asyncio.Queue(1))",
-            "round trips",
             200_000,
             20_000,
             pingpong_asyncio,
@@ -480,7 +475,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "sieve",
             "Go's concurrent prime sieve: the first n primes",
-            "primes",
             2_000,
             300,
             sieve_asyncio,
@@ -490,7 +484,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "http-light",
             "aiohttp on loopback, all requests light (load from another process)",
-            "requests",
             20_000,
             2_000,
             http_light_asyncio,
@@ -502,7 +495,6 @@ WORKLOADS: dict[str, Workload] = {
             "http-blocking",
             "aiohttp on loopback, 5% of requests make a 20 ms blocking "
             "call (plain: in the handler; mnsched: through syscall)",
-            "requests",
             4_000,
             1_000,
             http_blocking_asyncio,
@@ -513,7 +505,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "cpu",
             "hash n 1 MiB buffers, a task each (hashlib releases the GIL)",
-            "MiB",
             200,
             40,
             cpu_asyncio,
@@ -524,7 +515,6 @@ WORKLOADS: dict[str, Workload] = {
             "service",
             "n requests at 2000/s: light ones among 2% CPU-heavy (30 ms) "
             "and 2% blocking (20 ms); p99 latency of the light ones",
-            "requests",
             3_000,
             600,
             service_asyncio,
@@ -535,7 +525,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "hog-cpu",
             "worst lateness of a 5 ms ticker while a task burns CPU n ms",
-            "ms hog",
             300,
             100,
             hog_cpu_asyncio,
@@ -546,7 +535,6 @@ WORKLOADS: dict[str, Workload] = {
         Workload(
             "hog-block",
             "worst lateness of a 5 ms ticker while a task blocks n ms in an unmarked time.sleep",
-            "ms hog",
             300,
             100,
             hog_block_asyncio,
