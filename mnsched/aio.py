@@ -1,6 +1,6 @@
 """aio: the shims between mnsched and asyncio (see docs/design.md, "asyncio inside a G").
 
-- who is asyncio's current task on a loop (a running G is), swapped cheaply;
+- who is asyncio's current task on a loop (a running G is), written cheaply;
 - the loop getters that pin a G to its P when it asks for its loop;
 - calling into a loop, or completing or cancelling a future, from any thread.
 
@@ -19,7 +19,8 @@ from typing import Any
 
 class _SwapCurrentTask:
     """Stands in for asyncio's current-task dict where there is none to write (3.14 keeps
-    the current task in thread state): ``ct[loop] = g`` enters g, ``del ct[loop]`` leaves."""
+    the current task in thread state): ``ct[loop] = task`` enters it, ``del ct[loop]``
+    and ``ct.pop(loop, None)`` leave whichever task is current."""
 
     __slots__ = ()
 
@@ -29,10 +30,18 @@ class _SwapCurrentTask:
     def __delitem__(self, loop: asyncio.AbstractEventLoop) -> None:
         _leave_task(loop, asyncio.current_task(loop))  # type: ignore[arg-type]
 
+    def pop(self, loop: asyncio.AbstractEventLoop, default: Any = None) -> Any:
+        task = asyncio.current_task(loop)
+        if task is None:
+            return default
+        _leave_task(loop, task)
+        return task
+
 
 def _current_tasks() -> dict[Any, Any] | _SwapCurrentTask:
     """asyncio.current_task() reads a plain dict on CPython 3.11-3.13: writing it directly
-    costs half as much as _enter_task/_leave_task."""
+    costs half as much as _enter_task/_leave_task (and asyncio's own swap raises KeyError
+    on 3.12.1 when nobody is current and nobody is to be)."""
     d = getattr(asyncio.tasks, "_current_tasks", None)
     if isinstance(d, dict):
         key, probe = object(), object()
@@ -47,21 +56,9 @@ def _current_tasks() -> dict[Any, Any] | _SwapCurrentTask:
     return _SwapCurrentTask()
 
 
-# ``CURRENT_TASKS[loop] = g`` makes g the loop's current task; ``del`` undoes it.
+# Who is each loop's current task: ``CURRENT_TASKS[loop] = g`` makes g current (nobody
+# must be), ``del CURRENT_TASKS[loop]`` and ``CURRENT_TASKS.pop(loop, None)`` undo it.
 CURRENT_TASKS = _current_tasks()
-
-
-def swap_current_task(loop: asyncio.AbstractEventLoop, task: Any) -> Any:
-    """Make task (or nobody) the loop's current task; return the one it replaces. The
-    dict where there is one: asyncio's own swap raises KeyError on 3.12.1 when nobody is
-    current and nobody is to be."""
-    d = CURRENT_TASKS
-    if isinstance(d, dict):
-        prev = d.pop(loop, None)
-        if task is not None:
-            d[loop] = task
-        return prev
-    return asyncio.tasks._swap_current_task(loop, task)  # type: ignore[attr-defined]
 
 
 def install_loop_getter_hook(on_get: Callable[[asyncio.AbstractEventLoop], None]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Generic, TypeVar
 
 from .errors import MnschedError
-from .g import WAIT_CHAN_RECEIVE, WAIT_CHAN_SEND
+from .g import PARKED, WAIT_CHAN_RECEIVE, WAIT_CHAN_SEND, goready
 from .m import m
 from .sudog import Sudog, wait, wait_blocking
 
@@ -136,22 +136,26 @@ class Chan(Generic[T]):
             q.popleft()
             sg.elem, sg.ok, sg.done = v, True, True
             lock.release()
-            sg.wake(p)
+            if (g := sg.g) is not None:
+                goready(g, PARKED, p)  # sg.wake(p), a call less for a goroutine
+            else:
+                sg.wake(p)
             return
-        try:
-            r = self.send_now(v)
-        except BaseException:
-            lock.release()
-            raise
-        if r is False:
-            sg = Sudog(self, "send to", v)
-            await wait(self, sg, self._sendq, WAIT_CHAN_SEND, p)  # releases the lock
-            if not sg.done:
-                raise ChannelClosed("send on closed channel")
-            return
-        lock.release()
-        if r is not True:
-            r.wake(p)
+        if q or self._closed or len(self._buf) < self._cap:  # it may complete at once
+            try:
+                r = self.send_now(v)
+            except BaseException:
+                lock.release()
+                raise
+            if r is not False:
+                lock.release()
+                if r is not True:
+                    r.wake(p)
+                return
+        sg = Sudog(self, "send to", v)
+        await wait(self, sg, self._sendq, WAIT_CHAN_SEND, p)  # releases the lock
+        if not sg.done:
+            raise ChannelClosed("send on closed channel")
 
     def try_send(self, v: T) -> None:
         """Send v if that can be done at once; else raise WouldBlock."""
@@ -201,14 +205,21 @@ class Chan(Generic[T]):
             q.popleft()
             sg.done = True
             lock.release()
-            sg.wake(p)
+            if (g := sg.g) is not None:
+                goready(g, PARKED, p)  # sg.wake(p), a call less for a goroutine
+            else:
+                sg.wake(p)
             return sg.elem  # type: ignore[no-any-return]
-        done, v, ok, sender = self.recv_now()
+        # Nothing buffered, no sender, open: wait, without trying recv_now first. Waiting
+        # is inline here, not through recv_ok: a frame less on the hot path.
+        done = False
+        if buf or q or self._closed:
+            done, v, ok, sender = self.recv_now()
         if done:
             lock.release()
             if sender is not None:
                 sender.wake(p)
-        else:  # wait (inline, not through recv_ok: a frame less on the hot path)
+        else:
             me = Sudog(self, "receive from")
             await wait(self, me, self._recvq, WAIT_CHAN_RECEIVE, p)  # releases the lock
             v, ok = me.elem, me.ok

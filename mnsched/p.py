@@ -19,12 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .aio import (
-    CURRENT_TASKS,
-    install_loop_getter_hook,
-    swap_current_task,
-    task_factory_calling,
-)
+from .aio import CURRENT_TASKS, install_loop_getter_hook, task_factory_calling
 from .errors import InternalError, check
 from .g import (
     CANCEL,
@@ -257,8 +252,34 @@ class P:
         step: a child that simply finishes then costs the waiter no park, no wake-up and
         no second step, and fork-join trees run depth-first (flat memory, little GC).
         Only within the batch's time and INLINE_JOIN_DEPTH levels deep; beyond either, g
-        is handed the P next instead (runnext). Owner thread only."""
-        if not self._take(g):
+        is handed the P next instead (runnext). Owner thread only.
+
+        g is taken only where a join looks: runnext, the last JOIN_WINDOW slots of the
+        queue, or its head. Thieves and sysmon pop the head meanwhile, without a lock;
+        only this thread pushes, so an index counted from the tail stays valid until g
+        itself is popped (IndexError then). ``qseq - g._qpos`` estimates g's distance
+        from the tail: pushes since g's, less the joins that took a G out after it.
+        Taking the head moves nobody nearer the tail, so it does not count (counting it
+        made every later G look recent, and their joins miss)."""
+        try:
+            rn = self.runnext
+            if rn and rn[0] is g:
+                rn.popleft()  # g itself, or IndexError if sysmon took it just now
+            else:
+                q = self.runq
+                n = len(q)
+                if n and q[0] is g:
+                    i = 0
+                elif self.qseq - g._qpos < JOIN_WINDOW:
+                    i = q.index(g, max(0, n - JOIN_WINDOW))
+                else:
+                    return  # surely not near the tail, and not the head
+                if len(q) != n:
+                    return  # the head moved while we looked: i may be stale
+                del q[i - n]
+                if i:
+                    self.qseq -= 1
+        except (IndexError, ValueError, RuntimeError):  # RuntimeError: mutated while searched
             return
         if self.njoin < INLINE_JOIN_DEPTH and (now := time.monotonic()) < self.batch_deadline:
             self.last_clock = now  # for sysmon: this P is making progress
@@ -280,38 +301,6 @@ class P:
                 self.njoin -= 1
         else:
             self.ready_here(g)
-
-    def _take(self, g: G[Any]) -> bool:
-        """Take g out of runnext or the local queue, if it is where a join looks: runnext,
-        the last JOIN_WINDOW slots of the queue, or its head. Thieves and sysmon pop the
-        head meanwhile, without a lock; only this thread pushes, so an index counted from
-        the tail stays valid until g itself is popped (IndexError then).
-
-        ``qseq - g._qpos`` estimates g's distance from the tail: pushes since g's, less
-        the joins that took a G out after it. Taking the head moves nobody nearer the
-        tail, so it does not count (counting it made every later G look recent, and
-        their joins miss)."""
-        try:
-            rn = self.runnext
-            if rn and rn[0] is g:
-                rn.popleft()  # g itself, or IndexError if sysmon took it just now
-                return True
-            q = self.runq
-            n = len(q)
-            if n and q[0] is g:
-                i = 0
-            elif self.qseq - g._qpos < JOIN_WINDOW:
-                i = q.index(g, max(0, n - JOIN_WINDOW))
-            else:
-                return False  # surely not near the tail, and not the head
-            if len(q) != n:
-                return False  # the head moved while we looked: i may be stale
-            del q[i - n]
-        except (IndexError, ValueError, RuntimeError):  # RuntimeError: mutated while searched
-            return False
-        if i:
-            self.qseq -= 1
-        return True
 
     def wake(self) -> None:
         """Work appeared for this P (from any thread): if it is idle, make it active and
@@ -619,13 +608,15 @@ class P:
         asyncio's eager tasks start) or a G joining it: the running task or G steps aside
         meanwhile. A G that finishes without waiting then costs no trip through the loop."""
         loop = self.loop
-        prev = swap_current_task(loop, None)
+        ct = CURRENT_TASKS
+        prev = ct.pop(loop, None)
         curg = self.curg
         try:
             self.step(g)
         finally:
             self.curg = curg
-            swap_current_task(loop, prev)
+            if prev is not None:
+                ct[loop] = prev
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend

@@ -78,23 +78,14 @@ def no_leaked_threads():
 
 async def settle(n: int = 50) -> None:
     """From a goroutine: let every runnable goroutine run for a while (n yields). For
-    asserting that something did *not* happen; to wait for something, use wait_for."""
+    asserting that something did *not* happen; to wait for something, use wait_until."""
     for _ in range(n):
         await mnsched.gosched()
 
 
-async def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    """From a goroutine: wait until pred() holds, for state that has no event to await
-    (bounded: fails after timeout seconds)."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await mnsched.sleep(0.001)
-
-
 def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
-    """From a plain thread: the same as wait_for."""
+    """Wait until pred() holds, for state that has no event to wait on (bounded: fails
+    after timeout seconds). From plain threads: it blocks."""
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:

@@ -314,7 +314,7 @@ def test_foreign_task_cancelled_while_waiting():
 
     async def host():
         t = asyncio.ensure_future(ch.recv())
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the waiter runs up to its await first (FIFO)
         t.cancel()
         with pytest.raises(asyncio.CancelledError):
             await t

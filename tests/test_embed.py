@@ -68,7 +68,7 @@ def test_cancellation_both_ways(host_run, procs):
             # the host task awaiting is cancelled: the goroutine is cancelled too
             g = rt.go(mnsched.sleep(60))
             waiter = asyncio.ensure_future(_await(g))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # the waiter runs up to its await first (FIFO)
             waiter.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiter
@@ -77,7 +77,7 @@ def test_cancellation_both_ways(host_run, procs):
             # the goroutine is cancelled: the host task awaiting it sees CancelledError
             g2 = rt.go(mnsched.sleep(60))
             waiter2 = asyncio.ensure_future(_await(g2))
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # the waiter runs up to its await first (FIFO)
             g2.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await waiter2

@@ -386,7 +386,7 @@ def test_cancelling_a_foreign_awaiter_cancels_the_goroutine(runtime):
     async def host():
         g = runtime.go(mnsched.sleep(60))
         waiter = asyncio.ensure_future(_await(g))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # the waiter runs up to its await first (FIFO)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
