@@ -115,7 +115,7 @@ class P:
         self._prev_factory: Any = None  # the loop's task factory before ours
         self.npinned = 0
         # Pushes by runqput less joins from inside the queue, stamped on a G as it is
-        # pushed (G._qpos): the difference estimates its distance from the tail (_take).
+        # pushed (G._qpos): the difference estimates its distance from the tail (join).
         self.qseq = 0
         self.rand = random.Random()
         self.nspawned = 0

@@ -499,3 +499,45 @@ def test_a_raising_done_callback_does_not_break_the_scheduler(runtime, caplog):
     assert [runtime.go(double(i)).result(timeout=10) for i in range(20)] == [
         2 * i for i in range(20)
     ]
+
+
+def test_a_goroutine_in_a_blocking_call_is_in_syscall(runtime):
+    release = threading.Event()
+    g = runtime.go(mnsched.syscall(release.wait, 30))
+    wait_until(lambda: g.status == "syscall")
+    assert g.wait_reason == "syscall" and runtime.stats()["in_syscall"] == 1
+    assert "syscall (syscall" in repr(g)
+    release.set()
+    assert g.result(timeout=10) is True
+    assert g.status == "done" and g.wait_reason is None
+
+
+def test_waiting_goroutines_say_why(runtime):
+    ch, unread, silent, mu = mnsched.Chan(), mnsched.Chan(), mnsched.Chan(), mnsched.Mutex()
+    mu.lock_blocking()
+    loop_future: list[asyncio.Future[None]] = []
+
+    async def on_future():
+        loop_future.append(asyncio.get_running_loop().create_future())
+        await loop_future[0]
+
+    waiting = {
+        "chan receive": runtime.go(ch.recv()),
+        "chan send": runtime.go(unread.send(1)),
+        "select": runtime.go(mnsched.select(mnsched.Recv(silent))),
+        "sleep": runtime.go(mnsched.sleep(30)),
+        "sync.Mutex.Lock": runtime.go(mu.lock()),
+        "asyncio future": runtime.go(on_future()),
+    }
+    waiting["await goroutine"] = runtime.go(_await(waiting["sleep"]))
+    for reason, g in waiting.items():
+        wait_until(lambda g=g: g.wait_reason is not None)
+        assert g.wait_reason == reason
+        assert g.status == ("waiting" if reason == "asyncio future" else "parked")
+        assert f"({reason}, " in repr(g)
+    for g in waiting.values():
+        g.cancel()
+    for g in waiting.values():
+        with pytest.raises(asyncio.CancelledError):
+            g.result(timeout=10)
+    mu.unlock()

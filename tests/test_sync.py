@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -181,8 +182,13 @@ def test_deadlock_is_reported(run):
         await ch.recv()
         await Chan().recv()  # nobody will ever send
 
-    with pytest.raises(Deadlock, match=r"all goroutines are asleep - deadlock! 2 goroutine"):
+    with pytest.raises(Deadlock, match=r"all goroutines are asleep - deadlock! 2 goroutine") as e:
         run(main())
+    # each goroutine with its wait reason, how long it has waited, and on what
+    assert re.search(
+        r"'G1' \S*main parked \(chan receive, \d+ ms\).*: receive from <Chan", str(e.value)
+    )
+    assert re.search(r"stuck parked \(chan send, \d+ ms\).*: send to <Chan", str(e.value))
 
 
 def test_deadlock_on_waitgroup_and_mutex(run):
