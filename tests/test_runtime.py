@@ -222,15 +222,17 @@ def test_shutdown_cancels_every_goroutine_and_runs_finally_once(run):
     assert sorted(finals) == list(range(n))
 
 
-def test_num_goroutine_returns_to_one(run):
+def test_num_goroutine_counts_the_live_ones_and_returns_to_one(run):
     async def main():
-        gs = [mnsched.go(mnsched.sleep(0.001)) for _ in range(200)]
-        assert mnsched.num_goroutine() == 201  # main and its 200 children, none done yet
+        gate = mnsched.Chan()
+        gs = [mnsched.go(gate.recv_ok()) for _ in range(200)]  # each waits for the close
+        alive = mnsched.num_goroutine()  # main and its 200 children
+        gate.close()
         for g in gs:
             await g
-        return mnsched.num_goroutine()
+        return alive, mnsched.num_goroutine()
 
-    assert run(main()) == 1
+    assert run(main()) == (201, 1)
 
 
 def test_contextvars_copied_from_spawner(run):
