@@ -134,13 +134,3 @@ def complete_future(
     """Resolve an asyncio future from any thread, on its loop. A closed loop has nobody
     left waiting: nothing to do then."""
     call_on_loop(fut.get_loop(), _complete, fut, result, exc)
-
-
-def cancel_future(fut: asyncio.Future[Any], msg: Any) -> None:
-    """Cancel an asyncio future from any thread: at once on its loop's thread (as
-    ``Task.cancel`` does), else soon, on its loop."""
-    loop = fut.get_loop()
-    if asyncio._get_running_loop() is loop:
-        fut.cancel(msg)
-    else:
-        call_on_loop(loop, fut.cancel, msg)

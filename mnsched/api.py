@@ -27,31 +27,52 @@ PS = ParamSpec("PS")
 
 
 @overload
-def go(coro: Coroutine[Any, Any, T], *, name: str | None = None) -> G[T]: ...
+def go(
+    coro: Coroutine[Any, Any, T],
+    *,
+    name: str | None = None,
+    pin: bool = False,
+    context: contextvars.Context | None = None,
+) -> G[T]: ...
 @overload
 def go(
-    coro: Callable[..., Coroutine[Any, Any, T]], *, name: str | None = None
+    coro: Callable[..., Coroutine[Any, Any, T]],
+    *,
+    name: str | None = None,
+    pin: bool = False,
+    context: contextvars.Context | None = None,
 ) -> Callable[..., G[T]]: ...
 
 
-def go(coro: Any, *, name: str | None = None) -> Any:
+def go(
+    coro: Any,
+    *,
+    name: str | None = None,
+    pin: bool = False,
+    context: contextvars.Context | None = None,
+) -> Any:
     """Spawn a goroutine: ``go(f(x))`` returns its handle ``G``.
 
-    As a decorator on an ``async def``, ``@go`` makes every call spawn one.
+    ``name`` names it (repr, logs, dumps); ``pin=True`` pins it to the spawner's P, as
+    if it held something of that P's loop; ``context`` is the contextvars.Context it runs
+    in (default: a copy of the spawner's, as ``asyncio.create_task``). As a decorator on
+    an ``async def``, ``@go`` makes every call spawn one.
     """
     if type(coro) is not types.CoroutineType and inspect.iscoroutinefunction(coro):
         fn = coro
 
         @functools.wraps(fn)
         def spawner(*args: Any, **kwargs: Any) -> G[Any]:
-            return current_runtime().sched.newproc(fn(*args, **kwargs), name)
+            return current_runtime().go(fn(*args, **kwargs), name=name, pin=pin, context=context)
 
         return spawner
     p = m.p
     if p is not None:
-        return p.sched.newproc(coro, name)  # newproc's fast path, from a P's thread
+        if not pin and context is None:
+            return p.sched.newproc(coro, name)  # newproc's fast path, from a P's thread
+        return p.sched.newproc(coro, name, pin=pin, context=context)
     check_coroutine(coro)  # before a default runtime is started for it
-    return current_runtime().sched.newproc(coro, name)
+    return current_runtime().go(coro, name=name, pin=pin, context=context)
 
 
 @types.coroutine

@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine, Generator
 from inspect import CO_ITERABLE_COROUTINE
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from .aio import call_on_loop, cancel_future, complete_future
+from .aio import call_on_loop, complete_future
 from .errors import BlockingCallError, InternalError
 from .m import m
 
@@ -240,10 +240,16 @@ class G(Generic[T]):
     _waitsince: float
 
     def __init__(
-        self, coro: Coroutine[Any, Any, T], sched: Sched, p: P | None, name: str | None = None
+        self,
+        coro: Coroutine[Any, Any, T],
+        sched: Sched,
+        p: P | None,
+        name: str | None = None,
+        context: contextvars.Context | None = None,
     ) -> None:
         self._coro = coro
-        self._ctx = contextvars.copy_context()  # a G runs in a copy of its spawner's context
+        # As a task: in a copy of its spawner's context, or in the one it is given.
+        self._ctx = contextvars.copy_context() if context is None else context
         self._sched = sched
         self._p: P | None = p
         self._status = RUNNABLE
@@ -385,14 +391,39 @@ class G(Generic[T]):
         with state_lock_of(self):
             status = self._status
             deliver = status in (PARKED, SYSCALL) and self._pend is not DELIVERED
-            self._pend = DELIVERED if deliver or self._pend is DELIVERED else CANCEL
+            fut = self._futw if status == WAITING else None
+            if deliver or self._pend is DELIVERED:
+                self._pend = DELIVERED
+            elif fut is None:
+                self._pend = CANCEL
             waitq = self._waitq
-            fut = self._futw
         if deliver:
             waitq.cancel_wait(self)
         elif fut is not None:
-            cancel_future(fut, msg)
+            # As Task.cancel: the awaited future carries the cancellation, and g sees its
+            # real outcome (an awaited task may swallow it). Only if the future cannot be
+            # cancelled (it is done) is the cancellation kept for g's next resumption.
+            loop = fut.get_loop()
+            if asyncio._get_running_loop() is loop:
+                self._cancel_future(fut, msg)  # at once, as Task.cancel does
+            else:
+                call_on_loop(loop, self._cancel_future, fut, msg)
         return True
+
+    def _cancel_future(self, fut: asyncio.Future[Any], msg: Any) -> None:
+        """On the future's loop (g's P: g is pinned there while it waits)."""
+        if fut.cancel(msg=msg):
+            return
+        # It completed first. If its wake-up is still to come, g takes the cancellation
+        # as it resumes (Task: _must_cancel); if g is on to its next wait, it is
+        # cancelled there (counted once: cancel() counts it again).
+        with state_lock_of(self):
+            if self._futw is fut:
+                self._pend = CANCEL
+                return
+        with lock_of(self):
+            self._ncancel -= 1
+        self.cancel(msg)
 
     def __repr__(self) -> str:
         coro = self._coro

@@ -664,30 +664,24 @@ class P:
         self.runqput(g)
 
     def _await_future(self, g: G[Any], fut: asyncio.Future[Any]) -> None:
-        """g awaits an asyncio future: it waits on the future's loop, pinned to this P."""
+        """g awaits an asyncio future: it waits for it on this P's loop, pinned here. A
+        future of another loop is refused as a Task refuses it: a G waiting on a loop
+        that may never run could be neither woken nor cancelled."""
         fut._asyncio_future_blocking = False
+        if fut.get_loop() is not self.loop:
+            self._retry_with(
+                g, RuntimeError(f"Task {g!r} got Future {fut!r} attached to a different loop")
+            )
+            return
         if g._home is None:
             self.pin(g)
-        floop = fut.get_loop()
-        wakeup = self._wakeup_future(g)
-        if floop is not self.loop:
-            # Another loop's future: add the callback on that loop's thread; the G is
-            # readied back here when it completes.
-            try:
-                floop.call_soon_threadsafe(fut.add_done_callback, wakeup)
-            except RuntimeError as e:
-                err = RuntimeError(f"goroutine {g!r} awaits a future of a closed loop")
-                err.__cause__ = e
-                self._retry_with(g, err)
-                return
         casgstatus(g, RUNNING, WAITING)
         g._waitreason = WAIT_FUTURE
         g._waitsince = self.last_clock
         g._futw = fut
-        if floop is self.loop:
-            fut.add_done_callback(wakeup)
-            if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
-                g._pend = None  # the future carries the cancellation now (as asyncio.Task)
+        fut.add_done_callback(self._wakeup_future(g))
+        if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
+            g._pend = None  # the future carries the cancellation now (as asyncio.Task)
 
     @staticmethod
     def _wakeup_future(g: G[Any]) -> Callable[[asyncio.Future[Any]], None]:

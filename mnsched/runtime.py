@@ -349,9 +349,16 @@ class Runtime:
 
     # -- goroutines and Ps ----------------------------------------------------------------
 
-    def go(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> G[T]:
-        """Spawn a goroutine on this runtime."""
-        return self.sched.newproc(coro, name)
+    def go(
+        self,
+        coro: Coroutine[Any, Any, T],
+        *,
+        name: str | None = None,
+        pin: bool = False,
+        context: contextvars.Context | None = None,
+    ) -> G[T]:
+        """Spawn a goroutine on this runtime (see ``mnsched.go``)."""
+        return self.sched.newproc(coro, name, pin=pin, context=context)
 
     def gomaxprocs(self, n: int | None = None) -> int:
         """Return the number of Ps; with n, change it (Ps are added or retired)."""

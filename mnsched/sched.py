@@ -11,6 +11,7 @@ none is already spinning; a spinning P that finds work wakes the next one
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import threading
@@ -101,10 +102,12 @@ class Sched:
         *,
         pin: bool = False,
         eager: bool = False,
+        context: contextvars.Context | None = None,
     ) -> G[T]:
         """Make a G (Go: newproc). From one of this runtime's Ps it goes to that P's
         runnext (or, ``eager``, is stepped at once, from a loop callback); from any
-        other thread, to the global queue. ``pin`` pins it to the calling P."""
+        other thread, to the global queue. ``pin`` pins it to the calling P; it runs in
+        ``context`` if given, else in a copy of the caller's (as ``create_task``)."""
         if type(coro) is not CoroutineType:
             check_coroutine(coro)
         if self.closing or not self.allp:
@@ -112,14 +115,19 @@ class Sched:
             raise RuntimeClosedError(f"cannot spawn a goroutine: {self.rt!r}")
         p = m.p
         if p is None or p.sched is not self:
-            check(not pin, "pinning a goroutine spawned outside its runtime's Ps")
-            g = G(coro, self, None, name)
+            if pin:
+                coro.close()
+                raise ValueError(
+                    f"go(..., pin=True) pins to the spawner's P, and this thread runs no P "
+                    f"of {self.rt!r}: spawn it from a goroutine or the runtime's loop"
+                )
+            g = G(coro, self, None, name, context)
             self.allg.add(g)
             with self.lock:
                 self.nspawned_outside += 1
             self.globrunqputbatch([g])
             return g
-        g = G(coro, self, p, name)
+        g = G(coro, self, p, name, context)
         self.allg.add(g)
         p.nspawned += 1
         if pin:

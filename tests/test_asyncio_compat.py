@@ -334,3 +334,76 @@ async def _ok(request):
     from aiohttp import web
 
     return web.Response(text="ok")
+
+
+def test_a_future_of_another_loop_is_refused_as_a_task_refuses_it(run):
+    # A Task raises at once; a goroutine must not wait on a loop that may never run
+    # (it could be neither woken nor cancelled).
+    other = asyncio.new_event_loop()
+    try:
+
+        async def main():
+            fut = other.create_future()
+            with pytest.raises(RuntimeError, match="attached to a different loop"):
+                await fut
+            return "still running"
+
+        assert run(main()) == "still running"
+    finally:
+        other.close()
+
+
+def test_cancel_lets_an_awaited_task_swallow_it_as_under_a_task(run):
+    # Task.cancel cancels the future it awaits and nothing more: if the awaited task
+    # handles the cancellation and returns, the canceller sees that result.
+    async def body():
+        async def inner():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                return "swallowed"
+
+        t = asyncio.create_task(inner())
+        try:
+            async with asyncio.timeout(0.01):
+                return await t
+        except TimeoutError:
+            return "TimeoutError"
+
+    async def main():
+        as_task = await asyncio.create_task(body())
+        as_goroutine = await mnsched.go(body())
+        return as_task, as_goroutine
+
+    assert run(main()) == ("swallowed", "swallowed")
+
+
+def test_cancel_after_the_awaited_future_completed_is_not_lost(run):
+    # The future completed before the cancel reached it: the cancellation is thrown in
+    # as the goroutine resumes, exactly where a Task takes it (Task._must_cancel).
+    async def scenario(spawn):
+        fut = asyncio.get_running_loop().create_future()
+        reached = []
+
+        async def child():
+            try:
+                await fut
+                reached.append("after the future")
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                reached.append("cancelled")
+                raise
+
+        t = spawn(child())
+        await asyncio.sleep(0.01)
+        fut.set_result(None)  # done: the child's wake-up is pending, it has not resumed
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        return reached
+
+    async def main():
+        return await scenario(asyncio.create_task), await scenario(mnsched.go)
+
+    as_task, as_goroutine = run(main())
+    assert as_goroutine == as_task == ["cancelled"]

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 import mnsched
-from conftest import wait_until
+from conftest import at_procs, wait_until
 from mnsched import BlockingCallError, RuntimeClosedError
 
 
@@ -543,3 +543,43 @@ def test_waiting_goroutines_say_why(runtime):
         with pytest.raises(asyncio.CancelledError):
             g.result(timeout=10)
     mu.unlock()
+
+
+def test_go_runs_in_the_context_it_is_given(run):
+    # As asyncio.create_task(coro, context=ctx): that very context, not a copy.
+    var = contextvars.ContextVar("var", default="unset")
+
+    async def child():
+        before = var.get()
+        var.set("set by the child")
+        return before
+
+    async def main():
+        ctx = contextvars.copy_context()
+        ctx.run(var.set, "given")
+        seen = await mnsched.go(child(), context=ctx)
+        return seen, ctx[var], var.get()
+
+    assert run(main()) == ("given", "set by the child", "unset")
+
+
+@at_procs(2, 4)  # a free goroutine could move: pinning matters only with other Ps
+def test_go_pin_keeps_a_goroutine_on_the_spawners_p(run):
+    async def child():
+        threads = set()
+        for _ in range(50):
+            threads.add(threading.get_ident())
+            await mnsched.sleep(0.001)  # a park point: a free goroutine may resume anywhere
+        return threads
+
+    async def main():
+        gs = [mnsched.go(child(), pin=True) for _ in range(8)]
+        return [await g for g in gs], threading.get_ident()
+
+    seen, main_thread = run(main())
+    assert all(threads == {main_thread} for threads in seen)
+
+
+def test_go_pin_from_outside_the_runtime_is_refused(runtime):
+    with pytest.raises(ValueError, match="pins to the spawner's P"):
+        runtime.go(double(1), pin=True)
