@@ -39,7 +39,6 @@ from .g import (
     LockType,
     casgstatus,
     goexit,
-    goready,
 )
 from .m import Call, m
 from .runq import JOIN_WINDOW, LOCAL_QUEUE_SIZE, RunQ
@@ -321,12 +320,20 @@ class P:
         else:
             self.loop.call_soon_threadsafe(self.schedule)
 
-    def _resume_soon(self, g: G[Any]) -> None:
-        # After a bare yield: the loop has run its ready callbacks; back in line.
+    def resume(self, g: G[Any]) -> None:
+        """g's wait on this P's loop is over (its asyncio future completed, or the loop
+        turned after a bare yield): step it right here, in this loop callback, as a Task
+        runs its step from its wake-up. Resuming in a later callback instead would let
+        asyncio and anyio see g awaiting nothing in between (anyio then cancels it, and
+        results are lost) and reorder it against tasks."""
+        g._futw = None
         casgstatus(g, WAITING, RUNNABLE)
-        self.runqput(g)
-        if not self.active:
-            self.wake()
+        if self.curg is not None:  # inside a step (a loop nested in one): queue it
+            self.ready_here(g)
+            return
+        g._p = self
+        self.last_clock = time.monotonic()  # for sysmon: a step starts now
+        self.step_eagerly(g)
 
     def _drain_inbox(self) -> None:
         inbox = self.inbox
@@ -617,6 +624,8 @@ class P:
             self.curg = curg
             if prev is not None:
                 ct[loop] = prev
+        if not self.active and (self.runq or self.runnext):
+            self.wake()  # stepped from a callback of an idle P, g queued work here
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend
@@ -645,7 +654,7 @@ class P:
             casgstatus(g, RUNNING, WAITING)
             g._waitreason = WAIT_LOOP
             g._waitsince = self.last_clock
-            self.loop.call_soon(self._resume_soon, g)
+            self.loop.call_soon(self.resume, g)
         elif getattr(y, "_asyncio_future_blocking", None):
             self._await_future(g, y)
         else:
@@ -679,14 +688,12 @@ class P:
         g._waitreason = WAIT_FUTURE
         g._waitsince = self.last_clock
         g._futw = fut
-        fut.add_done_callback(self._wakeup_future(g))
+        fut.add_done_callback(self._wakeup_future(g))  # resumes g in that callback
         if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
             g._pend = None  # the future carries the cancellation now (as asyncio.Task)
 
-    @staticmethod
-    def _wakeup_future(g: G[Any]) -> Callable[[asyncio.Future[Any]], None]:
+    def _wakeup_future(self, g: G[Any]) -> Callable[[asyncio.Future[Any]], None]:
         def wakeup(_: asyncio.Future[Any]) -> None:
-            g._futw = None
-            goready(g, WAITING)
+            self.resume(g)
 
         return wakeup

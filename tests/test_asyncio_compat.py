@@ -407,3 +407,48 @@ def test_cancel_after_the_awaited_future_completed_is_not_lost(run):
 
     as_task, as_goroutine = run(main())
     assert as_goroutine == as_task == ["cancelled"]
+
+
+def test_a_goroutine_resumes_when_its_future_completes_as_a_task_does(run):
+    # A Task resumes in its future's done-callback; so does a goroutine, so the two
+    # interleave with other tasks the same way.
+    async def body():
+        log = []
+
+        async def t():
+            log.append(1)
+            await asyncio.sleep(0)
+            log.append(2)
+
+        task = asyncio.create_task(t())
+        await asyncio.sleep(0)
+        seen = list(log)
+        await task
+        return seen
+
+    async def main():
+        return await asyncio.create_task(body()), await mnsched.go(body())
+
+    as_task, as_goroutine = run(main())
+    assert as_goroutine == as_task == [1]
+
+
+def test_anyio_start_keeps_the_started_value_when_the_child_then_fails(run):
+    # anyio re-delivers cancellation every loop iteration to tasks that await nothing:
+    # a goroutine must never be caught between its future's completion and its step.
+    async def body():
+        async def child(*, task_status):
+            task_status.started(2)
+            raise RuntimeError("after started")
+
+        value = None
+        with pytest.raises(BaseExceptionGroup):
+            async with anyio.create_task_group() as tg:
+                value = await tg.start(child)
+        return value
+
+    async def main():
+        return await asyncio.create_task(body()), await mnsched.go(body())
+
+    as_task, as_goroutine = run(main())
+    assert as_goroutine == as_task == 2
