@@ -7,8 +7,9 @@ goroutine is hogging the CPU, or blocked in a call that was not made through
 ``syscall``. Python cannot preempt it, but sysmon makes sure nobody else waits for it
 (Go's ``retake``/``handoffp``):
 
-- the stuck P's runnable goroutines (runnext, local queue, inbox) and the due timers of
-  its sleeping goroutines go to the global queue, where the other Ps find them;
+- the stuck P's runnable goroutines (runnext, local queue, inbox) go to the global
+  queue, where the other Ps find them, and sysmon runs its due timers (sleepers wake
+  elsewhere, timer channels send);
 - if every P is stuck, a *spare* P is started to run them; once no P is stuck the spares
   retire, and the number of running Ps is back to ``procs``.
 
