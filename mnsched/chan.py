@@ -210,8 +210,7 @@ class Chan(Generic[T]):
             else:
                 sg.wake(p)
             return sg.elem  # type: ignore[no-any-return]
-        # Nothing buffered, no sender, open: wait, without trying recv_now first. Waiting
-        # is inline here, not through recv_ok: a frame less on the hot path.
+        # Nothing buffered, no sender, open: wait, without trying recv_now first.
         done = False
         if buf or q or self._closed:
             done, v, ok, sender = self.recv_now()
@@ -229,17 +228,10 @@ class Chan(Generic[T]):
 
     async def recv_ok(self) -> tuple[T | None, bool]:
         """Receive as Go's ``v, ok := <-ch``: (None, False) once closed and drained."""
-        p = m.p
-        self._lock.acquire()
-        done, v, ok, sg = self.recv_now()
-        if done:
-            self._lock.release()
-            if sg is not None:
-                sg.wake(p)
-            return v, ok
-        sg = Sudog(self, "receive from")
-        await wait(self, sg, self._recvq, WAIT_CHAN_RECEIVE, p)  # releases the lock
-        return sg.elem, sg.ok
+        try:
+            return await self.recv(), True
+        except ChannelClosed:
+            return None, False
 
     def try_recv(self) -> T:
         """Receive a value if one is there at once; else raise WouldBlock. Raises
@@ -278,10 +270,11 @@ class Chan(Generic[T]):
 
     async def _iterate(self) -> AsyncIterator[T]:
         while True:
-            v, ok = await self.recv_ok()
-            if not ok:
+            try:
+                v = await self.recv()
+            except ChannelClosed:
                 return
-            yield v  # type: ignore[misc]  # ok: v is a T
+            yield v
 
     # -- close -------------------------------------------------------------------------
 

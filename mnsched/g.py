@@ -314,11 +314,7 @@ class G(Generic[T]):
                     lock.acquire()
                     if self._status != DONE:
                         self._push_waiter(g)
-                        # gopark, inline: a join that missed is the hot path of spawn storms,
-                        # and a generator per wait costs them several percent.
-                        g._waitq = _Join(self)
-                        g._waitreason = WAIT_GOROUTINE
-                        yield lock
+                        yield from gopark(g, lock, _Join(self), WAIT_GOROUTINE)
                     else:
                         lock.release()
         if self._exc is not None:

@@ -328,12 +328,7 @@ class P:
         results are lost) and reorder it against tasks."""
         g._futw = None
         casgstatus(g, WAITING, RUNNABLE)
-        if self.curg is not None:  # inside a step (a loop nested in one): queue it
-            self.ready_here(g)
-            return
-        g._p = self
-        self.last_clock = time.monotonic()  # for sysmon: a step starts now
-        self.step_eagerly(g)
+        self.step_from_callback(g)
 
     def _drain_inbox(self) -> None:
         inbox = self.inbox
@@ -405,30 +400,33 @@ class P:
         self.batch_deadline = deadline = now + BATCH_TIME
         n = 0
         while True:
-            g = None
             # 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first.
-            if glob and self.tick % GLOBAL_CHECK_TICKS == 0:
-                g = sched.globrunqget(self, 1)
-                if g is not None:
-                    if self.spinning:
-                        sched.reset_spinning(self)
-                    self.slice_start = now
-            # 3. runnext, in the current time slice.
-            if g is None and rn:
-                try:
-                    g = popnext()
-                except IndexError:
-                    pass  # sysmon took it
-            if g is None:
+            if (
+                glob
+                and self.tick % GLOBAL_CHECK_TICKS == 0
+                and (g := sched.globrunqget(self, 1)) is not None
+            ):
+                if self.spinning:
+                    sched.reset_spinning(self)
                 self.slice_start = now
-                # 4. The local queue.
-                if runq:
-                    g = popleft()
-                else:
-                    # 5-8. Elsewhere, or park.
-                    g = self._findrunnable()
-                    if g is None:
-                        return  # parked
+            else:
+                # 3. runnext, in the current time slice.
+                g = None
+                if rn:
+                    try:
+                        g = popnext()
+                    except IndexError:
+                        pass  # sysmon took it
+                if g is None:
+                    self.slice_start = now
+                    # 4. The local queue.
+                    if runq:
+                        g = popleft()
+                    else:
+                        # 5-8. Elsewhere, or park.
+                        g = self._findrunnable()
+                        if g is None:
+                            return  # parked
 
             step(g)
             n += 1
@@ -624,8 +622,16 @@ class P:
             self.curg = curg
             if prev is not None:
                 ct[loop] = prev
-        if not self.active and (self.runq or self.runnext):
-            self.wake()  # stepped from a callback of an idle P, g queued work here
+
+    def step_from_callback(self, g: G[Any]) -> None:
+        """Step g from a loop callback of this P (a wait on the loop ended, a goroutine
+        started eagerly), outside any step: the P may be idle and its clock old."""
+        if self.curg is not None:
+            raise InternalError(f"stepping {g!r} from a callback inside {self.curg!r}'s step")
+        self.last_clock = time.monotonic()  # for sysmon: a step starts now
+        self.step_eagerly(g)
+        if not self.active and (self.runq or self.runnext or self.sched.runq):
+            self.wake()  # g queued work (gosched, a retry) while the P was idle
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend

@@ -315,10 +315,10 @@ class Runtime:
             done = loop.create_future()
             add_waiter(main, lambda _: complete_future(done))
         except BaseException:
-            self._end_close()
             self._stop_threads(p0)
             m.p = None
             p0.close_loop()
+            self._end_close()
             raise
         interrupted: list[bool] = []
         restore_sigint = _install_sigint(main, loop, interrupted)

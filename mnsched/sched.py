@@ -15,7 +15,6 @@ import contextvars
 import logging
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from types import CoroutineType
@@ -133,9 +132,8 @@ class Sched:
         if pin:
             p.pin(g)
         if eager:
-            p.last_clock = time.monotonic()  # a loop callback: the P's clock may be old
             try:
-                p.step_eagerly(g)
+                p.step_from_callback(g)
             except BaseException:
                 if g._status == RUNNABLE:  # it never ran: queue it rather than lose it
                     p.ready_here(g)
