@@ -2,6 +2,7 @@
 
 - who is asyncio's current task on a loop (a running G is), written cheaply;
 - the loop getters that pin a G to its P when it asks for its loop;
+- ``asyncio.all_tasks()``, which must list goroutines too;
 - calling into a loop, or completing or cancelling a future, from any thread.
 
 Nothing here knows about run queues: the pinning hook is installed by ``p.py``.
@@ -13,7 +14,7 @@ import asyncio
 import contextvars
 import functools
 from asyncio.tasks import _enter_task, _leave_task
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -83,6 +84,66 @@ def install_loop_getter_hook(on_get: Callable[[asyncio.AbstractEventLoop], None]
         wrapped = make(fn)
         setattr(asyncio.events, name, wrapped)
         setattr(asyncio, name, wrapped)
+
+
+class _TaskSetWithGoroutines:
+    """Stands in for asyncio's set of scheduled tasks, which ``all_tasks()`` reads at
+    call time: it iterates asyncio's own set, then ``more()`` (the live goroutines, which
+    ``all_tasks`` then filters by loop and done-ness as it does tasks). Registering
+    stays with asyncio's set (its C half holds it directly), so a spawn costs nothing
+    here: the goroutines are already kept in their scheduler's set."""
+
+    __slots__ = ("more", "tasks")
+
+    def __init__(self, tasks: Any, more: Callable[[], Iterable[Any]]) -> None:
+        self.tasks, self.more = tasks, more
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.tasks
+        yield from self.more()
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __contains__(self, task: object) -> bool:
+        return task in self.tasks
+
+    def add(self, task: Any) -> None:
+        self.tasks.add(task)
+
+    def discard(self, task: Any) -> None:
+        self.tasks.discard(task)
+
+
+def install_all_tasks_hook(more: Callable[[], Iterable[Any]]) -> None:
+    """Make ``asyncio.all_tasks()`` see the tasks ``more()`` yields as well. CPython
+    3.11 keeps its tasks in ``_all_tasks``, 3.12-3.13 in ``_scheduled_tasks``; 3.14
+    keeps them in C, where the module attribute is wrapped instead (as the loop
+    getters: a library that imported ``all_tasks`` before mnsched misses them there).
+    Idempotent."""
+    t = asyncio.tasks
+    for name in ("_scheduled_tasks", "_all_tasks"):
+        tasks = getattr(t, name, None)
+        if tasks is not None and hasattr(tasks, "add"):
+            if not isinstance(tasks, _TaskSetWithGoroutines):
+                setattr(t, name, _TaskSetWithGoroutines(tasks, more))
+            return
+    all_tasks = t.all_tasks
+    if hasattr(all_tasks, "__mnsched_wrapped__"):
+        return
+
+    @functools.wraps(all_tasks)
+    def all_tasks_and_goroutines(
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> set[asyncio.Task[Any]]:
+        if loop is None:
+            loop = asyncio.get_running_loop()
+        found = all_tasks(loop)
+        found.update(g for g in more() if g.get_loop() is loop and not g.done())
+        return found
+
+    all_tasks_and_goroutines.__mnsched_wrapped__ = all_tasks  # type: ignore[attr-defined]
+    t.all_tasks = asyncio.all_tasks = all_tasks_and_goroutines
 
 
 def task_factory_calling(on_create: Callable[[], None], prev: Any) -> Any:

@@ -453,10 +453,16 @@ class G(Generic[T]):
             p.pin(self)
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop of the P that holds or runs it. A G in the global queue is on no P
+        yet: it is counted on the runtime's first P (the host loop in attach mode)
+        until a P takes it, so that ``asyncio.all_tasks()`` never misses it."""
         self._pin_if_running_here()
         p = self._p
         if p is None:
-            raise RuntimeError(f"{self!r} has not run on any P yet")
+            allp = self._sched.allp
+            if not allp:
+                raise RuntimeError(f"{self!r}: its runtime has no P left")
+            p = allp[0]
         return p.loop
 
     _loop = property(get_loop)  # anyio reads Task._loop
@@ -480,8 +486,24 @@ class G(Generic[T]):
         return self._pend in CANCELLING
 
     @property
-    def _fut_waiter(self) -> asyncio.Future[Any] | None:
-        return self._futw
+    def _fut_waiter(self) -> Any:
+        """What it awaits, as anyio reads it: the asyncio future, or while it is parked
+        (a channel, a timer, a join, a blocking call) a stand-in that is never done, so
+        that ``anyio.wait_all_tasks_blocked()`` counts it as blocked; None if it runs or
+        is runnable."""
+        status = self._status
+        if status == WAITING:
+            return self._futw
+        if status in (PARKED, SYSCALL):
+            return _PARKED
+        return None
+
+    @property
+    def _callbacks(self) -> list[tuple[Callable[[G[Any]], object], contextvars.Context]]:
+        """Its users' done-callbacks as a Future lists them (anyio reads them)."""
+        ws = self._waiters
+        ws = [] if ws is None else ws if type(ws) is list else [ws]
+        return [(w.fn, w.ctx) for w in ws if type(w) is _DoneCallback]
 
     def get_coro(self) -> Coroutine[Any, Any, T]:
         return self._coro
@@ -588,6 +610,24 @@ def abandon(g: G[Any]) -> None:
     (``finally`` blocks run, through GeneratorExit) instead of resumed."""
     g._abandoned = True
     g.cancel("abandoned at shutdown: it ignored cancellation")
+
+
+class _Parked:
+    """``G._fut_waiter`` of a parked G: a wait no asyncio future stands for."""
+
+    __slots__ = ()
+
+    def done(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "<parked in mnsched>"
+
+
+_PARKED = _Parked()
 
 
 class _Join:

@@ -176,7 +176,7 @@ class P:
             loop.set_task_factory(self._prev_factory)
             return
         try:
-            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            tasks = self.tasks()
             for t in tasks:
                 t.cancel()
             if tasks:
@@ -192,11 +192,16 @@ class P:
         if g is not None and g._home is None:
             self.pin(g)
 
+    def tasks(self) -> list[asyncio.Task[Any]]:
+        """The plain asyncio tasks alive on this loop (all_tasks lists goroutines too)."""
+        tasks: set[Any] = asyncio.all_tasks(self.loop)
+        return [t for t in tasks if type(t) is not G and not t.done()]
+
     def has_tasks(self) -> bool:
         """Whether asyncio tasks are alive on this loop (from sysmon, while this P is
         idle: a set changing under the count means yes, conservatively)."""
         try:
-            return any(not t.done() for t in asyncio.all_tasks(self.loop))
+            return bool(self.tasks())
         except RuntimeError:
             return True
 
@@ -342,6 +347,8 @@ class P:
         """Run one batch of Gs (a loop callback). The error boundary: the P never stays
         wedged "active" with nothing queued to run it, and a failure inside the scheduler
         is an InternalError that ends the runtime loudly."""
+        if m.p is not self:
+            m.p = self  # a host loop that runs again after another one ran here
         try:
             self._schedule()
         except BaseException as e:
@@ -628,6 +635,8 @@ class P:
         started eagerly), outside any step: the P may be idle and its clock old."""
         if self.curg is not None:
             raise InternalError(f"stepping {g!r} from a callback inside {self.curg!r}'s step")
+        if m.p is not self:
+            m.p = self  # as in schedule
         self.last_clock = time.monotonic()  # for sysmon: a step starts now
         self.step_eagerly(g)
         if not self.active and (self.runq or self.runnext or self.sched.runq):

@@ -147,8 +147,22 @@ class Runtime:
                 "Runtime(attach=True) starts inside a running event loop "
                 "(async with, or start() from a coroutine)"
             ) from None
-        if m.p is not None:
-            raise RuntimeError("this thread already runs a P; it cannot attach another")
+        p = m.p
+        if p is not None:
+            if not p.borrowed or p.loop is loop:
+                raise RuntimeError(
+                    f"this thread already runs P{p.id} of {p.sched.rt!r}: "
+                    "one runtime per loop (use current_runtime() to reach it)"
+                )
+            # Its host loop was stopped under it (no aclose) and this thread now runs
+            # another: as asyncio leaves a stopped loop's tasks, leave that runtime to
+            # its loop (it carries on if the loop runs again) and free the thread.
+            logger.warning(
+                "%r: its host loop stopped without 'await rt.aclose()'; detached from "
+                "this thread (close it on its own loop)",
+                p.sched.rt,
+            )
+            m.p = None
         self._start(caller_is_p0=True, borrow=loop)
 
     def _begin_close(self) -> str:

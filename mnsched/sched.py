@@ -15,11 +15,13 @@ import contextvars
 import logging
 import math
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .aio import install_all_tasks_hook
 from .errors import RuntimeClosedError, check
 from .g import RUNNABLE, SYSCALL, G, casgstatus, check_coroutine
 from .m import Call, MPool, m
@@ -48,6 +50,18 @@ class StealOrder:
         for _ in range(n):
             yield pos
             pos = (pos + inc) % n
+
+
+# Every scheduler not yet collected, for asyncio.all_tasks().
+_SCHEDS: weakref.WeakSet[Sched] = weakref.WeakSet()
+
+
+def _all_goroutines() -> Iterator[G[Any]]:
+    for sched in list(_SCHEDS):
+        yield from sched.allg.copy()
+
+
+install_all_tasks_hook(_all_goroutines)
 
 
 class Sched:
@@ -81,6 +95,7 @@ class Sched:
         self.retired: list[P] = []
         self.spares: list[P] = []
         self.warm: P | None = None
+        _SCHEDS.add(self)
 
     @property
     def nprocs(self) -> int:

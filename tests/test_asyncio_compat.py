@@ -452,3 +452,73 @@ def test_anyio_start_keeps_the_started_value_when_the_child_then_fails(run):
 
     as_task, as_goroutine = run(main())
     assert as_goroutine == as_task == 2
+
+
+def test_goroutines_are_in_all_tasks_of_their_loop(run):
+    async def main():
+        me = asyncio.current_task()
+        c = mnsched.Chan()
+        loops = mnsched.Chan(3)
+
+        async def waiter():
+            await loops.send(asyncio.get_running_loop())  # pinned: it stays on this loop
+            await c.recv()
+
+        gs = [mnsched.go(waiter()) for _ in range(3)]
+        where = {}
+        for _ in gs:
+            where.setdefault(await loops.recv(), 0)
+        # Each parked waiter is listed on exactly one loop: its own.
+        listed = [sum(g in asyncio.all_tasks(loop) for loop in where) for g in gs]
+        for _ in gs:
+            await c.send(None)
+        for g in gs:
+            await g
+        gone = [g in asyncio.all_tasks(loop) for loop in where for g in gs]
+        return me in asyncio.all_tasks(), listed, any(gone)
+
+    assert run(main()) == (True, [1, 1, 1], False)
+
+
+def test_all_tasks_lists_parked_goroutines_on_their_loop(run):
+    async def main():
+        loop = asyncio.get_running_loop()
+        c = mnsched.Chan()
+        started = mnsched.Chan()
+
+        async def parked():
+            await started.send(asyncio.get_running_loop())
+            await c.recv()
+
+        g = mnsched.go(parked(), pin=True)  # on main's P: main's loop
+        assert await started.recv() is loop
+        await mnsched.gosched()
+        listed = g in asyncio.all_tasks(loop)
+        await c.send(None)
+        await g
+        return listed
+
+    assert run(main())
+
+
+def test_anyio_wait_all_tasks_blocked_sees_goroutines(run):
+    # anyio counts a task as blocked while its _fut_waiter is a pending future: a
+    # goroutine parked on a channel is blocked, one that still runs is not.
+    async def main():
+        c = mnsched.Chan()
+        log = []
+
+        async def worker():
+            for i in range(20):
+                await mnsched.gosched()
+                log.append(i)
+            await c.recv()
+
+        g = mnsched.go(worker(), pin=True)
+        await anyio.wait_all_tasks_blocked()
+        seen = len(log)
+        await c.send(None)
+        await g
+        return seen
+
+    assert run(main()) == 20

@@ -112,6 +112,62 @@ def test_attach_requires_a_running_loop():
         mnsched.Runtime(procs=1, attach=True).start()
 
 
+def test_one_runtime_per_host_loop():
+    async def host():
+        async with mnsched.Runtime(procs=1, attach=True):
+            with pytest.raises(RuntimeError, match="one runtime per loop"):
+                mnsched.Runtime(procs=1, attach=True).start()
+
+    asyncio.run(host())
+
+
+def test_a_stopped_host_loop_detaches_its_runtime(rt_params, caplog):
+    # The host loop stops under an attached runtime (loop.stop(), no aclose): the thread
+    # is free for another loop and runtime; the first carries on when its loop runs again.
+    procs, kind = rt_params
+    new_loop = asyncio.new_event_loop if kind == "asyncio" else uvloop.new_event_loop
+    gate = mnsched.Chan()
+
+    async def answer():
+        await gate.recv()
+        return 42
+
+    async def attach_then_stop(held):
+        rt = mnsched.Runtime(procs=procs, loop=kind, attach=True).start()
+        held.append(rt)
+        held.append(rt.go(answer()))
+        asyncio.get_running_loop().stop()
+
+    loop1 = new_loop()
+    held: list = []
+    loop1.create_task(attach_then_stop(held))
+    loop1.run_forever()
+    rt1, g1 = held
+
+    async def second():
+        async with mnsched.Runtime(procs=procs, loop=kind, attach=True) as rt2:
+            return await rt2.go(_await(mnsched.go(mnsched.sleep(0, 7))))
+
+    second_loop = new_loop()
+    try:
+        assert second_loop.run_until_complete(second()) == 7
+    finally:
+        second_loop.close()
+    assert "host loop stopped without 'await rt.aclose()'" in caplog.text
+
+    async def finish():
+        await gate.send(None)
+        result = await g1
+        await rt1.aclose()
+        return result
+
+    try:
+        assert loop1.run_until_complete(finish()) == 42
+    finally:
+        loop1.close()
+    assert rt1.closed
+
+
 # -- serving on every P -----------------------------------------------------------------------
 
 
