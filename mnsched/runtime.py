@@ -206,13 +206,13 @@ class Runtime:
     async def aclose(self, timeout: float | None = None) -> None:
         """Close from a coroutine without blocking its loop (required in attach mode)."""
         if not self.attach:
-            await asyncio.to_thread(self.close, timeout)
+            await _in_thread(self.close, timeout)
             return
         p0 = self.sched.allp[0] if self.sched.allp else None
         state = self._begin_close()
         if state != RUNNING_RT:
             if state == CLOSING:
-                await asyncio.to_thread(self._closed.wait, timeout)
+                await _in_thread(self._closed.wait, timeout)
             return
         sched = self.sched
         try:
@@ -222,7 +222,7 @@ class Runtime:
                 self._abandon_stubborn()
                 await _wait_event(sched.all_done, ABANDON_GRACE, lambda: None)
         finally:
-            await asyncio.to_thread(self._stop_threads, p0)
+            await _in_thread(self._stop_threads, p0)
             m.p = None
             if p0 is not None:
                 p0.close_loop()  # 8. gives the host loop back as it was
@@ -442,7 +442,7 @@ class Runtime:
             if self.attach:
                 self._start_attached()
             else:
-                await asyncio.to_thread(self.start)
+                await _in_thread(self.start)
         self._tokens.append(_current_rt.set(self))
         return self
 
@@ -516,6 +516,30 @@ def run(
         main.close()
         raise
     return rt._run_main(main)
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run a blocking ``fn(*args)`` on a thread of its own and await it. Not
+    ``asyncio.to_thread``: a runtime must start and close even where the host loop's
+    default executor is busy or already shut down (test teardowns shut it down first)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def main() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as e:
+            complete_future(done, exc=e)
+        else:
+            complete_future(done, result)
+
+    t = threading.Thread(target=main, name="mnsched-lifecycle", daemon=True)
+    t.start()
+    try:
+        return await done
+    finally:
+        if done.done():
+            t.join()  # it has only its return left: leave no thread behind
 
 
 async def _wait_event(ev: threading.Event, seconds: float, every: Callable[[], None]) -> None:
