@@ -146,17 +146,42 @@ def install_all_tasks_hook(more: Callable[[], Iterable[Any]]) -> None:
     t.all_tasks = asyncio.all_tasks = all_tasks_and_goroutines
 
 
-def task_factory_calling(on_create: Callable[[], None], prev: Any) -> Any:
-    """A loop task factory that calls ``on_create()``, then makes the task as ``prev``
-    (the loop's factory before, or None for asyncio.Task) would."""
+def hook_task_factory(loop: asyncio.AbstractEventLoop, on_create: Callable[[], None]) -> Any:
+    """Call ``on_create()`` before every task the loop makes, whatever task factory is set
+    on it, now or later. The loop's factory is wrapped, but ``get_task_factory()`` still
+    answers the one set by its users (anyio recognises asyncio's eager factory by its
+    code, to start tasks without it), and ``set_task_factory`` wraps the new one. Returns
+    a function that gives the loop back as it was."""
+    cls = type(loop)
+    user = [loop.get_task_factory()]
 
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        on_create()
-        if prev is None:
-            return asyncio.Task(coro, loop=loop, **kwargs)
-        return prev(loop, coro, **kwargs)  # type: ignore[no-any-return]
+    def wrap(factory: Any) -> Any:
+        def calling(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+            on_create()
+            if factory is None:
+                return asyncio.Task(coro, loop=loop, **kwargs)
+            return factory(loop, coro, **kwargs)
 
-    return factory
+        return calling
+
+    def set_task_factory(factory: Any) -> None:
+        if factory is not None and not callable(factory):
+            cls.set_task_factory(loop, factory)  # raises asyncio's own TypeError
+        cls.set_task_factory(loop, wrap(factory))
+        user[0] = factory
+
+    def get_task_factory() -> Any:
+        return user[0]
+
+    def undo() -> None:
+        del loop.set_task_factory
+        del loop.get_task_factory
+        cls.set_task_factory(loop, user[0])
+
+    cls.set_task_factory(loop, wrap(user[0]))
+    loop.set_task_factory = set_task_factory  # type: ignore[method-assign]
+    loop.get_task_factory = get_task_factory  # type: ignore[method-assign]
+    return undo
 
 
 def call_on_loop(

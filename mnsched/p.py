@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .aio import CURRENT_TASKS, install_loop_getter_hook, task_factory_calling
+from .aio import CURRENT_TASKS, hook_task_factory, install_loop_getter_hook
 from .errors import InternalError, check
 from .g import (
     CANCEL,
@@ -111,7 +111,7 @@ class P:
         self.retiring = False  # removed by gomaxprocs; runs only its pinned Gs until done
         self.stopped = False  # its loop has stopped
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
-        self._prev_factory: Any = None  # the loop's task factory before ours
+        self._unhook_task_factory: Callable[[], None] | None = None
         self.npinned = 0
         # Pushes by runqput less joins from inside the queue, stamped on a G as it is
         # pushed (G._qpos): the difference estimates its distance from the tail (join).
@@ -133,9 +133,8 @@ class P:
         self.thread_ident = threading.get_ident()
         loop = self._make_loop() if borrow is None else borrow
         self.borrowed = borrow is not None
-        self._prev_factory = loop.get_task_factory()
         # A task created from inside a goroutine belongs to this loop; so does the G now.
-        loop.set_task_factory(task_factory_calling(self._pin_current, self._prev_factory))
+        self._unhook_task_factory = hook_task_factory(loop, self._pin_current)
         self.loop = loop
 
     def start_thread(self) -> None:
@@ -172,8 +171,10 @@ class P:
         loop = getattr(self, "loop", None)
         if loop is None or loop.is_closed():
             return
+        if self._unhook_task_factory is not None:
+            self._unhook_task_factory()
+            self._unhook_task_factory = None
         if self.borrowed:
-            loop.set_task_factory(self._prev_factory)
             return
         try:
             tasks = self.tasks()

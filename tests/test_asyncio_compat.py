@@ -522,3 +522,54 @@ def test_anyio_wait_all_tasks_blocked_sees_goroutines(run):
         return seen
 
     assert run(main()) == 20
+
+
+def test_the_loop_answers_the_task_factory_its_users_set(rt_params):
+    # mnsched wraps each loop's task factory (a goroutine that makes a task is pinned to
+    # that loop), but the loop still answers the factory its users set: anyio starts
+    # tasks without asyncio's eager factory by recognising it.
+    procs, kind = rt_params
+
+    def factory(loop, coro, **kwargs):
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    async def inside():
+        loop = asyncio.get_running_loop()
+        before = loop.get_task_factory()
+        loop.set_task_factory(factory)
+        made = await asyncio.create_task(_me())
+        after = loop.get_task_factory()
+        loop.set_task_factory(None)
+        return before, after is factory, type(made).__name__
+
+    async def host():
+        async with mnsched.Runtime(procs=procs, loop=kind, attach=True) as rt:
+            return await rt.go(inside())
+
+    assert asyncio.run(host()) == (None, True, "Task")
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "eager_task_factory"), reason="Python 3.12+")
+def test_anyio_task_group_under_the_eager_task_factory(rt_params):
+    procs, kind = rt_params
+
+    async def body():
+        started = []
+
+        async def child(i):
+            started.append(i)
+            await anyio.sleep(0)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(child, i)
+        return started
+
+    async def host():
+        asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)
+        as_task = await asyncio.create_task(body())
+        async with mnsched.Runtime(procs=procs, loop=kind, attach=True) as rt:
+            return as_task, await rt.go(body())
+
+    as_task, as_goroutine = asyncio.run(host())
+    assert as_goroutine == as_task == [0, 1, 2]

@@ -112,6 +112,19 @@ def test_attach_requires_a_running_loop():
         mnsched.Runtime(procs=1, attach=True).start()
 
 
+@pytest.mark.parametrize("attach", [False, True], ids=["threads", "attach"])
+def test_start_and_close_without_the_default_executor(procs, attach):
+    # Test teardowns shut the loop's default executor down before closing the loop: a
+    # runtime must still start and close then.
+    async def host():
+        await asyncio.get_running_loop().shutdown_default_executor()
+        async with mnsched.Runtime(procs=procs, attach=attach) as rt:
+            answer = await rt.go(mnsched.sleep(0, 42))
+        return answer, rt.closed
+
+    assert asyncio.run(host()) == (42, True)
+
+
 def test_one_runtime_per_host_loop():
     async def host():
         async with mnsched.Runtime(procs=1, attach=True):
