@@ -1,7 +1,8 @@
 """aio: the shims between mnsched and asyncio (see docs/design.md, "asyncio inside a G").
 
 - who is asyncio's current task on a loop (a running G is), written cheaply;
-- the loop getters that pin a G to its P when it asks for its loop;
+- the loop getters and the loop task factory that pin a G to its P when it asks for
+  its loop or makes a task;
 - ``asyncio.all_tasks()``, which must list goroutines too;
 - calling into a loop, or completing or cancelling a future, from any thread.
 
