@@ -11,6 +11,7 @@ from .errors import (
     RuntimeClosedError,
 )
 from .g import G
+from .perp import PerP
 from .runtime import Runtime, current_runtime, run
 from .selectgo import Recv, Send, select
 from .sync import Mutex, Once, WaitGroup
@@ -26,6 +27,7 @@ __all__ = [
     "MnschedError",
     "Mutex",
     "Once",
+    "PerP",
     "Recv",
     "Runtime",
     "RuntimeClosedError",

@@ -11,6 +11,7 @@ here: the G state machine, where a G may be, who may touch which field, the lock
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
 import threading
 import time
@@ -39,6 +40,7 @@ from .g import (
     LockType,
     casgstatus,
     goexit,
+    logger,
 )
 from .m import Call, m
 from .runq import JOIN_WINDOW, LOCAL_QUEUE_SIZE, RunQ
@@ -73,6 +75,30 @@ def _pin_on_get_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 install_loop_getter_hook(_pin_on_get_loop)
+
+
+class Resource:
+    """A PerP instance and how to close it."""
+
+    __slots__ = ("close", "obj")
+
+    def __init__(self, obj: object, close: Callable[[Any], Any] | None) -> None:
+        self.obj, self.close = obj, close
+
+    async def aclose(self) -> None:
+        obj = self.obj
+        if self.close is not None:
+            result = self.close(obj)
+        else:
+            for name in ("aclose", "close", "dispose"):
+                method = getattr(obj, name, None)
+                if callable(method):
+                    result = method()
+                    break
+            else:
+                return  # nothing to close
+        if inspect.isawaitable(result):
+            await result
 
 
 class P:
@@ -113,6 +139,8 @@ class P:
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
         self._unhook_task_factory: Callable[[], None] | None = None
         self.npinned = 0
+        # PerP instances made on this P (only its thread touches it), closed at shutdown.
+        self.resources: dict[object, Resource] = {}
         # Pushes by runqput less joins from inside the queue, stamped on a G as it is
         # pushed (G._qpos): the difference estimates its distance from the tail (join).
         self.qseq = 0
@@ -134,7 +162,7 @@ class P:
         loop = self._make_loop() if borrow is None else borrow
         self.borrowed = borrow is not None
         # A task created from inside a goroutine belongs to this loop; so does the G now.
-        self._unhook_task_factory = hook_task_factory(loop, self._pin_current)
+        self._unhook_task_factory = hook_task_factory(loop, self.pin_current)
         self.loop = loop
 
     def start_thread(self) -> None:
@@ -187,11 +215,21 @@ class P:
         finally:
             loop.close()
 
-    def _pin_current(self) -> None:
+    def pin_current(self) -> None:
         """The running G is about to hold something of this P's loop: pin it here."""
         g = self.curg
         if g is not None and g._home is None:
             self.pin(g)
+
+    async def close_resources(self) -> None:
+        """On this P's loop, at shutdown: close its PerP instances, newest first (a later
+        one may use an earlier one). A failure is logged, and the others still close."""
+        resources, self.resources = self.resources, {}
+        for res in reversed(resources.values()):
+            try:
+                await res.aclose()
+            except Exception:
+                logger.exception("shutdown: closing %r on P%d failed", res.obj, self.id)
 
     def tasks(self) -> list[asyncio.Task[Any]]:
         """The plain asyncio tasks alive on this loop (all_tasks lists goroutines too)."""

@@ -6,6 +6,7 @@ docs/design.md ("Shutdown"); the numbers in the comments below refer to it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import os
 import signal
@@ -221,6 +222,12 @@ class Runtime:
             if not sched.all_done.is_set():
                 self._abandon_stubborn()
                 await _wait_event(sched.all_done, ABANDON_GRACE, lambda: None)
+            for p in sched.ps_with_resources():  # 4b. as in _stop_goroutines
+                if p is p0:
+                    await p.close_resources()
+                else:
+                    fut = asyncio.run_coroutine_threadsafe(p.close_resources(), p.loop)
+                    await _in_thread(self._close_resources_wait, fut, p)
         finally:
             await _in_thread(self._stop_threads, p0)
             m.p = None
@@ -268,6 +275,20 @@ class Runtime:
         if not sched.all_done.is_set():
             self._abandon_stubborn()
             wait(ABANDON_GRACE, lambda: None)
+        # 4b. PerP instances, each on its own P's loop, while the loops still run.
+        for p in sched.ps_with_resources():
+            if p is p0:
+                p0.loop.run_until_complete(p0.close_resources())
+            else:
+                self._close_resources_wait(
+                    asyncio.run_coroutine_threadsafe(p.close_resources(), p.loop), p
+                )
+
+    def _close_resources_wait(self, fut: concurrent.futures.Future[None], p: P) -> None:
+        try:
+            fut.result(self.shutdown_timeout)
+        except concurrent.futures.TimeoutError:
+            logger.error("shutdown: P%d's PerP instances did not close in time", p.id)
 
     def _abandon_stubborn(self) -> None:
         """4. Report the goroutines that ignored cancellation, and close their coroutines

@@ -336,6 +336,14 @@ class Sched:
             spares, self.spares = self.spares, []
             self._remove_ps(spares)
 
+    def ps_with_resources(self) -> list[P]:
+        """Every P that holds PerP instances, for shutdown to close them on its loop."""
+        with self.resize_lock:
+            ps = [*self.allp, *self.retired, *self.spares]
+            if self.warm is not None:
+                ps.append(self.warm)
+        return [p for p in ps if p.resources]
+
     def every_p(self) -> list[P]:
         """Every P with a thread of its own that may still run: for shutdown to stop."""
         with self.resize_lock:

@@ -20,7 +20,7 @@ LAYERS = [
     {"chan", "sync"},
     {"selectgo", "timers"},
     {"p"},
-    {"sched"},
+    {"sched", "perp"},
     {"sysmon"},
     {"runtime"},
     {"api", "serve"},
