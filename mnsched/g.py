@@ -559,10 +559,45 @@ class G(Generic[T]):
             return len(ws) - len(keep)
 
 
+# What asyncio and the libraries on it say when an object of one loop is used on another.
+LOOP_MISMATCH = (
+    "attached to a different loop",
+    "is bound to a different event loop",
+    "Timeout context manager should be used inside a task",
+    "Non-thread-safe operation invoked on an event loop other than the current one",
+)
+
+
+def explain_loop_mismatch(exc: BaseException, g: G[Any], p: P) -> None:
+    """If exc (or what caused it) is a loop-mismatch error, add a note that names g's P
+    and the cure, so that the traceback the user sees explains itself."""
+    cause: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, not the whole history
+        if cause is None:
+            return
+        if isinstance(cause, (RuntimeError, ValueError)) and any(
+            text in str(cause) for text in LOOP_MISMATCH
+        ):
+            break
+        cause = cause.__cause__ or cause.__context__
+    else:
+        return
+    note = (
+        f"mnsched: goroutine {g.name!r} ran on P{p.id}, and this object belongs to another "
+        "event loop: each P runs a loop of its own. Make one per P with "
+        "mnsched.PerP(factory), or spawn the goroutine with go(..., pin=True) from the "
+        "loop that made the object."
+    )
+    if note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
+
+
 def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
     """g's last step ended on p's thread (Go: goexit): publish the outcome, wake its
     waiters. Waiters are mnsched's own (Gs, and callbacks that only hand on the news):
     user done-callbacks run later, on a loop (see _DoneCallback)."""
+    if exc is not None and not isinstance(exc, asyncio.CancelledError):
+        explain_loop_mismatch(exc, g, p)
     lock = _LOCKS[hash(g) & LOCK_MASK]
     lock.acquire()
     casgstatus(g, RUNNING, DONE)

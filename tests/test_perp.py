@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 
 import aiohttp
@@ -149,3 +150,44 @@ def test_aiohttp_session_per_p_against_a_real_server(run):
         loop = stop[0]
         loop.call_soon_threadsafe(lambda: [t.cancel() for t in asyncio.all_tasks(loop)])
         server.join(10)
+
+
+def test_a_loop_mismatch_says_which_p_and_the_cure(run):
+    other = asyncio.new_event_loop()  # a client made elsewhere, on another loop
+    try:
+
+        async def misuse():
+            await other.create_future()
+
+        async def wrapped():
+            try:
+                await misuse()
+            except RuntimeError as e:
+                raise ValueError("the client failed") from e
+
+        async def main():
+            outcomes = []
+            for body in (misuse, wrapped):
+                with pytest.raises((RuntimeError, ValueError)) as e:
+                    await mnsched.go(body(), name="user")
+                outcomes.append(e.value)
+            return outcomes
+
+        for exc in run(main()):
+            (note,) = exc.__notes__
+            assert re.match(r"mnsched: goroutine 'user' ran on P\d+, and this object", note)
+            assert "mnsched.PerP(factory)" in note and "pin=True" in note
+    finally:
+        other.close()
+
+
+def test_other_errors_get_no_note(run):
+    async def fails():
+        raise RuntimeError("something else")
+
+    async def main():
+        with pytest.raises(RuntimeError) as e:
+            await mnsched.go(fails())
+        return getattr(e.value, "__notes__", [])
+
+    assert run(main()) == []
