@@ -11,6 +11,7 @@ here: the G state machine, where a G may be, who may touch which field, the lock
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import random
 import threading
@@ -364,12 +365,13 @@ class P:
         else:
             self.loop.call_soon_threadsafe(self.schedule)
 
-    def resume(self, g: G[Any]) -> None:
-        """g's wait on this P's loop is over (its asyncio future completed, or the loop
-        turned after a bare yield): step it right here, in this loop callback, as a Task
-        runs its step from its wake-up. Resuming in a later callback instead would let
-        asyncio and anyio see g awaiting nothing in between (anyio then cancels it, and
-        results are lost) and reorder it against tasks."""
+    def resume(self, g: G[Any], _fut: object = None) -> None:
+        """g's wait on this P's loop is over (its asyncio future completed: this is its
+        done-callback; or the loop turned after a bare yield): step it right here, in
+        this loop callback, as a Task runs its step from its wake-up. Resuming in a
+        later callback instead would let asyncio and anyio see g awaiting nothing in
+        between (anyio then cancels it, and results are lost) and reorder it against
+        tasks."""
         g._futw = None
         casgstatus(g, WAITING, RUNNABLE)
         self.step_from_callback(g)
@@ -742,12 +744,6 @@ class P:
         g._waitreason = WAIT_FUTURE
         g._waitsince = self.last_clock
         g._futw = fut
-        fut.add_done_callback(self._wakeup_future(g))  # resumes g in that callback
+        fut.add_done_callback(functools.partial(self.resume, g))
         if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
             g._pend = None  # the future carries the cancellation now (as asyncio.Task)
-
-    def _wakeup_future(self, g: G[Any]) -> Callable[[asyncio.Future[Any]], None]:
-        def wakeup(_: asyncio.Future[Any]) -> None:
-            self.resume(g)
-
-        return wakeup

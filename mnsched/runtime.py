@@ -222,12 +222,9 @@ class Runtime:
             if not sched.all_done.is_set():
                 self._abandon_stubborn()
                 await _wait_event(sched.all_done, ABANDON_GRACE, lambda: None)
-            for p in sched.ps_with_resources():  # 4b. as in _stop_goroutines
-                if p is p0:
-                    await p.close_resources()
-                else:
-                    fut = asyncio.run_coroutine_threadsafe(p.close_resources(), p.loop)
-                    await _in_thread(self._close_resources_wait, fut, p)
+            if p0 is not None and p0.resources:  # 4b. P0's loop is the one running here
+                await p0.close_resources()
+            await _in_thread(self._close_resources, p0)
         finally:
             await _in_thread(self._stop_threads, p0)
             m.p = None
@@ -275,20 +272,21 @@ class Runtime:
         if not sched.all_done.is_set():
             self._abandon_stubborn()
             wait(ABANDON_GRACE, lambda: None)
-        # 4b. PerP instances, each on its own P's loop, while the loops still run.
-        for p in sched.ps_with_resources():
-            if p is p0:
-                p0.loop.run_until_complete(p0.close_resources())
-            else:
-                self._close_resources_wait(
-                    asyncio.run_coroutine_threadsafe(p.close_resources(), p.loop), p
-                )
+        if p0 is not None and p0.resources:  # 4b. P0's loop is this thread's
+            p0.loop.run_until_complete(p0.close_resources())
+        self._close_resources(p0)
 
-    def _close_resources_wait(self, fut: concurrent.futures.Future[None], p: P) -> None:
-        try:
-            fut.result(self.shutdown_timeout)
-        except concurrent.futures.TimeoutError:
-            logger.error("shutdown: P%d's PerP instances did not close in time", p.id)
+    def _close_resources(self, p0: P | None) -> None:
+        """4b. The PerP instances of every P but p0, each closed on its own P's loop while
+        the loops still run (blocks: the caller is not on those loops)."""
+        for p in self.sched.ps_with_resources():
+            if p is p0:
+                continue
+            fut = asyncio.run_coroutine_threadsafe(p.close_resources(), p.loop)
+            try:
+                fut.result(self.shutdown_timeout)
+            except concurrent.futures.TimeoutError:
+                logger.error("shutdown: P%d's PerP instances did not close in time", p.id)
 
     def _abandon_stubborn(self) -> None:
         """4. Report the goroutines that ignored cancellation, and close their coroutines

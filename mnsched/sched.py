@@ -337,12 +337,10 @@ class Sched:
             self._remove_ps(spares)
 
     def ps_with_resources(self) -> list[P]:
-        """Every P that holds PerP instances, for shutdown to close them on its loop."""
+        """Every P holding PerP instances, for shutdown to close them on its loop: running
+        (spares are among them) or retired; the warm P has run nothing."""
         with self.resize_lock:
-            ps = [*self.allp, *self.retired, *self.spares]
-            if self.warm is not None:
-                ps.append(self.warm)
-        return [p for p in ps if p.resources]
+            return [p for p in (*self.allp, *self.retired) if p.resources]
 
     def every_p(self) -> list[P]:
         """Every P with a thread of its own that may still run: for shutdown to stop."""

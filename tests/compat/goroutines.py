@@ -85,15 +85,12 @@ async def in_goroutine(coro: Coroutine[Any, Any, Any]) -> Any:
     rt = _runtime(asyncio.get_running_loop())
     ctx = contextvars.copy_context()
     try:
-        return await await_goroutine(await _spawn(rt, coro, ctx))
+        g = await _spawn(rt, coro, ctx)
+        return await g
     finally:
         for var, value in ctx.items():
             if var.get(_MISSING) is not value:
                 var.set(value)
-
-
-async def await_goroutine(g: mnsched.G[Any]) -> Any:
-    return await g
 
 
 _OWN_CODE = (os.path.dirname(asyncio.__file__), os.path.dirname(mnsched.__file__))
