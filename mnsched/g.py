@@ -314,7 +314,7 @@ class G(Generic[T]):
                     lock.acquire()
                     if self._status != DONE:
                         self._push_waiter(g)
-                        yield from gopark(g, lock, _Join(self), WAIT_GOROUTINE)
+                        yield from gopark(g, lock, _Join(self, g), WAIT_GOROUTINE)
                     else:
                         lock.release()
         if self._exc is not None:
@@ -668,13 +668,15 @@ _PARKED = _Parked()
 class _Join:
     """What a G awaiting another one (the join missed) waits in."""
 
-    __slots__ = ("g",)
+    __slots__ = ("foreign", "g")
 
-    def __init__(self, g: G[Any]) -> None:
+    def __init__(self, g: G[Any], waiter: G[Any]) -> None:
         self.g = g
+        # A goroutine of another runtime: that one's goroutines may end it.
+        self.foreign = g._sched is not waiter._sched
 
-    def blocked_on(self) -> str:
-        return repr(self.g)
+    def blocked_on(self) -> str | None:
+        return None if self.foreign else repr(self.g)
 
     def cancel_wait(self, waiter: G[Any]) -> None:
         # As with asyncio tasks, cancelling the waiter cancels the awaited goroutine; the

@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -32,13 +33,19 @@ LOOP_KINDS = ("uvloop", "asyncio")
 # get to close (their finally blocks run) before the Ps stop.
 ABANDON_GRACE = 1.0
 
-# The runtime that `with Runtime()` / `async with Runtime()` made current in this context.
+# The runtime `async with Runtime()` started on each host loop: what every task on that
+# loop uses, whatever context it was created in (a lifespan's runtime must be the one its
+# server's request tasks see). Guarded by _registry_lock.
+_loop_rt: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Runtime] = (
+    weakref.WeakKeyDictionary()
+)
+# The runtime that sync `with Runtime()` made current in this context (no loop to key on).
 _current_rt: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
     "mnsched_current_runtime", default=None
 )
 _main_rt: Runtime | None = None  # the runtime of the active mnsched.run()
 _default_rt: Runtime | None = None
-_default_lock = threading.Lock()
+_registry_lock = threading.Lock()  # _loop_rt and _default_rt
 
 
 def resolve_procs(procs: object) -> int:
@@ -329,57 +336,6 @@ class Runtime:
                     g.format_stack() if g is not None else "",
                 )
 
-    def _run_main(self, coro: Coroutine[Any, Any, T]) -> T:
-        """``mnsched.run``: P0 is the calling thread, and main is pinned to it (Go locks the
-        main goroutine to the main thread too)."""
-        global _main_rt
-        sched = self.sched
-        try:
-            self._start(caller_is_p0=True)
-        except BaseException:
-            coro.close()
-            raise
-        p0 = sched.allp[0]
-        loop = p0.loop
-        try:
-            main: G[T] = sched.newproc(coro, pin=True)
-            sched.main = main
-            check(main.id == 1, "the main goroutine is not G1")  # as Go's
-            done = loop.create_future()
-            add_waiter(main, lambda _: complete_future(done))
-        except BaseException:
-            self._stop_threads(p0)
-            m.p = None
-            p0.close_loop()
-            self._end_close()
-            raise
-        interrupted: list[bool] = []
-        restore_sigint = _install_sigint(main, loop, interrupted)
-        prev_main, _main_rt = _main_rt, self
-        try:
-            try:
-                loop.run_until_complete(done)
-            finally:
-                with self._lock:
-                    self._state = CLOSING
-                try:
-                    self._stop_goroutines(None, p0)
-                finally:
-                    self._stop_threads(p0)
-        finally:
-            m.p = None
-            _main_rt = prev_main
-            try:
-                p0.close_loop()  # 8.
-            finally:
-                restore_sigint()
-                self._end_close()
-        if sched.fatal is not None:  # 9.
-            raise sched.fatal
-        if interrupted and main.cancelled():
-            raise KeyboardInterrupt
-        return main.result()
-
     # -- goroutines and Ps ----------------------------------------------------------------
 
     def go(
@@ -457,25 +413,57 @@ class Runtime:
         self.close()
 
     async def __aenter__(self) -> Runtime:
-        if self._state == NEW:
-            if self.attach:
-                self._start_attached()
-            else:
-                await _in_thread(self.start)
-        self._tokens.append(_current_rt.set(self))
+        loop = asyncio.get_running_loop()
+        # Inside a goroutine the loop is a P's, whose runtime current_runtime() answers.
+        host = loop if m.p is None else None
+        if host is not None:
+            with _registry_lock:
+                other = _loop_rt.get(host)
+                if other is not None and not other.closed:
+                    raise RuntimeError(
+                        f"this event loop already has {other!r}: one runtime per loop "
+                        "(use mnsched.current_runtime() to reach it, or close it first)"
+                    )
+                _loop_rt[host] = self  # claimed before the await: a racing one is refused
+        try:
+            if self._state == NEW:
+                if self.attach:
+                    self._start_attached()
+                else:
+                    await _in_thread(self.start)
+        except BaseException:
+            if host is not None:
+                _unregister(host, self)
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        _current_rt.reset(self._tokens.pop())
-        await self.aclose()
+        try:
+            await self.aclose()
+        finally:
+            loop = asyncio.get_running_loop()
+            _unregister(loop, self)
+
+
+def _unregister(loop: asyncio.AbstractEventLoop, rt: Runtime) -> None:
+    with _registry_lock:
+        if _loop_rt.get(loop) is rt:
+            del _loop_rt[loop]
 
 
 def current_runtime() -> Runtime:
-    """The runtime that ``go`` spawns on from here: this P's, the one made current with
-    ``with Runtime()``, the one ``run`` is running, or else the default runtime."""
+    """The runtime that ``go`` spawns on from here: this P's; the one ``async with
+    Runtime()`` started on the running loop (from any task on it); the one made current
+    with ``with Runtime()``; the one ``run`` is running; or else the default runtime."""
     p = m.p
     if p is not None:
         return p.sched.rt
+    loop = asyncio._get_running_loop()
+    if loop is not None:
+        with _registry_lock:
+            rt = _loop_rt.get(loop)
+        if rt is not None and not rt.closed:
+            return rt
     rt = _current_rt.get()
     if rt is not None:
         return rt
@@ -487,11 +475,17 @@ def current_runtime() -> Runtime:
 def default_runtime() -> Runtime:
     """The runtime ``go`` uses outside any other: started on first use, closed at exit."""
     global _default_rt
-    with _default_lock:
+    with _registry_lock:
         if _default_rt is None or _default_rt.closed:
             _default_rt = Runtime().start()
             _register_atexit(_default_rt.close)
         return _default_rt
+
+
+def started_default_runtime() -> Runtime | None:
+    """The default runtime if it is running (without starting it)."""
+    with _registry_lock:
+        return _default_rt if _default_rt is not None and not _default_rt.closed else None
 
 
 def _register_atexit(fn: Callable[[], None]) -> None:
@@ -522,6 +516,7 @@ def run(
     cancelled and awaited, and all threads and loops are closed. ``debug``, ``sysmon``
     and ``max_threads`` are as for ``Runtime``.
     """
+    global _main_rt
     check_coroutine(main)
     if asyncio._get_running_loop() is not None:
         main.close()
@@ -531,10 +526,70 @@ def run(
         )
     try:
         rt = Runtime(procs, loop=loop, debug=debug, sysmon=sysmon, max_threads=max_threads)
+        host = CallerP0(rt)
     except BaseException:
         main.close()
         raise
-    return rt._run_main(main)
+    prev_main, _main_rt = _main_rt, rt
+    try:
+        g = host.run_pinned(main, is_main=True)
+    finally:
+        try:
+            host.close()
+        finally:
+            _main_rt = prev_main
+    if host.interrupted and g.cancelled():
+        raise KeyboardInterrupt
+    return g.result()
+
+
+class CallerP0:
+    """A runtime whose P0 is the calling thread, running P0's loop only inside
+    ``run_pinned``: ``mnsched.run`` runs its main goroutine there, the pytest plugin a
+    test's async fixtures and body, one after another (loop-bound objects they make are
+    all P0's). Ctrl-C cancels the goroutine running (a second one interrupts), as in
+    ``asyncio.Runner``."""
+
+    def __init__(self, rt: Runtime) -> None:
+        rt._start(caller_is_p0=True)
+        self.rt = rt
+        self.p0 = rt.sched.allp[0]
+        self.interrupted: list[bool] = []
+        self._restore_sigint = _install_sigint(rt.sched, self.p0.loop, self.interrupted)
+
+    def run_pinned(self, coro: Coroutine[Any, Any, T], *, is_main: bool = False) -> G[T]:
+        """Run coro as a goroutine pinned to P0 (Go locks main to the main thread too)
+        until it ends, and return it. While it runs it is the runtime's main goroutine,
+        which the deadlock detector watches."""
+        sched = self.rt.sched
+        g: G[T] = sched.newproc(coro, pin=True)
+        if is_main:
+            check(g.id == 1, "the main goroutine is not G1")  # as Go's
+        done = self.p0.loop.create_future()
+        add_waiter(g, lambda _: complete_future(done))
+        sched.main = g
+        self.p0.loop.run_until_complete(done)
+        return g
+
+    def close(self) -> None:
+        """1-8, on this thread; then 9: raise why the runtime had to end, if it had."""
+        rt, p0 = self.rt, self.p0
+        try:
+            with rt._lock:
+                rt._state = CLOSING
+            try:
+                rt._stop_goroutines(None, p0)
+            finally:
+                rt._stop_threads(p0)
+        finally:
+            m.p = None
+            try:
+                p0.close_loop()  # 8.
+            finally:
+                self._restore_sigint()
+                rt._end_close()
+        if rt.sched.fatal is not None:  # 9.
+            raise rt.sched.fatal
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -570,7 +625,7 @@ async def _wait_event(ev: threading.Event, seconds: float, every: Callable[[], N
 
 
 def _install_sigint(
-    main: G[Any], loop: asyncio.AbstractEventLoop, interrupted: list[bool]
+    sched: Sched, loop: asyncio.AbstractEventLoop, interrupted: list[bool]
 ) -> Callable[[], None]:
     """As asyncio.Runner: the first Ctrl-C cancels main, a second one interrupts."""
     if (
@@ -583,7 +638,8 @@ def _install_sigint(
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(True)
-        main.cancel()
+        if sched.main is not None:
+            sched.main.cancel()
         try:
             loop.call_soon_threadsafe(lambda: None)
         except RuntimeError:

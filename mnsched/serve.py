@@ -36,14 +36,19 @@ def spawn_here(coro: Any, name: str | None = None) -> G[Any]:
 
 
 class Server:
-    """Listeners on every P. ``close()`` stops accepting; ``await wait_closed()`` waits
-    for the handlers in flight (cancelling them after ``drain_timeout``)."""
+    """Listeners on every P, as asyncio's ``Server``: ``await serve_forever()`` until it
+    is closed (cancelling it closes the server); ``await close()`` stops accepting on
+    every P; ``await wait_closed()`` waits until it is closed and the handlers in flight
+    are done (cancelling those still running ``drain_timeout`` seconds after close)."""
 
     def __init__(self, rt: Runtime, drain_timeout: float) -> None:
         self.rt = rt
         self.drain_timeout = drain_timeout
         self.port = 0
         self._closers: list[tuple[P, Callable[[], Coroutine[Any, Any, None]]]] = []
+        # Set once every P stopped accepting; a concurrent future, as it is awaited from
+        # any loop (goroutines on every P, host tasks).
+        self._closed: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._inflight: set[G[Any]] = set()
         self.addresses: list[Any] = []  # one per P: the same port, SO_REUSEPORT
         self.nhandled = 0
@@ -54,14 +59,32 @@ class Server:
         if not add_waiter(g, self._inflight.discard):  # called as it ends, on its P
             self._inflight.discard(g)  # it already has
 
+    def is_serving(self) -> bool:
+        return not self._closed.done()
+
     async def close(self) -> None:
-        """Stop accepting on every P."""
+        """Stop accepting on every P (idempotent)."""
         closers, self._closers = self._closers, []
-        await asyncio.gather(*(_on(p, close) for p, close in closers))
+        try:
+            await asyncio.gather(*(_on(p, close) for p, close in closers))
+        finally:
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+    async def serve_forever(self) -> None:
+        """Serve until the server is closed. Cancelling it (Ctrl-C cancels main) closes
+        the server and waits for the handlers in flight, as asyncio's does."""
+        try:
+            await asyncio.wrap_future(self._closed)
+        except asyncio.CancelledError:
+            await self.close()
+            await self.wait_closed()
+            raise
 
     async def wait_closed(self) -> None:
-        """Wait for the handlers in flight; cancel those still running after
-        ``drain_timeout`` seconds."""
+        """Wait until the server is closed and its handlers in flight are done; cancel
+        those still running ``drain_timeout`` seconds after that."""
+        await asyncio.shield(asyncio.wrap_future(self._closed))
         inflight = list(self._inflight)
         done = await _wait_all(inflight, self.drain_timeout)
         for g in inflight:

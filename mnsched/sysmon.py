@@ -201,11 +201,16 @@ class Sysmon:
         if ticks == self._dl_seen:
             return  # nothing ran since it was found innocent
         ours = {p.thread_ident for p in ps}
-        if any(
-            t.ident not in ours and not t.name.startswith("mnsched-") for t in threading.enumerate()
-        ) or any(p.has_tasks() for p in ps):
+        if (
+            any(
+                t.ident not in ours and not t.name.startswith("mnsched-")
+                for t in threading.enumerate()
+            )
+            or any(p.has_tasks() for p in ps)
+            or network_may_wake()
+        ):
             self._dl_ticks = None
-            return  # another thread or an asyncio task may yet wake someone
+            return  # another thread, an asyncio task or the network may yet wake someone
         blocked = []
         for g in sched.allg.copy():
             # Parked where only another goroutine can wake it (what it waits on says).
@@ -289,3 +294,34 @@ class Sysmon:
             f"idleprocs={len(sched.idle)} threads={threads} syscalls={sched.nsyscall} "
             f"spinning={sched.nspinning} runqueue={len(sched.runq)} [{queues}]"
         )
+
+
+_INET_TABLES = ("tcp", "tcp6", "udp", "udp6")
+
+
+def network_may_wake() -> bool:
+    """Whether this process has a socket through which the outside world can wake a
+    goroutine: an inet socket (a listening server, a connection, UDP) or a named unix
+    one. Unnamed unix socket pairs are the loops' self-pipes, which only we write to.
+    (Go's checkdead leaves goroutines waiting on the netpoller out the same way.)
+    Without /proc (not Linux) any socket might: answer yes, and never report."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return True
+    inodes = set()
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (or the listing's own fd)
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    if not inodes:
+        return False
+    for table in _INET_TABLES:  # columns: sl local remote st ... uid timeout inode
+        with open(f"/proc/self/net/{table}") as f:
+            if any(line.split()[9] in inodes for line in list(f)[1:]):
+                return True
+    with open("/proc/self/net/unix") as f:  # columns: Num ... St Inode [Path]
+        return any(len(cols) > 7 and cols[6] in inodes for cols in map(str.split, list(f)[1:]))

@@ -4,7 +4,7 @@ Endpoints: ``/`` (light JSON), ``/cpu?kb=`` (hashing: CPU work that releases the
 run on an M thread so every core is used), ``/db?ms=`` (a blocking, sync database-style
 call made through ``@mnsched.blocking``: it stalls nobody), ``/stats``.
 
-Run the server: ``python samples/aiohttp_service.py --port 8080``; or serve and load it
+Run the server until Ctrl-C: ``python samples/aiohttp_service.py --port 8080``; or serve and load it
 with the built-in client in another thread, then print what it measured:
 ``python samples/aiohttp_service.py --selftest --requests 2000``.
 """
@@ -85,10 +85,10 @@ async def load(port: int, requests: int, concurrency: int) -> dict[str, Any]:
 
 async def serve(host: str, port: int, selftest: int, concurrency: int) -> dict[str, Any]:
     server = await serve_aiohttp(make_app, host, port)
-    print(f"serving on http://{host}:{server.port} from {len(server.addresses)} Ps")
+    print(f"serving on http://{host}:{server.port} from {len(server.addresses)} Ps", flush=True)
     try:
         if not selftest:
-            await mnsched.Chan[None]().recv()  # forever (Ctrl-C ends it)
+            await server.serve_forever()  # Ctrl-C cancels main, which closes the server
         result: dict[str, Any] = {}
 
         def client() -> None:
@@ -124,7 +124,12 @@ def main() -> None:
     args = ap.parse_args()
     n = args.requests or args.selftest
     port = 0 if n else args.port
-    print(json.dumps(mnsched.run(serve(args.host, port, n, args.concurrency), procs=args.procs)))
+    try:
+        result = mnsched.run(serve(args.host, port, n, args.concurrency), procs=args.procs)
+    except KeyboardInterrupt:
+        print("stopped")
+        return
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -134,6 +134,50 @@ def test_one_runtime_per_host_loop():
     asyncio.run(host())
 
 
+@pytest.mark.parametrize("attach", [False, True], ids=["threads", "attach"])
+def test_the_runtime_started_on_a_loop_is_current_for_every_task_on_it(host_run, attach):
+    # A lifespan starts the runtime; the server's request tasks were created before it, in
+    # contexts of their own (uvicorn's, Starlette's TestClient's). They must all see it.
+    async def request(started, go_on):
+        started.set()
+        await go_on.wait()
+        rt = mnsched.current_runtime()
+        g = mnsched.go(mnsched.sleep(0, "ok"))
+        return rt, g._sched.rt, await g, mnsched.stats()["procs"]
+
+    async def host():
+        started, go_on = asyncio.Event(), asyncio.Event()
+        early = asyncio.get_running_loop().create_task(
+            request(started, go_on), context=contextvars.Context()
+        )
+        await started.wait()
+        async with mnsched.Runtime(procs=3, attach=attach) as rt:
+            go_on.set()
+            seen, spawned_on, value, procs = await early
+            late = await asyncio.create_task(request(asyncio.Event(), go_on))
+            assert late[:2] == (rt, rt)
+        assert (seen, spawned_on, value, procs) == (rt, rt, "ok", 3)
+        return mnsched.current_runtime(), rt  # closed: no longer the loop's
+
+    after, rt = host_run(host())
+    assert after is not rt and not after.closed  # the default runtime
+    after.close()
+
+
+def test_two_runtimes_on_one_loop_are_refused(host_run):
+    async def host():
+        async with mnsched.Runtime(procs=1) as rt:
+            for attach in (False, True):
+                with pytest.raises(RuntimeError, match=r"already has .* one runtime per loop"):
+                    async with mnsched.Runtime(procs=1, attach=attach):
+                        pass
+            assert mnsched.current_runtime() is rt
+        async with mnsched.Runtime(procs=1) as rt2:  # once closed, another may start
+            assert mnsched.current_runtime() is rt2
+
+    host_run(host())
+
+
 def test_a_stopped_host_loop_detaches_its_runtime(rt_params, caplog):
     # The host loop stops under an attached runtime (loop.stop(), no aclose): the thread
     # is free for another loop and runtime; the first carries on when its loop runs again.
@@ -231,6 +275,47 @@ def test_start_server_on_every_p_with_reuseport(procs):
     assert handled == 400
     if procs > 1:
         assert len({line.split()[1] for line in out}) > 1  # connections spread over Ps
+
+
+def test_serve_forever_until_closed_and_cancelling_it_closes(rt_params):
+    procs, kind = rt_params
+
+    async def handle(reader, writer):
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    async def echo(port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"hi\n")
+        line = await reader.readline()
+        writer.close()
+        return line
+
+    async def main():
+        srv = await start_server(handle)
+        serving = mnsched.go(srv.serve_forever())
+        waiting = mnsched.go(srv.wait_closed())  # waits until closed, as asyncio's
+        assert await echo(srv.port) == b"hi\n"
+        assert srv.is_serving() and not serving.done() and not waiting.done()
+        await srv.close()
+        await serving, await waiting
+        assert not srv.is_serving()
+        with pytest.raises(OSError):
+            await echo(srv.port)
+
+        srv2 = await start_server(handle)
+        serving = mnsched.go(srv2.serve_forever())
+        assert await echo(srv2.port) == b"hi\n"
+        serving.cancel()  # Ctrl-C cancelling main does this
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        assert not srv2.is_serving()
+        with pytest.raises(OSError):
+            await echo(srv2.port)
+        return True
+
+    assert mnsched.run(main(), procs=procs, loop=kind)
 
 
 def _make_app() -> web.Application:
@@ -378,6 +463,55 @@ def test_fixture(mnsched_runtime):
 @pytest.mark.mnsched(procs=1)
 def test_fixture_takes_procs_from_the_marker(mnsched_runtime):
     assert mnsched_runtime.gomaxprocs() == 1
+
+EVENTS = []
+
+@pytest.fixture
+async def queue():
+    # made inside the test's runtime, on P0: bound to the loop the test body runs on
+    assert isinstance(asyncio.current_task(), mnsched.G)
+    q = asyncio.Queue()
+    await q.put("from the fixture")
+    return q
+
+@pytest.fixture
+async def session(queue):
+    rt = mnsched.current_runtime()
+    EVENTS.append("setup")
+    yield rt, queue
+    assert isinstance(asyncio.current_task(), mnsched.G)
+    assert mnsched.current_runtime() is rt  # teardown in the same runtime, still running
+    EVENTS.append("teardown")
+
+@pytest.mark.mnsched(procs=2)
+class TestInAClass:
+    async def test_method(self, session, mnsched_runtime):
+        rt, queue = session
+        assert rt is mnsched_runtime is mnsched.current_runtime()  # one runtime
+        assert mnsched_runtime.gomaxprocs() == 2
+        assert await queue.get() == "from the fixture"
+        assert await mnsched.go(mnsched.sleep(0, 7)) == 7
+
+    @pytest.mark.parametrize("x", [1, 2])
+    async def test_parametrized_method(self, x):
+        assert isinstance(asyncio.current_task(), mnsched.G)
+        assert x in (1, 2)
+
+def test_async_fixture_teardown_ran():
+    assert EVENTS == ["setup", "teardown"]
+
+def test_starts_the_default_runtime():
+    assert mnsched.go(mnsched.sleep(0, 3)).result(timeout=10) == 3
+
+def test_the_default_runtime_was_closed_after_it():
+    import threading
+    from mnsched.runtime import started_default_runtime
+    assert started_default_runtime() is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("mnsched-")]
+
+@pytest.mark.mnsched
+async def test_failure_shows_the_test_s_exception():
+    raise ValueError("from the test body")
 """
 
 
@@ -385,4 +519,5 @@ def test_fixture_takes_procs_from_the_marker(mnsched_runtime):
 def test_pytest_plugin(pytester, mode):
     pytester.makepyfile(test_plugin=PLUGIN_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"asyncio_mode={mode}")
-    result.assert_outcomes(passed=6)
+    result.assert_outcomes(passed=12, failed=1)
+    result.stdout.fnmatch_lines(["*ValueError: from the test body*"])

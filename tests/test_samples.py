@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import signal
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,6 +49,32 @@ def test_crawler_visits_every_page_once(run):
 def test_aiohttp_service_under_load(run):
     result = run(aiohttp_service.serve("127.0.0.1", 0, 300, 16))
     assert result["status"] == {200: 300} and result["handled"] == 300
+
+
+def serve_until_ctrl_c(argv: list[str], check: Callable[[int], None]) -> str:
+    """Start a service sample, wait for its "serving on" line, call check(port), send
+    SIGINT (Ctrl-C): it must stop within seconds. Returns what it printed."""
+    proc = subprocess.Popen([sys.executable, *argv], cwd=SAMPLES, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # bounded by the test's timeout
+        port = int(re.search(r"serving on http://[\d.]+:(\d+)", line).group(1))
+        check(port)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        return line + out
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_aiohttp_service_serves_until_ctrl_c():
+    def check(port: int) -> None:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert json.load(r) == {"hello": "world"}
+
+    out = serve_until_ctrl_c(["aiohttp_service.py", "--port", "0", "--procs", "2"], check)
+    assert out.rstrip().endswith("stopped")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -11,6 +13,7 @@ import pytest
 
 import mnsched
 from mnsched import Chan, Deadlock, Mutex, Once, WaitGroup
+from mnsched.serve import start_server
 
 
 def test_waitgroup_wait_returns_at_once_at_zero(run):
@@ -235,3 +238,56 @@ def test_no_false_deadlock_when_a_thread_will_send(run):
         return await ch.recv()
 
     assert run(main()) == "from thread"
+
+
+CLIENT = """
+import socket, sys, time
+time.sleep(0.3)  # longer than the detector takes to decide (two sysmon rounds)
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+    s.sendall(b"ping")
+    s.recv(10)
+"""
+
+
+def test_no_false_deadlock_while_a_server_listens(run):
+    # The aiohttp_service keep-alive idiom: main waits on a channel that only a request
+    # handler sends on; nothing else runs until a client (another process) connects.
+    async def main():
+        got = Chan()
+
+        async def handle(reader, writer):
+            await got.send(await reader.read(4))
+            writer.write(b"pong")
+            await writer.drain()
+            writer.close()
+
+        async with await start_server(handle) as server:
+            client = subprocess.Popen([sys.executable, "-c", CLIENT, str(server.port)])
+            try:
+                return await got.recv()
+            finally:
+                await mnsched.syscall(client.wait, 10)
+
+    assert run(main()) == b"ping"
+
+
+def test_no_false_deadlock_awaiting_another_runtimes_goroutine(run):
+    with mnsched.Runtime(procs=1) as other:
+        g = other.go(mnsched.sleep(0.3, "from the other runtime"))
+
+        async def main():
+            return await g  # parked on a goroutine only the other runtime can end
+
+        assert run(main()) == "from the other runtime"
+
+
+def test_network_may_wake():
+    probe = "from mnsched.sysmon import network_may_wake as n; import socket; "
+    pair = probe + "a, b = socket.socketpair(); print(n())"
+    listener = probe + "s = socket.create_server(('127.0.0.1', 0)); print(n())"
+    udp = probe + "s = socket.socket(type=socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0)); print(n())"
+    outs = [
+        subprocess.run([sys.executable, "-c", c], capture_output=True, text=True, check=True)
+        for c in (pair, listener, udp)
+    ]
+    assert [o.stdout.strip() for o in outs] == ["False", "True", "True"]
