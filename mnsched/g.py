@@ -224,6 +224,7 @@ class G(Generic[T]):
         "_name",
         "_ncancel",
         "_result",
+        "_unretrieved",  # an _Unretrieved while its exception is not retrieved
         "_waitreason",  # why it waits (a WAIT_* string), while not runnable
         "_waitsince",  # when it started waiting (its P's clock, within a batch)
     )
@@ -236,6 +237,7 @@ class G(Generic[T]):
     _name: str
     _ncancel: int
     _result: Any
+    _unretrieved: _Unretrieved | None
     _waitreason: str
     _waitsince: float
 
@@ -318,6 +320,7 @@ class G(Generic[T]):
                     else:
                         lock.release()
         if self._exc is not None:
+            self._retrieved()
             raise self._exc
         return self._result  # type: ignore[no-any-return]
 
@@ -341,6 +344,7 @@ class G(Generic[T]):
 
     def _outcome(self) -> T:
         if self._exc is not None:
+            self._retrieved()
             raise self._exc
         return self._result  # type: ignore[no-any-return]
 
@@ -359,7 +363,15 @@ class G(Generic[T]):
         self._wait_blocking(timeout)
         if isinstance(self._exc, asyncio.CancelledError):
             raise self._exc
+        self._retrieved()
         return self._exc
+
+    def _retrieved(self) -> None:
+        """Its exception was seen by the user: nothing to log when it is dropped."""
+        u = getattr(self, "_unretrieved", None)  # a slot, unset unless it failed unseen
+        if u is not None:
+            u.exc = None
+            self._unretrieved = None
 
     def _wait_blocking(self, timeout: float | None) -> None:
         if self._status == DONE:
@@ -596,8 +608,10 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
     """g's last step ended on p's thread (Go: goexit): publish the outcome, wake its
     waiters. Waiters are mnsched's own (Gs, and callbacks that only hand on the news):
     user done-callbacks run later, on a loop (see _DoneCallback)."""
-    if exc is not None and not isinstance(exc, asyncio.CancelledError):
-        explain_loop_mismatch(exc, g, p)
+    failed = exc is not None and not isinstance(exc, asyncio.CancelledError)
+    if failed:
+        explain_loop_mismatch(exc, g, p)  # type: ignore[arg-type]
+    unretrieved = None
     lock = _LOCKS[hash(g) & LOCK_MASK]
     lock.acquire()
     casgstatus(g, RUNNING, DONE)
@@ -605,7 +619,13 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
     g._exc = exc
     waiters = g._waiters
     g._waiters = None
+    if failed and waiters is None:
+        # Nobody is waiting now: logged when the handle is dropped unless retrieved by
+        # then (as asyncio does for a Task), so a user who awaits it later sees no log.
+        g._unretrieved = unretrieved = _Unretrieved(exc)  # type: ignore[arg-type]
     lock.release()
+    if unretrieved is not None:
+        unretrieved.desc = repr(g)  # outside the lock: it may number the G
     p.nfinished += 1
     if g._home is not None:
         g._home.npinned -= 1
@@ -619,14 +639,28 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
                 goready(w, PARKED, p)
             else:
                 w(g)
-    elif exc is not None and not isinstance(exc, asyncio.CancelledError):
-        # Nobody is waiting now: say so at once, not at garbage collection. A
-        # later 'await g' still raises it.
+
+
+class _Unretrieved:
+    """Held by a failed G whose exception nobody has retrieved (await, result(),
+    exception()); logs it when the G is dropped (only the G refers to it). A separate
+    object, as asyncio's old TracebackLogger: G itself has no __del__ to pay for."""
+
+    __slots__ = ("desc", "exc")
+
+    def __init__(self, exc: BaseException) -> None:
+        self.desc = "a goroutine"
+        self.exc: BaseException | None = exc
+
+    def __del__(self) -> None:
+        if self.exc is None:
+            return  # retrieved
         logger.error(
-            "goroutine %r raised %s and nobody was awaiting it:\n%s",
-            g,
-            type(exc).__name__,
-            "".join(traceback.format_exception(exc)).rstrip(),
+            "%s raised %s and nobody retrieved it (await it, or call its "
+            "result() or exception()):\n%s",
+            self.desc,
+            type(self.exc).__name__,
+            "".join(traceback.format_exception(self.exc)).rstrip(),
         )
 
 

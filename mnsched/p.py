@@ -19,6 +19,7 @@ import time
 from asyncio import CancelledError
 from collections import deque
 from collections.abc import Callable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .aio import CURRENT_TASKS, hook_task_factory, install_loop_getter_hook
@@ -140,8 +141,10 @@ class P:
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
         self._unhook_task_factory: Callable[[], None] | None = None
         self.npinned = 0
-        # PerP instances made on this P (only its thread touches it), closed at shutdown.
+        # PerP instances made on this P (only its thread touches it), closed at shutdown,
+        # or by the P itself once retired and drained (then _closing is that task).
         self.resources: dict[object, Resource] = {}
+        self._closing: asyncio.Task[None] | None = None
         # Pushes by runqput less joins from inside the queue, stamped on a G as it is
         # pushed (G._qpos): the difference estimates its distance from the tail (join).
         self.qseq = 0
@@ -568,9 +571,25 @@ class P:
             if self.spinning:
                 self.spinning = False
                 sched.nspinning -= 1
-        if self.retiring and self.npinned == 0 and len(self.timers) == 0:
-            self.loop.stop()  # drained: the thread closes the loop and exits
+        if self.retiring:
+            self._stop_if_drained()
         return True
+
+    def _stop_if_drained(self) -> None:
+        """A retired P whose pinned Gs and sleepers are all done stops: its thread closes
+        the loop and exits. Its PerP instances are closed first, on this loop (no
+        goroutine can reach them any more: they are this P's). Checked whenever it goes
+        idle: on parking, and after a step from a loop callback (a G's last step may be
+        one: resumed by the future it awaited)."""
+        if self.npinned == 0 and len(self.timers) == 0 and self._closing is None:
+            if self.resources:
+                self._closing = self.loop.create_task(self._close_and_stop())
+            else:
+                self.loop.stop()
+
+    async def _close_and_stop(self) -> None:
+        await self.close_resources()
+        self.loop.stop()
 
     def retire(self) -> None:
         """gomaxprocs removed this P (run on its own thread). Its free Gs go to the global
@@ -625,6 +644,7 @@ class P:
         except BaseException as e:
             del ct[loop]
             self.curg = None
+            e.__traceback__ = _user_frames(e.__traceback__)
             goexit(g, None, e, self)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 self.sched.fatal_error(e)
@@ -680,8 +700,11 @@ class P:
             m.p = self  # as in schedule
         self.last_clock = time.monotonic()  # for sysmon: a step starts now
         self.step_eagerly(g)
-        if not self.active and (self.runq or self.runnext or self.sched.runq):
-            self.wake()  # g queued work (gosched, a retry) while the P was idle
+        if not self.active:
+            if self.runq or self.runnext or self.sched.runq:
+                self.wake()  # g queued work (gosched, a retry) while the P was idle
+            elif self.retiring:
+                self._stop_if_drained()
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend
@@ -747,3 +770,15 @@ class P:
         fut.add_done_callback(functools.partial(self.resume, g))
         if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
             g._pend = None  # the future carries the cancellation now (as asyncio.Task)
+
+
+def _user_frames(tb: TracebackType | None) -> TracebackType | None:
+    """A goroutine's traceback without the driver's frames at its head: they are noise
+    to the user, and they hold the G (a reference cycle through its own exception, which
+    would leave a failed G to the cyclic GC)."""
+    while tb is not None and tb.tb_frame.f_code in _DRIVER_CODE:
+        tb = tb.tb_next
+    return tb
+
+
+_DRIVER_CODE = frozenset({P.step.__code__, P._throw_pending.__code__})

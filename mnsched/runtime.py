@@ -289,7 +289,12 @@ class Runtime:
         for p in self.sched.ps_with_resources():
             if p is p0:
                 continue
-            fut = asyncio.run_coroutine_threadsafe(p.close_resources(), p.loop)
+            coro = p.close_resources()
+            try:
+                fut = asyncio.run_coroutine_threadsafe(coro, p.loop)
+            except RuntimeError:  # a retired P closed its own and stopped meanwhile
+                coro.close()
+                continue
             try:
                 fut.result(self.shutdown_timeout)
             except concurrent.futures.TimeoutError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 import threading
@@ -53,6 +54,36 @@ def test_one_instance_per_p_used_on_its_loop_and_closed_there(run):
     assert all(c.loop is loop and same for c, loop, same in results)
     assert len(instances) == len({id(loop) for _, loop, _ in results})  # one per P used
     assert log == [("closed", True)] * len(instances)  # each once, on its own loop
+
+
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_a_retired_p_closes_its_instances_before_it_stops(kind):
+    # gomaxprocs shrinks while a goroutine pinned to the last P holds that P's instance:
+    # once the goroutine is done, the P closes the instance on its own loop, then stops.
+    log: list[tuple[str, bool]] = []
+    clients = mnsched.PerP(lambda: Client(log))
+
+    async def holder(release):
+        client = clients.get()
+        await release.recv()
+        await client.use()
+        return client.loop
+
+    async def main():
+        rt = mnsched.current_runtime()
+        last = rt.sched.allp[-1]
+        release = mnsched.Chan()
+        spawned = concurrent.futures.Future()
+        # From the last P's own thread, pin=True pins the goroutine there.
+        last.loop.call_soon_threadsafe(lambda: spawned.set_result(rt.go(holder(release), pin=True)))
+        g = await asyncio.wrap_future(spawned)
+        rt.gomaxprocs(1)
+        await release.send(None)
+        loop = await g
+        await mnsched.syscall(last.thread.join, 10)
+        return loop is last.loop, loop.is_closed(), list(log)
+
+    assert mnsched.run(main(), procs=3, loop=kind) == (True, True, [("closed", True)])
 
 
 def test_close_function_and_a_failing_close(run, caplog):

@@ -6,6 +6,7 @@ import asyncio
 import contextvars
 import logging
 import threading
+import traceback
 
 import pytest
 
@@ -96,7 +97,7 @@ def test_exception_of_main_propagates_from_run(run):
         run(main())
 
 
-def test_unawaited_exception_is_logged_once_at_finish(run, caplog):
+def test_unawaited_exception_is_logged_once_when_dropped(run, caplog):
     finished = threading.Event()
 
     async def fails():
@@ -116,7 +117,35 @@ def test_unawaited_exception_is_logged_once_at_finish(run, caplog):
         run(main())
     logged = [r for r in caplog.records if "nobody listens" in r.getMessage()]
     assert len(logged) == 1
-    assert "nobody was awaiting it" in logged[0].getMessage()
+    assert "nobody retrieved it" in logged[0].getMessage()
+
+
+def test_an_exception_retrieved_after_the_goroutine_ended_is_not_logged(run, caplog):
+    # The fan-out pattern: every goroutine fails before main gets to await it; main
+    # handles each failure, so nothing may be logged as unhandled.
+    async def fails(i):
+        raise ValueError(f"failure {i}")
+
+    async def main():
+        gs = [mnsched.go(fails(i)) for i in range(20)]
+        await mnsched.WaitGroup().wait()  # returns at once; let them all run first
+        while not all(g.done() for g in gs):
+            await mnsched.gosched()
+        caught = []
+        for g in gs[:10]:
+            try:
+                await g
+            except ValueError as e:
+                caught.append(str(e))
+        caught += [str(g.exception()) for g in gs[10:]]
+        tb = "".join(traceback.format_exception(gs[0].exception()))
+        return caught, tb
+
+    with caplog.at_level(logging.ERROR, logger="mnsched"):
+        caught, tb = run(main())
+    assert caught == [f"failure {i}" for i in range(20)]
+    assert not [r for r in caplog.records if "failure" in r.getMessage()]
+    assert "in fails" in tb and "mnsched/p.py" not in tb  # the user's frames only
 
 
 def test_unreferenced_goroutine_runs_to_completion(run):
