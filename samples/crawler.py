@@ -23,6 +23,9 @@ from mnsched import Chan, Mutex, WaitGroup
 from mnsched.serve import serve_aiohttp
 
 LINK = re.compile(r'href="(/page/\d+)"')
+# A ClientSession belongs to the loop it was made on: share one per P (closed by the
+# runtime at shutdown, on its own loop), not one per app, nor one per worker.
+sessions = mnsched.PerP(aiohttp.ClientSession)
 
 
 def make_site(pages: int) -> web.Application:
@@ -47,27 +50,26 @@ async def crawl(base: str, workers: int, progress: bool = True) -> dict[str, int
     t0 = time.monotonic()
 
     async def worker() -> None:
-        # a ClientSession belongs to one loop: one per worker, on the worker's P
-        async with aiohttp.ClientSession() as session:
-            async for path in frontier:
-                try:
-                    async with session.get(base + path) as r:
-                        body = await r.text()
-                    sizes[path] = len(body)
-                    for link in LINK.findall(body):
-                        async with seen_lock:
-                            new = link not in seen
-                            seen.add(link)
-                        if new:
-                            pending.add(1)
-                            frontier.try_send(link)
-                    if progress and len(sizes) % 100 == 0:
-                        print(
-                            f"  {len(sizes)} pages in {time.monotonic() - t0:.2f} s",
-                            file=sys.stderr,
-                        )
-                finally:
-                    pending.done()
+        session = sessions.get()  # this P's; the worker stays on this P from now on
+        async for path in frontier:
+            try:
+                async with session.get(base + path) as r:
+                    body = await r.text()
+                sizes[path] = len(body)
+                for link in LINK.findall(body):
+                    async with seen_lock:
+                        new = link not in seen
+                        seen.add(link)
+                    if new:
+                        pending.add(1)
+                        frontier.try_send(link)
+                if progress and len(sizes) % 100 == 0:
+                    print(
+                        f"  {len(sizes)} pages in {time.monotonic() - t0:.2f} s",
+                        file=sys.stderr,
+                    )
+            finally:
+                pending.done()
 
     pending.add(1)
     frontier.try_send("/page/0")

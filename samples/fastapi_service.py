@@ -90,7 +90,8 @@ async def stats(request: Request) -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "lifespan_runtime": mnsched.current_runtime() is request.app.state.runtime,
-        "p_threads": sum(t.name.startswith("mnsched-P") for t in threading.enumerate()),
+        # One sysmon thread per runtime: 1 means no second (default) runtime was started.
+        "runtimes": sum(t.name == "mnsched-sysmon" for t in threading.enumerate()),
         **mnsched.stats(),
     }
 

@@ -1,0 +1,145 @@
+"""Real servers for the tests, on 127.0.0.1: PostgreSQL and Redis from Debian's packages
+(``apt-get install postgresql redis-server``; .ci/run installs them), each started once
+per test session in a temporary directory and stopped at its end. Without the package,
+the tests that need it skip, saying what to install."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+APT_HINT = "install it with: apt-get install {pkg} (as .ci/run does)"
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    """Until the server accepts connections (it exits or times out: fail with its log)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} while starting")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)  # polling a process we do not control: no event to wait on
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} in {START_TIMEOUT} s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _pg_bin() -> str | None:
+    """The directory of Debian's PostgreSQL server binaries (not on PATH there)."""
+    found = shutil.which("initdb")
+    if found:
+        return os.path.dirname(found)
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[4]))
+    return dirs[-1] if dirs and os.path.exists(f"{dirs[-1]}/initdb") else None
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server of our own (trust auth, user postgres); yields its DSN.
+    PostgreSQL refuses to run as root: then it runs as the postgres user."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed: " + APT_HINT.format(pkg="postgresql"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
+        runuser = shutil.which("runuser", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin")
+        if runuser is None:
+            pytest.skip("running as root and runuser (util-linux) is missing")
+        as_user = [runuser, "-u", "postgres", "--"]
+    with tempfile.TemporaryDirectory(prefix="mnsched-pg-") as tmp:
+        data = os.path.join(tmp, "data")
+        if as_user:
+            os.chown(tmp, pw.pw_uid, pw.pw_gid)
+        subprocess.run(
+            [*as_user, f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust"],
+            check=True,
+            capture_output=True,
+        )
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                *as_user,
+                f"{bindir}/postgres",
+                "-D",
+                data,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-k",
+                tmp,
+                "-c",
+                "max_connections=300",
+                "-c",
+                "fsync=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_for_port(port, proc, "postgres")
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            _stop(proc)
+
+
+@contextmanager
+def redis() -> Iterator[str]:
+    """A Redis server of our own, nothing persisted; yields its URL."""
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("Redis is not installed: " + APT_HINT.format(pkg="redis-server"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxclients",
+            "1000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port, proc, "redis-server")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop(proc)
