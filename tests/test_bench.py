@@ -16,7 +16,7 @@ from mnsched.bench import __main__ as child
 from mnsched.bench import workloads as wl
 from mnsched.bench.cli import Cell, markdown, parse_args
 
-CPU_FREE = [w for w in wl.WORKLOADS if not w.startswith("http")]
+CPU_FREE = [w for w in wl.WORKLOADS if not w.startswith(("http", "fastapi"))]
 
 
 @pytest.mark.parametrize("name", CPU_FREE)
@@ -27,6 +27,18 @@ def test_each_workload_is_right_under_both_runtimes(name):
         if w.metric != "seconds":
             result, _ = result
         w.check(n, result)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", [w for w in wl.WORKLOADS if w.startswith("fastapi")])
+@pytest.mark.parametrize("variant", ["uvloop", "mnsched-p2"])
+def test_fastapi_workloads_serve_and_report(name, variant):
+    # uvicorn on a host loop (mnsched: its runtime in the app's lifespan), load from
+    # another process: no errors, and the latency and throughput figures reported.
+    n = 200
+    figures = child.run_variant(name, variant, n)  # raises WrongResult on errors
+    assert figures["value"] > 0 and figures["rps"] > 0
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
 
 
 @pytest.mark.parametrize("name", list(wl.WORKLOADS))

@@ -34,7 +34,15 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
         if flag not in ("", "nosysmon") or not procs.isdigit():
             raise SystemExit(f"unknown variant {variant!r}")
         t = time.perf_counter()
-        result = mnsched.run(w.run_mnsched(n), procs=int(procs), sysmon=flag != "nosysmon")
+        if w.embedded:
+            import uvloop
+
+            from . import workloads
+
+            workloads.EMBEDDED.update(procs=int(procs), sysmon=flag != "nosysmon")
+            result = uvloop.run(w.run_mnsched(n))
+        else:
+            result = mnsched.run(w.run_mnsched(n), procs=int(procs), sysmon=flag != "nosysmon")
     else:
         raise SystemExit(f"unknown variant {variant!r}")
     elapsed = time.perf_counter() - t

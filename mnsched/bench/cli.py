@@ -11,6 +11,7 @@ gives medians and spreads.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ from .workloads import WORKLOADS
 
 BASE_VARIANTS = ("asyncio", "uvloop")
 HTTP_WORKLOADS = ("http-light", "http-blocking")
+FASTAPI_WORKLOADS = ("fastapi-light", "fastapi-mixed", "fastapi-mixed-pool")
 
 
 @dataclass
@@ -163,12 +165,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def http_available() -> bool:
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def missing(workload: str) -> str | None:
+    """What a workload needs that is not installed (bench's own extras), or None."""
+    needs = {"aiohttp": HTTP_WORKLOADS, "fastapi": FASTAPI_WORKLOADS, "uvicorn": FASTAPI_WORKLOADS}
+    for module, users in needs.items():
+        if workload in users:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                return module
+    return None
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,8 +182,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    workloads = [w for w in args.workloads if w not in HTTP_WORKLOADS or http_available()]
-    skipped = sorted(set(args.workloads) - set(workloads))
+    skipped = {w: need for w in args.workloads if (need := missing(w)) is not None}
+    workloads = [w for w in args.workloads if w not in skipped]
     variants = [*BASE_VARIANTS, *(f"mnsched-p{p}" for p in args.procs)]
     if args.overhead:
         variants += [f"mnsched-p{p}-nosysmon" for p in args.procs]
@@ -259,7 +265,10 @@ def show(report: dict[str, Any]) -> None:
             table.add_row("", metric, *cells)
     Console().print(table)
     if report["skipped"]:
-        Console().print(f"skipped (aiohttp not installed): {', '.join(report['skipped'])}")
+        Console().print(
+            "skipped: "
+            + ", ".join(f"{w} ({need} not installed)" for w, need in report["skipped"].items())
+        )
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -33,6 +33,9 @@ class Workload:
     run_mnsched: Callable[[int], Coroutine[Any, Any, Any]]
     expected: Callable[[int], Any]
     metric: str = "seconds"  # or what the coroutines report, e.g. "ms late"
+    # Runs in a host loop (uvloop) with its runtime made by the workload (an app's
+    # lifespan) for mnsched variants, as services deploy it; not under mnsched.run.
+    embedded: bool = False
 
     def check(self, n: int, result: Any) -> None:
         want = self.expected(n)
@@ -271,7 +274,7 @@ def _http_app(blocking: Callable[[], Coroutine[Any, Any, None]]) -> Any:
     return app
 
 
-def _loadgen_cmd(port: int, n: int, mix: float) -> list[str]:
+def _loadgen_cmd(port: int, n: int, mix: float | str, *extra: str) -> list[str]:
     import sys
 
     return [
@@ -285,6 +288,7 @@ def _loadgen_cmd(port: int, n: int, mix: float) -> list[str]:
         str(mix),
         "--seconds",
         str(max(2, n // 4000)),
+        *extra,
     ]
 
 
@@ -344,6 +348,141 @@ async def http_blocking_asyncio(n: int) -> tuple[bool, float]:
 
 async def http_blocking_mnsched(n: int) -> tuple[bool, float]:
     return await _http_mnsched(n, BLOCK_SHARE)
+
+
+# -- fastapi: a FastAPI app on uvicorn, as services deploy it; load from another process ----
+#
+# Plain: uvicorn on the variant's loop; a CPU-heavy handler burns in the handler (it holds
+# the loop), a blocking one goes through asyncio.to_thread. mnsched: uvicorn on uvloop
+# with the runtime started in the app's lifespan; the CPU work is a goroutine (on a P
+# thread), the blocking call goes through syscall. These run in a host loop: the harness
+# passes the P count in EMBEDDED (run_variant sets it), not through mnsched.run.
+
+CPU_S = 0.030  # the CPU-heavy request's burn
+FASTAPI_MIX = "cpu=0.02,blocking=0.05"
+FASTAPI_CONCURRENCY = 64
+EMBEDDED: dict[str, Any] = {"procs": None, "sysmon": True}
+
+
+def _fastapi_app(cpu: Callable[[], Any], blocking: Callable[[], Any], lifespan: Any = None) -> Any:
+    from fastapi import FastAPI
+    from fastapi.responses import PlainTextResponse
+
+    app = FastAPI(lifespan=lifespan)
+    ok = PlainTextResponse("ok")
+
+    @app.get("/light")
+    async def light() -> Any:
+        return ok
+
+    @app.get("/cpu")
+    async def cpu_heavy() -> Any:
+        await cpu()
+        return ok
+
+    @app.get("/blocking")
+    async def blocked() -> Any:
+        await blocking()
+        return ok
+
+    return app
+
+
+async def _serve_and_load(app: Any, n: int, mix: str, *extra: str) -> tuple[bool, dict[str, float]]:
+    """Serve app with uvicorn on the running loop, load it from another process."""
+    import json
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started:  # uvicorn signals readiness only through this flag
+        if serving.done():
+            serving.result()  # it failed to start: say why
+        await asyncio.sleep(0.01)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *_loadgen_cmd(sock.getsockname()[1], n, mix, *extra), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+    finally:
+        server.should_exit = True
+        await serving
+        sock.close()
+    r = json.loads(out.decode().strip().splitlines()[-1])
+    figures = {k: float(r[k]) for k in ("p50_ms", "p99_ms", "rps") if k in r}
+    return r["errors"] == 0, figures
+
+
+def _plain_fastapi(pool: int | None) -> Any:
+    import concurrent.futures
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        if pool is None:
+            yield
+            return
+        with concurrent.futures.ThreadPoolExecutor(pool) as executor:
+            asyncio.get_running_loop().set_default_executor(executor)
+            yield
+
+    async def cpu() -> None:
+        burn(CPU_S)
+
+    return _fastapi_app(cpu, lambda: asyncio.to_thread(time.sleep, BLOCK_S), lifespan)
+
+
+def _mnsched_fastapi() -> Any:
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        async with mnsched.Runtime(EMBEDDED["procs"], sysmon=EMBEDDED["sysmon"]):
+            yield
+
+    async def burn_in_goroutine() -> None:
+        burn(CPU_S)
+
+    return _fastapi_app(
+        lambda: mnsched.go(burn_in_goroutine()),
+        lambda: mnsched.syscall(time.sleep, BLOCK_S),
+        lifespan,
+    )
+
+
+async def _as_seconds(run: Coroutine[Any, Any, tuple[bool, dict[str, float]]], n: int) -> Any:
+    ok, figures = await run
+    return ok, {"value": n / figures["rps"], **figures}
+
+
+async def fastapi_light_plain(n: int) -> Any:
+    return await _as_seconds(_serve_and_load(_plain_fastapi(None), n, "0"), n)
+
+
+async def fastapi_light_mnsched(n: int) -> Any:
+    return await _as_seconds(_serve_and_load(_mnsched_fastapi(), n, "0"), n)
+
+
+async def _light_p99(app: Any, n: int) -> Any:
+    ok, figures = await _serve_and_load(app, n, FASTAPI_MIX, "--python")
+    return ok, {"value": figures["p99_ms"], **figures}
+
+
+async def fastapi_mixed_plain(n: int) -> Any:
+    return await _light_p99(_plain_fastapi(None), n)
+
+
+async def fastapi_mixed_bigpool_plain(n: int) -> Any:
+    return await _light_p99(_plain_fastapi(FASTAPI_CONCURRENCY), n)
+
+
+async def fastapi_mixed_mnsched(n: int) -> Any:
+    return await _light_p99(_mnsched_fastapi(), n)
 
 
 # -- cpu: CPU work that releases the GIL (hashing 1 MiB buffers), one task per buffer -------
@@ -501,6 +640,41 @@ WORKLOADS: dict[str, Workload] = {
             http_blocking_mnsched,
             lambda n: True,
             metric="seconds*",
+        ),
+        Workload(
+            "fastapi-light",
+            "FastAPI on uvicorn (mnsched: runtime in the lifespan), light requests only, "
+            "wrk load; p50/p99 and requests/s",
+            20_000,
+            2_000,
+            fastapi_light_plain,
+            fastapi_light_mnsched,
+            lambda n: True,
+            metric="seconds*",
+            embedded=True,
+        ),
+        Workload(
+            "fastapi-mixed",
+            "FastAPI: light requests among 2% CPU-heavy (30 ms) and 5% blocking (20 ms: "
+            "asyncio.to_thread with the default pool vs syscall); p99 of the light ones",
+            3_000,
+            600,
+            fastapi_mixed_plain,
+            fastapi_mixed_mnsched,
+            lambda n: True,
+            metric="p99 ms",
+            embedded=True,
+        ),
+        Workload(
+            "fastapi-mixed-pool",
+            "as fastapi-mixed, plain with a to_thread pool as large as the load (64)",
+            3_000,
+            600,
+            fastapi_mixed_bigpool_plain,
+            fastapi_mixed_mnsched,
+            lambda n: True,
+            metric="p99 ms",
+            embedded=True,
         ),
         Workload(
             "cpu",
