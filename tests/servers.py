@@ -29,7 +29,7 @@ def free_port() -> int:
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    """Until the server accepts connections (it exits or times out: fail with its log)."""
+    """Until the server accepts connections; fail if it exits or takes too long."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -42,13 +42,20 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} in {START_TIMEOUT} s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
+@contextmanager
+def _running(argv: list[str], port: int, what: str) -> Iterator[None]:
+    """Run a server process for the block, once it listens on port; then stop it."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        _wait_for_port(port, proc, what)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _pg_bin() -> str | None:
@@ -87,31 +94,10 @@ def postgres() -> Iterator[str]:
             capture_output=True,
         )
         port = free_port()
-        proc = subprocess.Popen(
-            [
-                *as_user,
-                f"{bindir}/postgres",
-                "-D",
-                data,
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-k",
-                tmp,
-                "-c",
-                "max_connections=300",
-                "-c",
-                "fsync=off",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for_port(port, proc, "postgres")
+        argv = [*as_user, f"{bindir}/postgres", "-D", data, "-h", "127.0.0.1", "-p", str(port)]
+        argv += ["-k", tmp, "-c", "max_connections=300", "-c", "fsync=off"]
+        with _running(argv, port, "postgres"):
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        finally:
-            _stop(proc)
 
 
 @contextmanager
@@ -121,25 +107,6 @@ def redis() -> Iterator[str]:
     if exe is None:
         pytest.skip("Redis is not installed: " + APT_HINT.format(pkg="redis-server"))
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxclients",
-            "1000",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, proc, "redis-server")
+    argv = [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    with _running([*argv, "--maxclients", "1000"], port, "redis-server"):
         yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        _stop(proc)

@@ -34,3 +34,13 @@ def test_the_starlette_service_serves_through_its_lifespan_runtime():
     with TestClient(namespace["app"]) as client:  # runs the lifespan: the runtime starts
         answers = [client.get("/square", params={"n": n}).json() for n in range(5)]
     assert answers == [{"square": n * n} for n in range(5)]
+
+
+def test_the_per_p_clients_block_defines_one_perp_per_client():
+    # Their use against real servers, the documented way, is tests/test_clients.py.
+    import mnsched
+
+    namespace: dict[str, object] = {}
+    exec(compile(_block("mnsched.PerP(httpx.AsyncClient)"), "README.md", "exec"), namespace)
+    perps = [k for k, v in namespace.items() if isinstance(v, mnsched.PerP)]
+    assert sorted(perps) == ["cache", "engine", "http", "pools", "sessions"]
