@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 import logging
+import os
 import threading
 import time
 import traceback
 import types
 from collections.abc import Callable, Coroutine, Generator
-from inspect import CO_ITERABLE_COROUTINE
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .aio import call_on_loop, complete_future
@@ -164,12 +165,24 @@ def gopark_op(g: G[Any], lock: Any, op: Operation, reason: str) -> Generator[Any
         g._pend = CANCEL
 
 
+CO_ITERABLE = inspect.CO_ITERABLE_COROUTINE
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def check_coroutine(coro: object) -> None:
-    """A goroutine needs a coroutine: say what was given instead, and the fix."""
-    if type(coro) is types.CoroutineType or asyncio.iscoroutine(coro):
+    """A goroutine needs a coroutine that has not started: say what was given instead,
+    and the fix. (newproc checks a plain coroutine's freshness itself, inline.)"""
+    if type(coro) is types.CoroutineType:
+        if coro.cr_frame is None or coro.cr_suspended or coro.cr_running:
+            raise_started(coro)
         return
-    if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & CO_ITERABLE_COROUTINE:
-        return  # a @types.coroutine generator (asyncio stopped accepting them in 3.12)
+    if isinstance(coro, types.GeneratorType) and coro.gi_code.co_flags & CO_ITERABLE:
+        # a @types.coroutine generator (asyncio stopped accepting them in 3.12)
+        if coro.gi_frame is None or coro.gi_suspended or coro.gi_running:
+            raise_started(coro)
+        return
+    if asyncio.iscoroutine(coro):
+        return  # another implementation's coroutine (Cython's): its state is not known
     if callable(coro):
         hint = " (call it: go(f(...)), or decorate an async def with @go)"
     elif hasattr(coro, "__await__"):
@@ -177,6 +190,22 @@ def check_coroutine(coro: object) -> None:
     else:
         hint = ""
     raise TypeError(f"a goroutine needs a coroutine, not {type(coro).__name__} {coro!r}{hint}")
+
+
+def raise_started(coro: Coroutine[Any, Any, Any] | types.GeneratorType[Any, Any, Any]) -> None:
+    """A coroutine already started cannot be a goroutine: its next step belongs to
+    whoever runs it now (another goroutine or task awaiting it), and taking it would lose
+    what that one is waiting for. It is left alone, not closed: it is not ours."""
+    state = (
+        inspect.getgeneratorstate(coro)
+        if isinstance(coro, types.GeneratorType)
+        else (inspect.getcoroutinestate(coro))
+    )
+    raise RuntimeError(
+        f"cannot make a goroutine of {coro!r}: it has already started ({state}), so "
+        "another goroutine or task is running or awaiting it (or it has finished). "
+        "Pass a fresh coroutine: go(f(...)), not one that is being awaited"
+    )
 
 
 def goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
@@ -541,12 +570,14 @@ class G(Generic[T]):
         return frames
 
     def format_stack(self) -> str:
-        """Its coroutine chain, outermost frame first, as a traceback prints it."""
+        """Its coroutine chain, outermost frame first, as a traceback prints it, without
+        mnsched's own frames (where it parks inside a channel or a sleep)."""
         return "".join(
             traceback.format_list(
                 [
                     traceback.FrameSummary(f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
                     for f in self.get_stack()
+                    if not f.f_code.co_filename.startswith(_PACKAGE_DIR)
                 ]
             )
         ).rstrip()

@@ -122,7 +122,12 @@ class Sched:
         runnext (or, ``eager``, is stepped at once, from a loop callback); from any
         other thread, to the global queue. ``pin`` pins it to the calling P; it runs in
         ``context`` if given, else in a copy of the caller's (as ``create_task``)."""
-        if type(coro) is not CoroutineType:
+        if (  # the common case inline; check_coroutine says what is wrong otherwise
+            type(coro) is not CoroutineType
+            or coro.cr_frame is None
+            or coro.cr_suspended
+            or coro.cr_running
+        ):
             check_coroutine(coro)
         if self.closing or not self.allp:
             coro.close()  # it will never run; close it so Python does not warn "never awaited"
@@ -213,14 +218,18 @@ class Sched:
     # -- blocking calls ------------------------------------------------------------------
 
     def entersyscall(self, call: Call) -> None:
-        """Hand a blocking call to an M thread."""
-        with self.lock:
-            self.nsyscall += 1
+        """Hand a blocking call to an M thread. A goroutine's counts in ``nsyscall`` until
+        exitsyscall; a plain task's (no G: it completes a future) is not a goroutine's."""
+        counted = call.g is not None
+        if counted:
+            with self.lock:
+                self.nsyscall += 1
         try:
             self.mpool.submit(call)
         except BaseException:
-            with self.lock:
-                self.nsyscall -= 1
+            if counted:
+                with self.lock:
+                    self.nsyscall -= 1
             raise
 
     def exitsyscall(self, g: G[Any]) -> None:

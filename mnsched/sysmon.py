@@ -218,7 +218,8 @@ class Sysmon:
             if what is None or (what := what()) is None:
                 self._dl_seen, self._dl_ticks = ticks, None
                 return
-            blocked.append(f"  {g!r}: {what}")
+            stack = g.format_stack().replace("\n", "\n  ")  # where, as Go's dump says
+            blocked.append(f"  {g!r}: {what}\n  {stack}")
         if self._dl_ticks != ticks:
             self._dl_ticks = ticks  # confirm on the next round
             return

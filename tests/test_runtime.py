@@ -612,3 +612,27 @@ def test_go_pin_keeps_a_goroutine_on_the_spawners_p(run):
 def test_go_pin_from_outside_the_runtime_is_refused(runtime):
     with pytest.raises(ValueError, match="pins to the spawner's P"):
         runtime.go(double(1), pin=True)
+
+
+def test_go_refuses_a_coroutine_that_has_already_started(run):
+    # A coroutine suspended inside another goroutine: making a goroutine of it would
+    # steal that one's next step (and the channel value it waits for).
+    async def receive(ch):
+        return await ch.recv()
+
+    async def main():
+        ch = mnsched.Chan()
+        inner = receive(ch)
+        outer = mnsched.go(inner)  # fresh: fine
+        while not outer.wait_reason:
+            await mnsched.gosched()
+        with pytest.raises(RuntimeError, match=r"already started .*CORO_SUSPENDED"):
+            mnsched.go(inner)
+        await ch.send("value")
+        finished = receive(ch)
+        finished.close()
+        with pytest.raises(RuntimeError, match=r"already started .*CORO_CLOSED"):
+            mnsched.go(finished)
+        return await outer  # nothing was lost
+
+    assert run(main()) == "value"

@@ -192,6 +192,11 @@ def test_deadlock_is_reported(run):
         r"'G1' \S*main parked \(chan receive, \d+ ms\).*: receive from <Chan", str(e.value)
     )
     assert re.search(r"stuck parked \(chan send, \d+ ms\).*: send to <Chan", str(e.value))
+    # and where each one is, as Go's goroutine dump says: file, line, function
+    report = str(e.value)
+    assert re.search(r'File ".*test_sync.py", line \d+, in stuck\n +await ch.send\(2\)', report)
+    assert re.search(r'File ".*test_sync.py", line \d+, in main\n +await Chan\(\).recv', report)
+    assert "mnsched/chan.py" not in report  # mnsched's own frames are left out
 
 
 def test_deadlock_on_waitgroup_and_mutex(run):
