@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import signal
+import threading
 from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -182,6 +184,30 @@ def hook_task_factory(loop: asyncio.AbstractEventLoop, on_create: Callable[[], N
     cls.set_task_factory(loop, wrap(user[0]))
     loop.set_task_factory = set_task_factory  # type: ignore[method-assign]
     loop.get_task_factory = get_task_factory  # type: ignore[method-assign]
+    return undo
+
+
+def wake_on_signals(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Make a signal wake the loop's selector, as asyncio's ``add_signal_handler`` does: a
+    Python signal handler that readies a goroutine (``ch.try_send`` in it) queues the P's
+    schedule with ``call_soon``, which a selector blocked in select() would not see until
+    its next event. Only on the main thread (where handlers run), only for a loop with
+    asyncio's self-pipe (uvloop wakes itself), and only where no wakeup fd is set already.
+    Returns a function that undoes it."""
+    csock = getattr(loop, "_csock", None)
+    if csock is None or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    fd = csock.fileno()
+    old = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    if old not in (-1, fd):
+        signal.set_wakeup_fd(old)  # someone else's: leave it
+        return lambda: None
+
+    def undo() -> None:
+        current = signal.set_wakeup_fd(-1)
+        if current not in (-1, fd):
+            signal.set_wakeup_fd(current)  # replaced meanwhile: not ours to clear
+
     return undo
 
 

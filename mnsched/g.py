@@ -253,7 +253,7 @@ class G(Generic[T]):
         "_name",
         "_ncancel",
         "_result",
-        "_unretrieved",  # an _Unretrieved while its exception is not retrieved
+        "_unretrieved",  # an Unretrieved while its exception is not retrieved
         "_waitreason",  # why it waits (a WAIT_* string), while not runnable
         "_waitsince",  # when it started waiting (its P's clock, within a batch)
     )
@@ -266,7 +266,7 @@ class G(Generic[T]):
     _name: str
     _ncancel: int
     _result: Any
-    _unretrieved: _Unretrieved | None
+    _unretrieved: Unretrieved | None
     _waitreason: str
     _waitsince: float
 
@@ -653,10 +653,11 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
     if failed and waiters is None:
         # Nobody is waiting now: logged when the handle is dropped unless retrieved by
         # then (as asyncio does for a Task), so a user who awaits it later sees no log.
-        g._unretrieved = unretrieved = _Unretrieved(exc)  # type: ignore[arg-type]
+        g._unretrieved = unretrieved = Unretrieved(exc)  # type: ignore[arg-type]
     lock.release()
     if unretrieved is not None:
         unretrieved.desc = repr(g)  # outside the lock: it may number the G
+        g._sched.unretrieved.add(unretrieved)
     p.nfinished += 1
     if g._home is not None:
         g._home.npinned -= 1
@@ -672,27 +673,33 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
                 w(g)
 
 
-class _Unretrieved:
+class Unretrieved:
     """Held by a failed G whose exception nobody has retrieved (await, result(),
-    exception()); logs it when the G is dropped (only the G refers to it). A separate
-    object, as asyncio's old TracebackLogger: G itself has no __del__ to pay for."""
+    exception()): reports it when the G is dropped (only the G refers to it; a separate
+    object, as asyncio's old TracebackLogger, so G itself has no __del__ to pay for), or
+    when its runtime closes with it still unretrieved, whichever comes first. A failed
+    G's traceback runs through the frames that stepped it, which hold it: on 3.12+ it is
+    freed only by the cyclic GC, so the close is what makes the report timely."""
 
-    __slots__ = ("desc", "exc")
+    __slots__ = ("__weakref__", "desc", "exc")
 
     def __init__(self, exc: BaseException) -> None:
         self.desc = "a goroutine"
         self.exc: BaseException | None = exc
 
-    def __del__(self) -> None:
-        if self.exc is None:
-            return  # retrieved
+    def report(self) -> None:
+        exc, self.exc = self.exc, None
+        if exc is None:
+            return  # retrieved, or reported already
         logger.error(
             "%s raised %s and nobody retrieved it (await it, or call its "
             "result() or exception()):\n%s",
             self.desc,
-            type(self.exc).__name__,
-            "".join(traceback.format_exception(self.exc)).rstrip(),
+            type(exc).__name__,
+            "".join(traceback.format_exception(exc)).rstrip(),
         )
+
+    __del__ = report
 
 
 def add_waiter(g: G[Any], w: Callable[[G[Any]], None]) -> bool:

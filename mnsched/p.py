@@ -22,7 +22,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .aio import CURRENT_TASKS, hook_task_factory, install_loop_getter_hook
+from .aio import CURRENT_TASKS, hook_task_factory, install_loop_getter_hook, wake_on_signals
 from .errors import InternalError, check
 from .g import (
     CANCEL,
@@ -140,6 +140,7 @@ class P:
         self.stopped = False  # its loop has stopped
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
         self._unhook_task_factory: Callable[[], None] | None = None
+        self._unwake_on_signals: Callable[[], None] = lambda: None
         self.npinned = 0
         # PerP instances made on this P (only its thread touches it), closed at shutdown,
         # or by the P itself once retired and drained (then _closing is that task).
@@ -167,6 +168,7 @@ class P:
         self.borrowed = borrow is not None
         # A task created from inside a goroutine belongs to this loop; so does the G now.
         self._unhook_task_factory = hook_task_factory(loop, self.pin_current)
+        self._unwake_on_signals = wake_on_signals(loop)
         self.loop = loop
 
     def start_thread(self) -> None:
@@ -206,6 +208,8 @@ class P:
         if self._unhook_task_factory is not None:
             self._unhook_task_factory()
             self._unhook_task_factory = None
+        self._unwake_on_signals()
+        self._unwake_on_signals = lambda: None
         if self.borrowed:
             return
         try:

@@ -22,7 +22,7 @@ from .g import DONE, RUNNING, G, abandon, add_waiter, check_coroutine, logger
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, MPool, m
 from .p import P
 from .sched import Sched
-from .sysmon import Debug, Sysmon
+from .sysmon import Debug, Sysmon, ignore_signal_handler
 
 T = TypeVar("T")
 
@@ -185,6 +185,9 @@ class Runtime:
         return state
 
     def _end_close(self) -> None:
+        """10. Report the exceptions of failed goroutines that nobody retrieved."""
+        for u in list(self.sched.unretrieved):
+            u.report()
         self._state = CLOSED
         self._closed.set()
 
@@ -639,6 +642,7 @@ def _install_sigint(
     ):
         return lambda: None
 
+    @ignore_signal_handler
     def on_sigint(signum: int, frame: object) -> None:
         if interrupted:
             raise KeyboardInterrupt

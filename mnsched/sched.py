@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .aio import install_all_tasks_hook
 from .errors import RuntimeClosedError, check
-from .g import RUNNABLE, SYSCALL, G, casgstatus, check_coroutine
+from .g import RUNNABLE, SYSCALL, G, Unretrieved, casgstatus, check_coroutine
 from .m import Call, MPool, m
 from .p import P
 from .runq import LOCAL_QUEUE_SIZE
@@ -79,6 +79,8 @@ class Sched:
         self.idle: list[P] = []
         self.nspinning = 0
         self.allg: set[G[Any]] = set()
+        # Failed Gs' exceptions not retrieved yet: reported at close if still so.
+        self.unretrieved: weakref.WeakSet[Unretrieved] = weakref.WeakSet()
         self.main: G[Any] | None = None  # run()'s main goroutine
         self.closing = False  # no new goroutines; set once, at the start of shutdown
         self.all_done = threading.Event()  # set once closing and no G is left

@@ -28,10 +28,13 @@ Debug output (``MNSCHED_DEBUG`` or ``Runtime(debug=...)``), on stderr as Go prin
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -208,9 +211,10 @@ class Sysmon:
             )
             or any(p.has_tasks() for p in ps)
             or network_may_wake()
+            or signals_may_wake()
         ):
             self._dl_ticks = None
-            return  # another thread, an asyncio task or the network may yet wake someone
+            return  # another thread, an asyncio task, the network or a signal may wake one
         blocked = []
         for g in sched.allg.copy():
             # Parked where only another goroutine can wake it (what it waits on says).
@@ -326,3 +330,32 @@ def network_may_wake() -> bool:
                 return True
     with open("/proc/self/net/unix") as f:  # columns: Num ... St Inode [Path]
         return any(len(cols) > 7 and cols[6] in inodes for cols in map(str.split, list(f)[1:]))
+
+
+# Signal handlers known to wake no goroutine waiting for another: run's Ctrl-C handler
+# (it cancels main), a test runner's timeout alarm.
+_IGNORED_HANDLERS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
+def ignore_signal_handler(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a signal handler as one that feeds no goroutine (signals_may_wake leaves it
+    out); returns it, so it can decorate."""
+    _IGNORED_HANDLERS.add(fn)
+    return fn
+
+
+def signals_may_wake() -> bool:
+    """Whether the program has a signal handler installed (``signal.signal``, or a loop's
+    ``add_signal_handler``, which installs one): a signal may yet feed a channel."""
+    for sig in signal.valid_signals():
+        try:
+            handler = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if (
+            callable(handler)
+            and handler is not signal.default_int_handler
+            and handler not in _IGNORED_HANDLERS
+        ):
+            return True
+    return False

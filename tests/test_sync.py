@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -296,3 +298,33 @@ def test_network_may_wake():
         for c in (pair, listener, udp)
     ]
     assert [o.stdout.strip() for o in outs] == ["False", "True", "True"]
+
+
+SIGNALLER = """
+import os, signal, sys, time
+time.sleep(0.3)  # longer than the detector takes to decide (two sysmon rounds)
+os.kill(int(sys.argv[1]), signal.SIGUSR1)
+"""
+
+
+@pytest.mark.parametrize("how", ["signal.signal", "loop.add_signal_handler"])
+def test_no_false_deadlock_while_a_signal_handler_may_send(run, how):
+    # Go's checkdead does not fire while signal.Notify waits for signals either.
+    async def main():
+        ch = Chan(1)
+        if how == "signal.signal":
+            signal.signal(signal.SIGUSR1, lambda *_: ch.try_send("signalled"))
+        else:
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGUSR1, ch.try_send, "signalled")
+        child = subprocess.Popen([sys.executable, "-c", SIGNALLER, str(os.getpid())])
+        try:
+            return await ch.recv()
+        finally:
+            await mnsched.syscall(child.wait, 10)
+            if how == "signal.signal":
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+            else:
+                loop.remove_signal_handler(signal.SIGUSR1)
+
+    assert run(main()) == "signalled"
