@@ -435,7 +435,12 @@ class G(Generic[T]):
                 self._pend = CANCEL
             waitq = self._waitq
         if deliver:
-            waitq.cancel_wait(self)
+            # A waker readies g without the state lock (the wait queue's own lock orders
+            # it against cancel_wait): it may have cleared _waitq since we read PARKED.
+            # Then g is runnable already, and the DELIVERED pend is thrown in as it
+            # resumes (an operation that completed keeps its outcome: gopark_op).
+            if waitq is not None:
+                waitq.cancel_wait(self)
         elif fut is not None:
             # As Task.cancel: the awaited future carries the cancellation, and g sees its
             # real outcome (an awaited task may swallow it). Only if the future cannot be

@@ -369,8 +369,16 @@ class P:
         writes the loop's self-pipe, so keep it to real wake-ups."""
         if m.p is self:
             self.loop.call_soon(self.schedule)
-        else:
+            return
+        try:
             self.loop.call_soon_threadsafe(self.schedule)
+        except RuntimeError:
+            # Closed: this P has stopped, so shutdown is past waiting for goroutines,
+            # and the G we woke it for has finished (a spawner from another thread queues
+            # its G, and another P may run it to its end, and the runtime close, before
+            # the spawner gets to wake anyone). A retired P stops only with nothing left.
+            if not self.loop.is_closed():
+                raise
 
     def resume(self, g: G[Any], _fut: object = None) -> None:
         """g's wait on this P's loop is over (its asyncio future completed: this is its

@@ -250,7 +250,9 @@ class Runtime:
         cancels those spawned meanwhile (a spawn that passed the closing check just
         before it was set)."""
         sched = self.sched
-        sched.closing = True
+        with sched.lock:  # against spawns by no goroutine (Sched._add_outside)
+            sched.closing = True
+            empty = not sched.allg
         cancelled: set[G[Any]] = set()
 
         def cancel_new() -> None:
@@ -260,7 +262,7 @@ class Runtime:
                     g.cancel()
 
         cancel_new()
-        if not sched.allg:
+        if empty:
             sched.all_done.set()
         return cancel_new
 

@@ -19,7 +19,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .aio import install_all_tasks_hook
 from .errors import RuntimeClosedError, check
@@ -132,8 +132,7 @@ class Sched:
         ):
             check_coroutine(coro)
         if self.closing or not self.allp:
-            coro.close()  # it will never run; close it so Python does not warn "never awaited"
-            raise RuntimeClosedError(f"cannot spawn a goroutine: {self.rt!r}")
+            self._refuse(coro)
         p = m.p
         if p is None or p.sched is not self:
             if pin:
@@ -143,13 +142,16 @@ class Sched:
                     f"of {self.rt!r}: spawn it from a goroutine or the runtime's loop"
                 )
             g = G(coro, self, None, name, context)
-            self.allg.add(g)
-            with self.lock:
-                self.nspawned_outside += 1
+            self._add_outside(g, from_p=False)
             self.globrunqputbatch([g])
             return g
         g = G(coro, self, p, name, context)
-        self.allg.add(g)
+        if p.curg is None:
+            self._add_outside(g, from_p=True)  # a loop callback or plain task on the P
+        else:
+            # The spawner is a live G: shutdown cannot find allg empty before this add,
+            # and sweeps it up with the newcomers (runtime.py, step 2).
+            self.allg.add(g)
         p.nspawned += 1
         if pin:
             p.pin(g)
@@ -163,6 +165,21 @@ class Sched:
         else:
             p.ready_here(g)  # runnext, as Go's newproc
         return g
+
+    def _add_outside(self, g: G[Any], from_p: bool) -> None:
+        """Add a G spawned by no goroutine: the closing check again, under the lock
+        shutdown takes to set closing and look at allg (runtime.py, step 1), so that it
+        never finds allg empty with this spawn in flight and stops the Ps under it."""
+        with self.lock:
+            if self.closing:
+                self._refuse(g._coro)
+            self.allg.add(g)
+            if not from_p:
+                self.nspawned_outside += 1
+
+    def _refuse(self, coro: Coroutine[Any, Any, Any]) -> NoReturn:
+        coro.close()  # it will never run; close it so Python does not warn "never awaited"
+        raise RuntimeClosedError(f"cannot spawn a goroutine: {self.rt!r}")
 
     def fatal_error(self, exc: BaseException) -> None:
         """The program must end (a G raised KeyboardInterrupt or SystemExit, as it would
