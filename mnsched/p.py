@@ -584,15 +584,16 @@ class P:
                 self.spinning = False
                 sched.nspinning -= 1
         if self.retiring:
-            self._stop_if_drained()
+            self.stop_if_drained()
         return True
 
-    def _stop_if_drained(self) -> None:
+    def stop_if_drained(self) -> None:
         """A retired P whose pinned Gs and sleepers are all done stops: its thread closes
         the loop and exits. Its PerP instances are closed first, on this loop (no
         goroutine can reach them any more: they are this P's). Checked whenever it goes
-        idle: on parking, and after a step from a loop callback (a G's last step may be
-        one: resumed by the future it awaited)."""
+        idle: on parking, after a step from a loop callback (a G's last step may be one:
+        resumed by the future it awaited), and after its timers fire (its last sleeper
+        may leave: free Gs woken on a retired P go to the global queue)."""
         if self.npinned == 0 and len(self.timers) == 0 and self._closing is None:
             if self.resources:
                 self._closing = self.loop.create_task(self._close_and_stop())
@@ -716,7 +717,7 @@ class P:
             if self.runq or self.runnext or self.sched.runq:
                 self.wake()  # g queued work (gosched, a retry) while the P was idle
             elif self.retiring:
-                self._stop_if_drained()
+                self.stop_if_drained()
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend

@@ -119,6 +119,9 @@ class Timers:
         self._handle = None
         self.run_due(time.monotonic())
         self._rearm()
+        p = self.p
+        if p.retiring and not p.active:
+            p.stop_if_drained()  # its last sleeper may just have left
 
     def run_due(self, now: float) -> int:
         """Ready the due sleepers and call the due functions (from any thread: sysmon

@@ -7,7 +7,9 @@ import contextlib
 import contextvars
 import itertools
 import logging
+import random
 import threading
+import time
 import traceback
 
 import pytest
@@ -688,3 +690,48 @@ def test_spawning_from_threads_while_the_runtime_closes_loses_nothing(rt_params)
     assert all(g.done() for g in handles) and rt.num_goroutine() == 0
     assert all(finals.get(i) == 1 for i in started), "a started goroutine skipped its finally"
     assert set(finals) == started
+
+
+def test_gomaxprocs_churn_under_load_leaves_no_p_running_that_should_not(rt_params):
+    # 20 changes of the P count while pinned, sleeping, syscalling and spawning
+    # goroutines run; once they are done, every retired P has stopped (its last G may
+    # end in a loop callback, its last sleeper in a timer), so the P threads are procs'.
+    procs, kind = rt_params
+    rnd = random.Random(7)
+
+    async def pinned(stop):
+        await asyncio.sleep(0.001)  # waits on its P's loop: pinned there from now on
+        while not stop.is_set():
+            await asyncio.sleep(0.001)
+
+    async def sleeper(stop):
+        while not stop.is_set():
+            await mnsched.sleep(0.001)
+
+    async def syscaller(stop):
+        while not stop.is_set():
+            await mnsched.syscall(time.sleep, 0.001)
+
+    async def spawner(stop):
+        while not stop.is_set():
+            await mnsched.go(mnsched.sleep(0))
+
+    async def main():
+        stop = threading.Event()
+        kinds = (pinned, sleeper, syscaller, spawner)
+        gs = [mnsched.go(f(stop)) for f in kinds for _ in range(4)]
+        for _ in range(20):
+            mnsched.gomaxprocs(rnd.randint(1, 6))
+            await mnsched.sleep(0.005)
+        mnsched.gomaxprocs(procs)
+        stop.set()
+        for g in gs:
+            await g
+        sched = mnsched.current_runtime().sched
+        retired = [p.thread for p in sched.retired if p.thread is not None]
+        for t in retired:
+            await mnsched.syscall(t.join, 10)
+        running = {p.thread for p in sched.allp if p.thread is not None}
+        return [t for t in retired if t.is_alive() and t not in running]
+
+    assert mnsched.run(main(), procs=procs, loop=kind) == []
