@@ -181,6 +181,10 @@ class MPool:
         with self.lock:
             return len(self.threads), len(self.idle)
 
+    def thread_list(self) -> list[threading.Thread]:
+        with self.lock:
+            return list(self.threads)
+
     def close(self, timeout: float) -> list[threading.Thread]:
         """Stop idle Ms and join every M; returns those still running a call."""
         with self.lock:

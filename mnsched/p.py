@@ -200,8 +200,9 @@ class P:
             except RuntimeError:
                 pass  # closed meanwhile
 
-    def close_loop(self) -> None:
-        """Finish the loop as asyncio.run does: leftover tasks, async generators, executor."""
+    def close_loop(self, force: bool = False) -> None:
+        """Finish the loop as asyncio.run does: leftover tasks, async generators, executor
+        (``force``, after a second Ctrl-C: none of that, only close it)."""
         loop = getattr(self, "loop", None)
         if loop is None or loop.is_closed():
             return
@@ -211,6 +212,9 @@ class P:
         self._unwake_on_signals()
         self._unwake_on_signals = lambda: None
         if self.borrowed:
+            return
+        if force:
+            loop.close()
             return
         try:
             tasks = self.tasks()
@@ -653,7 +657,13 @@ class P:
         except StopIteration as e:
             del ct[loop]
             self.curg = None
-            goexit(g, e.value, None, self)
+            if g._pend is CANCEL:
+                # Cancelled during its last step (a Ctrl-C while main computes): it ends
+                # cancelled, as a Task whose coroutine returns with _must_cancel set.
+                g._pend = None
+                goexit(g, None, _cancelled_error(g), self)
+            else:
+                goexit(g, e.value, None, self)
         except BaseException as e:
             del ct[loop]
             self.curg = None
@@ -723,11 +733,10 @@ class P:
         pend = g._pend
         g._pend = None
         if pend in CANCELLING:
-            msg = getattr(g, "_cancel_msg", None)
             if getattr(g, "_abandoned", False):
                 g._ctx.run(g._coro.close)  # finally blocks run, through GeneratorExit
-                raise CancelledError(msg)
-            pend = CancelledError() if msg is None else CancelledError(msg)
+                raise _cancelled_error(g)
+            pend = _cancelled_error(g)
         return g._ctx.run(g._coro.throw, pend)  # type: ignore[arg-type]
 
     def _trap(self, g: G[Any], y: Any) -> None:
@@ -795,3 +804,9 @@ def _user_frames(tb: TracebackType | None) -> TracebackType | None:
 
 
 _DRIVER_CODE = frozenset({P.step.__code__, P._throw_pending.__code__})
+
+
+def _cancelled_error(g: G[Any]) -> CancelledError:
+    """The CancelledError a cancelled G raises, with cancel()'s message if it had one."""
+    msg = getattr(g, "_cancel_msg", None)
+    return CancelledError() if msg is None else CancelledError(msg)

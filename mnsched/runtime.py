@@ -9,17 +9,20 @@ import asyncio
 import concurrent.futures
 import contextvars
 import os
+import queue
 import signal
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine
+from types import FrameType
 from typing import Any, TypeVar
 
 from .aio import complete_future
 from .errors import BlockingCallError, RuntimeClosedError, check
 from .g import DONE, RUNNING, G, abandon, add_waiter, check_coroutine, logger
-from .m import M_IDLE_TIMEOUT, MAX_THREADS, MPool, m
+from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m
 from .p import P
 from .sched import Sched
 from .sysmon import Debug, Sysmon, ignore_signal_handler
@@ -32,6 +35,11 @@ LOOP_KINDS = ("uvloop", "asyncio")
 # After abandoning the goroutines that ignored cancellation, how long their coroutines
 # get to close (their finally blocks run) before the Ps stop.
 ABANDON_GRACE = 1.0
+# After a Ctrl-C, a shutdown that takes longer than this says what it waits for (the
+# issue-12 rule: the user must not face a silent wait), listing at most this many Gs.
+SHUTDOWN_REPORT_AFTER = 1.0
+WAIT_REPORT_MAX = 10
+INTERRUPT_M_GRACE = 0.5
 
 # The runtime `async with Runtime()` started on each host loop: what every task on that
 # loop uses, whatever context it was created in (a lifespan's runtime must be the one its
@@ -319,16 +327,36 @@ class Runtime:
             if g._status != RUNNING:
                 abandon(g)
 
-    def _stop_threads(self, p0: P | None) -> None:
-        """5-7. Stop sysmon, every P but p0, and the M threads; join them all."""
+    def _stop_threads(self, p0: P | None, wait: bool = True, m_grace: float | None = None) -> None:
+        """5-7. Stop sysmon, every P but p0, and the M threads; join them all (unless a
+        second Ctrl-C said not to wait: then they are daemon threads, left to exit). An
+        M in a blocking call gets ``m_grace`` (default ``shutdown_timeout``) to end it."""
         if self.sysmon is not None:
             self.sysmon.stop()
         ps = [p for p in self.sched.every_p() if p is not p0]
         for p in ps:
             p.stop()
+        if not wait:
+            self.sched.mpool.close(0)
+            return
         self._join(ps)
-        for t in self.sched.mpool.close(self.shutdown_timeout):
+        grace = self.shutdown_timeout if m_grace is None else m_grace
+        for t in self.sched.mpool.close(grace):
             logger.error("shutdown: M thread %s is still in a blocking call; leaving it", t.name)
+
+    def waiting_for(self) -> list[str]:
+        """What shutdown is waiting for, one line each: goroutines not yet finished, and
+        M threads in a blocking call (where)."""
+        gs = [g for g in self.sched.allg.copy() if not g.done()]
+        lines = [repr(g) for g in gs[:WAIT_REPORT_MAX]]
+        if len(gs) > WAIT_REPORT_MAX:
+            lines.append(f"... and {len(gs) - WAIT_REPORT_MAX} more goroutine(s)")
+        frames = sys._current_frames()
+        for t in self.sched.mpool.thread_list():
+            where = _user_frame(frames.get(t.ident or 0))
+            if where is not None:
+                lines.append(f"{t.name}: a blocking call, at {where}")
+        return lines
 
     def _join(self, ps: list[P]) -> None:
         me = threading.current_thread()
@@ -582,24 +610,61 @@ class CallerP0:
         return g
 
     def close(self) -> None:
-        """1-8, on this thread; then 9: raise why the runtime had to end, if it had."""
+        """1-8, on this thread; then 9: raise why the runtime had to end, if it had.
+
+        After a Ctrl-C, a shutdown that takes more than SHUTDOWN_REPORT_AFTER says on
+        stderr what it waits for; a second Ctrl-C (KeyboardInterrupt, raised by the
+        handler wherever this thread waits) stops waiting: the Ps and Ms are told to stop
+        and left to exit (daemon threads), P0's loop is closed, KeyboardInterrupt goes on."""
         rt, p0 = self.rt, self.p0
+        report = threading.Timer(SHUTDOWN_REPORT_AFTER, self._report)
+        report.name, report.daemon = "mnsched-shutdown-report", True
+        report.start()
+        forced = False
         try:
             with rt._lock:
                 rt._state = CLOSING
             try:
                 rt._stop_goroutines(None, p0)
             finally:
-                rt._stop_threads(p0)
+                try:
+                    # After a Ctrl-C nobody waits for a blocking call's result: a call
+                    # that has not ended within INTERRUPT_M_GRACE is left to its daemon
+                    # thread (Go exits without waiting for its threads either).
+                    rt._stop_threads(p0, m_grace=INTERRUPT_M_GRACE if self.interrupted else None)
+                except KeyboardInterrupt:
+                    forced = True
+                    raise
+        except KeyboardInterrupt:
+            forced = True
+            rt._stop_threads(p0, wait=False)
+            raise
         finally:
+            report.cancel()
+            report.join()
             m.p = None
             try:
-                p0.close_loop()  # 8.
+                p0.close_loop(force=forced)  # 8.
             finally:
                 self._restore_sigint()
                 rt._end_close()
         if rt.sched.fatal is not None:  # 9.
             raise rt.sched.fatal
+
+    def _report(self) -> None:
+        """Shutdown has taken SHUTDOWN_REPORT_AFTER: after a Ctrl-C, say what it waits for."""
+        if self.interrupted:
+            _report_shutdown_waits(self.rt)
+
+
+def _report_shutdown_waits(rt: Runtime) -> None:
+    print(
+        "mnsched: Ctrl-C: shutting down, waiting for:\n  "
+        + "\n  ".join(rt.waiting_for() or ["(threads to stop)"])
+        + "\nPress Ctrl-C again to exit now.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -649,7 +714,15 @@ def _install_sigint(
         if interrupted:
             raise KeyboardInterrupt
         interrupted.append(True)
-        if sched.main is not None:
+        if sched.closing:  # main is over: the user is waiting for the shutdown
+            # Said from a thread: a handler must not take locks this thread may hold.
+            threading.Thread(
+                target=_report_shutdown_waits,
+                args=(sched.rt,),
+                name="mnsched-shutdown-report",
+                daemon=True,
+            ).start()
+        elif sched.main is not None:
             sched.main.cancel()
         try:
             loop.call_soon_threadsafe(lambda: None)
@@ -665,3 +738,20 @@ def _install_sigint(
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     return restore
+
+
+def _user_frame(frame: FrameType | None) -> str | None:
+    """Where a thread is, as file:line in function: its innermost frame outside
+    mnsched and the standard library's threading and queue (None: nowhere else, idle)."""
+    skip = (os.path.dirname(__file__), threading.__file__, queue.__file__)
+    call = None
+    while frame is not None:
+        code = frame.f_code
+        if not code.co_filename.startswith(skip):
+            return f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+        if code is Call.run.__code__:
+            call = frame.f_locals.get("self")
+        frame = frame.f_back
+    if isinstance(call, Call):  # a call into C (time.sleep): name the function
+        return f"{getattr(call.fn, '__qualname__', call.fn)!s}{call.args!r}"
+    return None

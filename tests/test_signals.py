@@ -1,0 +1,152 @@
+"""Ctrl-C at awkward moments, in a subprocess running mnsched.run: the first SIGINT
+cancels main and the program ends with KeyboardInterrupt within 2 s; if shutdown takes
+longer than a second it says on stderr what it waits for; a second SIGINT exits at once."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+PROMPT = 2.0  # seconds from the (last) SIGINT to the process's end
+
+PRELUDE = """
+import asyncio, os, signal, sys, threading, time
+import mnsched
+
+def ready():
+    print("ready", flush=True)
+
+def report(main):
+    try:
+        print("returned", mnsched.run(main(), procs=int(sys.argv[1]), loop=sys.argv[2]))
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", flush=True)
+        sys.exit(130)
+"""
+
+MOMENTS = {
+    # main is computing when the signal arrives (the signal is its own)
+    "cpu in main": """
+        async def main():
+            os.kill(os.getpid(), signal.SIGINT)
+            end = time.perf_counter() + 0.2
+            while time.perf_counter() < end:
+                pass
+            ready()
+            return "finished"
+    """,
+    "blocking call": """
+        async def main():
+            ready()
+            await mnsched.syscall(time.sleep, 30)
+    """,
+    "everyone parked on channels": """
+        async def main():
+            chans = [mnsched.Chan() for _ in range(50)]
+            for ch in chans:
+                mnsched.go(ch.recv())
+            ready()
+            await mnsched.Chan().recv()
+    """,
+    "spawn storm": """
+        async def main():
+            async def leaf():
+                await mnsched.gosched()
+            async def storm():
+                while True:
+                    for _ in range(1000):
+                        mnsched.go(leaf())
+                    await mnsched.gosched()
+            for _ in range(4):
+                mnsched.go(storm())
+            await mnsched.sleep(0.2)
+            ready()
+            await mnsched.sleep(30)
+    """,
+    "cpu hog in a goroutine": """
+        async def main():
+            async def hog():
+                end = time.perf_counter() + 0.5
+                while time.perf_counter() < end:
+                    pass
+            mnsched.go(hog())
+            ready()
+            await mnsched.sleep(30)
+    """,
+}
+
+
+def start(body: str, procs: int, kind: str) -> subprocess.Popen[str]:
+    code = PRELUDE + textwrap.dedent(body) + "\nreport(main)\n"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(procs), kind],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_ready(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # bounded by the test's timeout
+    assert line.strip() == "ready", line + (proc.stderr.read() if proc.stderr else "")
+
+
+def finish(proc: subprocess.Popen[str], since: float) -> tuple[str, str, float]:
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    return out, err, time.monotonic() - since
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("moment", list(MOMENTS))
+@pytest.mark.parametrize("procs", [1, 2, 4])
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
+    proc = start(MOMENTS[moment], procs, kind)
+    wait_ready(proc)
+    sent = time.monotonic()
+    if moment != "cpu in main":  # that one signalled itself
+        proc.send_signal(signal.SIGINT)
+    out, err, took = finish(proc, sent)
+    assert "KeyboardInterrupt" in out, (out, err)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert took < PROMPT, f"{took:.2f} s after SIGINT:\n{err}"
+
+
+STUBBORN = """
+    async def main():
+        async def stubborn():
+            while True:
+                try:
+                    await mnsched.syscall(time.sleep, 0.05)
+                except asyncio.CancelledError:
+                    pass  # ignores cancellation: shutdown has to wait for it
+        mnsched.go(stubborn(), name="stubborn")
+        ready()
+        await mnsched.sleep(30)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_a_slow_shutdown_says_what_it_waits_for_and_a_second_ctrl_c_exits(kind):
+    proc = start(STUBBORN, 2, kind)
+    wait_ready(proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    lines = [proc.stderr.readline() for _ in range(2)]  # after a second, the report
+    assert lines[0].startswith("mnsched: Ctrl-C: shutting down, waiting for:"), lines
+    assert "stubborn" in lines[1], lines
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err, took = finish(proc, sent)
+    assert "KeyboardInterrupt" in out and proc.returncode == 130, (out, err)
+    assert took < PROMPT, f"{took:.2f} s after the second SIGINT"
