@@ -127,3 +127,10 @@ async def ticker(every: float, ticks: list[float], stop: threading.Event) -> Non
     while not stop.is_set():
         await mnsched.sleep(every)
         ticks.append(time.monotonic())
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that a test sends SIGINT to: a shell starts background jobs
+    with SIGINT ignored, and a child inherits that (Python then installs no
+    KeyboardInterrupt handler); a test of Ctrl-C needs the default, as at a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import default_sigint
+
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 sys.path.insert(0, str(SAMPLES))
 
@@ -54,7 +56,13 @@ def test_aiohttp_service_under_load(run):
 def serve_until_ctrl_c(argv: list[str], check: Callable[[int], None]) -> str:
     """Start a service sample, wait for its "serving on" line, call check(port), send
     SIGINT (Ctrl-C): it must stop within seconds. Returns what it printed."""
-    proc = subprocess.Popen([sys.executable, *argv], cwd=SAMPLES, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, *argv],
+        cwd=SAMPLES,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # bounded by the test's timeout

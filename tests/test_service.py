@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from conftest import default_sigint
 from mnsched.gunicorn import procs_per_worker
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -47,6 +48,7 @@ def start(argv: list[str], pattern: str, env: dict[str, str] | None = None):
     """Start a server process; return it and the port it printed (pattern's group 1)."""
     proc = subprocess.Popen(
         argv,
+        preexec_fn=default_sigint,
         cwd=SAMPLES,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

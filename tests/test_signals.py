@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from conftest import default_sigint
+
 PROMPT = 2.0  # seconds from the (last) SIGINT to the process's end
 
 PRELUDE = """
@@ -47,6 +49,9 @@ MOMENTS = {
     """,
     "everyone parked on channels": """
         async def main():
+            # A plain thread that might send keeps it from being a deadlock (which the
+            # detector would report before the signal comes).
+            threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
             chans = [mnsched.Chan() for _ in range(50)]
             for ch in chans:
                 mnsched.go(ch.recv())
@@ -88,6 +93,7 @@ def start(body: str, procs: int, kind: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
 
 
