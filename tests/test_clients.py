@@ -146,14 +146,25 @@ def test_a_client_per_p_serves_10000_requests_from_200_goroutines(procs, client)
         c = await clients.aget()
         return [await one(c, i) for i in range(w, REQUESTS, GOROUTINES)]
 
-    async def main() -> tuple[list[int], list[int]]:
-        gs = [mnsched.go(worker(w)) for w in range(GOROUTINES)]
+    async def main() -> tuple[list[int], int]:
+        # Each P spawns its share, half of it pinned there: every P is sure to use its
+        # own instance (the free half goes wherever the scheduler takes it).
+        rt = mnsched.current_runtime()
+        shares = [concurrent.futures.Future[list[mnsched.G[list[int]]]]() for _ in rt.sched.allp]
+        for k, p in enumerate(rt.sched.allp):
+            mine = range(k, GOROUTINES, len(shares))
+            p.loop.call_soon_threadsafe(
+                lambda mine=mine, f=shares[k]: f.set_result(
+                    [rt.go(worker(w), pin=w % 2 == 0) for w in mine]
+                )
+            )
+        gs = [g for f in shares for g in await asyncio.wrap_future(f)]
         got = [i for g in gs for i in await g]
-        return got, mnsched.stats()["ticks"]
+        return got, sum(1 for t in mnsched.stats()["ticks"] if t)
 
-    got, ticks = mnsched.run(main(), procs=procs)
+    got, busy_ps = mnsched.run(main(), procs=procs)
     assert sorted(got) == list(range(REQUESTS))  # every request answered, and rightly
-    assert sum(1 for t in ticks if t) > 1  # the work really was spread over Ps
+    assert busy_ps == procs  # every P served requests through its own instance
 
 
 async def _close(c: Any) -> None:
