@@ -196,11 +196,11 @@ def raise_started(coro: Coroutine[Any, Any, Any] | types.GeneratorType[Any, Any,
     """A coroutine already started cannot be a goroutine: its next step belongs to
     whoever runs it now (another goroutine or task awaiting it), and taking it would lose
     what that one is waiting for. It is left alone, not closed: it is not ours."""
-    state = (
-        inspect.getgeneratorstate(coro)
-        if isinstance(coro, types.GeneratorType)
-        else (inspect.getcoroutinestate(coro))
-    )
+    state: str
+    if isinstance(coro, types.GeneratorType):
+        state = inspect.getgeneratorstate(coro)
+    else:
+        state = inspect.getcoroutinestate(coro)
     raise RuntimeError(
         f"cannot make a goroutine of {coro!r}: it has already started ({state}), so "
         "another goroutine or task is running or awaiting it (or it has finished). "

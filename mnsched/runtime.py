@@ -620,26 +620,29 @@ class CallerP0:
         report = threading.Timer(SHUTDOWN_REPORT_AFTER, self._report)
         report.name, report.daemon = "mnsched-shutdown-report", True
         report.start()
-        forced = False
+        forced = False  # a second Ctrl-C: stop waiting
         try:
-            with rt._lock:
-                rt._state = CLOSING
             try:
+                with rt._lock:
+                    rt._state = CLOSING
                 rt._stop_goroutines(None, p0)
+            except KeyboardInterrupt:
+                forced = True
+                raise
             finally:
-                try:
-                    # After a Ctrl-C nobody waits for a blocking call's result: a call
-                    # that has not ended within INTERRUPT_M_GRACE is left to its daemon
-                    # thread (Go exits without waiting for its threads either).
-                    rt._stop_threads(p0, m_grace=INTERRUPT_M_GRACE if self.interrupted else None)
-                except KeyboardInterrupt:
-                    forced = True
-                    raise
-        except KeyboardInterrupt:
-            forced = True
-            rt._stop_threads(p0, wait=False)
-            raise
+                if not forced:
+                    try:
+                        # After a Ctrl-C nobody waits for a blocking call's result: one
+                        # not ended within INTERRUPT_M_GRACE is left to its daemon thread
+                        # (Go exits without waiting for its threads either).
+                        grace = INTERRUPT_M_GRACE if self.interrupted else None
+                        rt._stop_threads(p0, m_grace=grace)
+                    except KeyboardInterrupt:
+                        forced = True
+                        raise
         finally:
+            if forced:
+                rt._stop_threads(p0, wait=False)
             report.cancel()
             report.join()
             m.p = None

@@ -142,12 +142,12 @@ class Sched:
                     f"of {self.rt!r}: spawn it from a goroutine or the runtime's loop"
                 )
             g = G(coro, self, None, name, context)
-            self._add_outside(g, from_p=False)
+            self._add_outside(g, coro, from_p=False)
             self.globrunqputbatch([g])
             return g
         g = G(coro, self, p, name, context)
         if p.curg is None:
-            self._add_outside(g, from_p=True)  # a loop callback or plain task on the P
+            self._add_outside(g, coro, from_p=True)  # a loop callback or plain task on the P
         else:
             # The spawner is a live G: shutdown cannot find allg empty before this add,
             # and sweeps it up with the newcomers (runtime.py, step 2).
@@ -166,13 +166,13 @@ class Sched:
             p.ready_here(g)  # runnext, as Go's newproc
         return g
 
-    def _add_outside(self, g: G[Any], from_p: bool) -> None:
+    def _add_outside(self, g: G[Any], coro: Coroutine[Any, Any, Any], from_p: bool) -> None:
         """Add a G spawned by no goroutine: the closing check again, under the lock
         shutdown takes to set closing and look at allg (runtime.py, step 1), so that it
         never finds allg empty with this spawn in flight and stops the Ps under it."""
         with self.lock:
             if self.closing:
-                self._refuse(g._coro)
+                self._refuse(coro)
             self.allg.add(g)
             if not from_p:
                 self.nspawned_outside += 1

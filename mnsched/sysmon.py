@@ -326,10 +326,12 @@ def network_may_wake() -> bool:
         return False
     for table in _INET_TABLES:  # columns: sl local remote st ... uid timeout inode
         with open(f"/proc/self/net/{table}") as f:
-            if any(line.split()[9] in inodes for line in list(f)[1:]):
+            f.readline()  # the header
+            if any(line.split()[9] in inodes for line in f):
                 return True
     with open("/proc/self/net/unix") as f:  # columns: Num ... St Inode [Path]
-        return any(len(cols) > 7 and cols[6] in inodes for cols in map(str.split, list(f)[1:]))
+        f.readline()
+        return any(len(cols) > 7 and cols[6] in inodes for cols in map(str.split, f))
 
 
 # Signal handlers known to wake no goroutine waiting for another: run's Ctrl-C handler
