@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import functools
 import inspect
-import math
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -21,6 +20,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from .g import GOSCHED, WAIT_SLEEP, WAIT_SYSCALL, G, check_coroutine, gopark
 from .m import Call, m
 from .runtime import current_runtime
+from .timers import check_seconds
 
 T = TypeVar("T")
 PS = ParamSpec("PS")
@@ -92,8 +92,7 @@ def gosched() -> Awaitable[None]:
 async def sleep(delay: float, result: T = None) -> T:  # type: ignore[assignment]
     """Sleep for ``delay`` seconds. A sleeping goroutine holds nothing: it may wake on any
     P. Outside a goroutine it is ``asyncio.sleep``."""
-    if not isinstance(delay, (int, float)) or math.isnan(delay):
-        raise TypeError(f"sleep() needs a number of seconds, not {delay!r}")
+    check_seconds(delay, "sleep()")
     p = m.p
     if p is None or (g := p.curg) is None:
         return await asyncio.sleep(delay, result)

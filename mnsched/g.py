@@ -119,7 +119,12 @@ class _Marker:
 # In ``G._pend``: throw CancelledError at the G's next resumption.
 CANCEL = _Marker("CANCEL")  # requested
 DELIVERED = _Marker("DELIVERED")  # requested, and handed to the wait queue it was parked in
-CANCELLING = (CANCEL, DELIVERED)
+# Requested as the operation g waited in completed (gopark_op): g keeps the outcome and
+# takes the cancellation at its next wait; a G that returns before any keeps its result
+# too (as trio's checkpoints: no wait, no cancellation), since the value it received or
+# the lock it took would otherwise be lost with it.
+DEFERRED = _Marker("DEFERRED")
+CANCELLING = (CANCEL, DELIVERED, DEFERRED)
 # What a G yields to give up the processor (Go: Gosched).
 GOSCHED = _Marker("GOSCHED")
 
@@ -162,7 +167,7 @@ def gopark_op(g: G[Any], lock: Any, op: Operation, reason: str) -> Generator[Any
     except asyncio.CancelledError:
         if not op.done:
             raise
-        g._pend = CANCEL
+        g._pend = DEFERRED
 
 
 CO_ITERABLE = inspect.CO_ITERABLE_COROUTINE

@@ -27,6 +27,7 @@ from .errors import InternalError, check
 from .g import (
     CANCEL,
     CANCELLING,
+    DEFERRED,
     DELIVERED,
     GOSCHED,
     LOCK_MASK,
@@ -63,6 +64,16 @@ TIME_SLICE = 0.010
 # about five frames per level under a recursion limit of 1000: nest at most this deep,
 # and let deeper joins park.
 INLINE_JOIN_DEPTH = 32
+# Under the GIL a thread that wants it waits one switch interval (5 ms) and then asks the
+# holder to drop it, but every voluntary release wakes it early and restarts its wait.
+# A busy P releases the GIL at every batch end (its loop polls for I/O), and takes it
+# straight back: the waiter's interval never runs out, so blocking calls finishing, plain
+# threads and other loops waited seconds beside a P spinning on gosched (issue 12). So a
+# P busy for GIL_SHARE without a pause sleeps GIL_YIELD at its next batch end, with the
+# GIL released, long enough for a waiting thread to take it (a futex wake-up is ~50 us):
+# 2% of a lone busy P's time, bounded latency for everyone else.
+GIL_SHARE = 0.005
+GIL_YIELD = 0.0002
 # Go (proc.go, findRunnable): every 61st schedule tick takes one G from the global queue
 # first, so that a busy local queue cannot starve it. 61 is prime, to avoid resonances.
 GLOBAL_CHECK_TICKS = 61
@@ -127,6 +138,7 @@ class P:
         # The clock reading the scheduling loop takes every CLOCK_EVERY steps anyway: a
         # step that is stuck began after it (give or take a few short steps).
         self.last_clock = 0.0
+        self.busy_since = 0.0  # when this P's current run of back-to-back batches began
         self.batch_deadline = 0.0  # when the current batch should end (see BATCH_TIME)
         self.njoin = 0  # joins running inline, nested (see join)
         self.stuck_since = 0.0
@@ -465,6 +477,8 @@ class P:
 
         self.last_clock = now = time.monotonic()
         self.batch_deadline = deadline = now + BATCH_TIME
+        if not self.busy_since:
+            self.busy_since = now
         n = 0
         while True:
             # 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first.
@@ -493,6 +507,7 @@ class P:
                         # 5-8. Elsewhere, or park.
                         g = self._findrunnable()
                         if g is None:
+                            self.busy_since = 0.0
                             return  # parked
 
             step(g)
@@ -508,6 +523,9 @@ class P:
                 if now >= deadline:
                     break
         # The batch is over: let the loop run I/O and timers. runnext keeps its place.
+        if now - self.busy_since >= GIL_SHARE or sched.nsyscall:
+            time.sleep(GIL_YIELD)  # let a thread waiting for the GIL have it
+            self.busy_since = time.monotonic()
         self.loop.call_soon(self.schedule)
 
     def _findrunnable(self) -> G[Any] | None:
@@ -663,6 +681,8 @@ class P:
                 g._pend = None
                 goexit(g, None, _cancelled_error(g), self)
             else:
+                if g._pend is not None:
+                    g._pend = None  # DEFERRED: no wait came, it keeps its result
                 goexit(g, e.value, None, self)
         except BaseException as e:
             del ct[loop]
@@ -688,7 +708,7 @@ class P:
                     y.release()
                     raise
                 g._waitsince = self.last_clock
-                if g._pend is CANCEL:
+                if g._pend is CANCEL or g._pend is DEFERRED:
                     g._pend = DELIVERED  # cancel() came first: we deliver it
                     sl.release()
                     y.release()
@@ -742,13 +762,8 @@ class P:
     def _trap(self, g: G[Any], y: Any) -> None:
         """Act on what g yielded, other than a park lock."""
         if y is GOSCHED:
-            # Go puts a yielding G on the global queue: any P may take it.
             casgstatus(g, RUNNING, RUNNABLE)
-            if g._home is None:
-                g._p = None
-                self.sched.runq.append(g)
-            else:
-                self.runqput(g)
+            self.runqput(g)
         elif y is None:
             # A bare yield (asyncio.sleep(0)): as for a Task, resume after the loop's
             # other ready callbacks.
@@ -790,7 +805,9 @@ class P:
         g._waitsince = self.last_clock
         g._futw = fut
         fut.add_done_callback(functools.partial(self.resume, g))
-        if g._pend is CANCEL and fut.cancel(msg=getattr(g, "_cancel_msg", None)):
+        if (g._pend is CANCEL or g._pend is DEFERRED) and fut.cancel(
+            msg=getattr(g, "_cancel_msg", None)
+        ):
             g._pend = None  # the future carries the cancellation now (as asyncio.Task)
 
 

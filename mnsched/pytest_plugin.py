@@ -102,12 +102,6 @@ def _host(item: pytest.Item) -> CallerP0:
     return host
 
 
-def _result(host: CallerP0, g: mnsched.G[Any]) -> Any:
-    if host.interrupted and g.cancelled():
-        raise KeyboardInterrupt
-    return g.result()
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     test = _marked_test(pyfuncitem)
@@ -116,7 +110,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     params = inspect.signature(test).parameters
     kwargs = {k: v for k, v in pyfuncitem.funcargs.items() if k in params}
     host = _host(pyfuncitem)
-    _result(host, host.run_pinned(test(**kwargs)))
+    host.result(host.run_pinned(test(**kwargs)))
     return True
 
 
@@ -139,13 +133,13 @@ def pytest_fixture_setup(
 
     def run_coroutine(**kwargs: Any) -> Any:
         host = _host(item)
-        return _result(host, host.run_pinned(func(**kwargs)))
+        return host.result(host.run_pinned(func(**kwargs)))
 
     def run_generator(**kwargs: Any) -> Iterator[Any]:
         host = _host(item)
         agen = func(**kwargs)
-        yield _result(host, host.run_pinned(agen.__anext__()))
-        _result(host, host.run_pinned(_finish(agen, fixturedef.argname)))
+        yield host.result(host.run_pinned(agen.__anext__()))
+        host.result(host.run_pinned(_finish(agen, fixturedef.argname)))
 
     fixturedef.func = run_generator if is_gen else run_coroutine  # type: ignore[misc]
     try:

@@ -569,16 +569,18 @@ def run(
         main.close()
         raise
     prev_main, _main_rt = _main_rt, rt
+    exiting = False
     try:
         g = host.run_pinned(main, is_main=True)
+    except (KeyboardInterrupt, SystemExit):
+        exiting = True  # a signal handler's, raised in P0's loop: the program ends
+        raise
     finally:
         try:
-            host.close()
+            host.close(exiting)
         finally:
             _main_rt = prev_main
-    if host.interrupted and g.cancelled():
-        raise KeyboardInterrupt
-    return g.result()
+    return host.result(g)
 
 
 class CallerP0:
@@ -592,7 +594,7 @@ class CallerP0:
         rt._start(caller_is_p0=True)
         self.rt = rt
         self.p0 = rt.sched.allp[0]
-        self.interrupted: list[bool] = []
+        self.interrupted: list[str] = []
         self._restore_sigint = _install_sigint(rt.sched, self.p0.loop, self.interrupted)
 
     def run_pinned(self, coro: Coroutine[Any, Any, T], *, is_main: bool = False) -> G[T]:
@@ -609,8 +611,17 @@ class CallerP0:
         self.p0.loop.run_until_complete(done)
         return g
 
-    def close(self) -> None:
+    def result(self, g: G[T]) -> T:
+        """g's result, or KeyboardInterrupt if Ctrl-C cancelled it, or came during the
+        shutdown after it: either way the user asked the program to stop, and it must
+        not look as if it simply finished."""
+        if self.interrupted and (g.cancelled() or self.interrupted[0] == IN_SHUTDOWN):
+            raise KeyboardInterrupt
+        return g.result()
+
+    def close(self, exiting: bool = False) -> None:
         """1-8, on this thread; then 9: raise why the runtime had to end, if it had.
+        ``exiting``: KeyboardInterrupt or SystemExit is on its way out of the caller.
 
         After a Ctrl-C, a shutdown that takes more than SHUTDOWN_REPORT_AFTER says on
         stderr what it waits for; a second Ctrl-C (KeyboardInterrupt, raised by the
@@ -632,10 +643,13 @@ class CallerP0:
             finally:
                 if not forced:
                     try:
-                        # After a Ctrl-C nobody waits for a blocking call's result: one
-                        # not ended within INTERRUPT_M_GRACE is left to its daemon thread
-                        # (Go exits without waiting for its threads either).
-                        grace = INTERRUPT_M_GRACE if self.interrupted else None
+                        # After a Ctrl-C, or while the program exits, nobody waits for a
+                        # blocking call's result: one not ended within INTERRUPT_M_GRACE
+                        # is left to its daemon thread (as Go exits without waiting).
+                        exits = exiting or isinstance(
+                            rt.sched.fatal, (KeyboardInterrupt, SystemExit)
+                        )
+                        grace = INTERRUPT_M_GRACE if self.interrupted or exits else None
                         rt._stop_threads(p0, m_grace=grace)
                     except KeyboardInterrupt:
                         forced = True
@@ -702,8 +716,13 @@ async def _wait_event(ev: threading.Event, seconds: float, every: Callable[[], N
         every()
 
 
+# When the first Ctrl-C came (CallerP0.interrupted).
+WHILE_RUNNING = "while running"
+IN_SHUTDOWN = "in shutdown"
+
+
 def _install_sigint(
-    sched: Sched, loop: asyncio.AbstractEventLoop, interrupted: list[bool]
+    sched: Sched, loop: asyncio.AbstractEventLoop, interrupted: list[str]
 ) -> Callable[[], None]:
     """As asyncio.Runner: the first Ctrl-C cancels main, a second one interrupts."""
     if (
@@ -716,8 +735,8 @@ def _install_sigint(
     def on_sigint(signum: int, frame: object) -> None:
         if interrupted:
             raise KeyboardInterrupt
-        interrupted.append(True)
         if sched.closing:  # main is over: the user is waiting for the shutdown
+            interrupted.append(IN_SHUTDOWN)
             # Said from a thread: a handler must not take locks this thread may hold.
             threading.Thread(
                 target=_report_shutdown_waits,
@@ -725,8 +744,10 @@ def _install_sigint(
                 name="mnsched-shutdown-report",
                 daemon=True,
             ).start()
-        elif sched.main is not None:
-            sched.main.cancel()
+        else:
+            interrupted.append(WHILE_RUNNING)
+            if sched.main is not None:
+                sched.main.cancel()
         try:
             loop.call_soon_threadsafe(lambda: None)
         except RuntimeError:

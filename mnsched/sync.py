@@ -163,6 +163,8 @@ class Once(_Waitable):
         self._running = False
 
     async def do(self, fn: Callable[..., Any], *args: Any) -> None:
+        if not callable(fn):
+            raise TypeError(f"Once.do() needs a callable, not {type(fn).__name__} {fn!r}")
         if self._done:
             return
         self._lock.acquire()

@@ -60,9 +60,15 @@ SUSPECT_SWITCH_INTERVAL = 0.001
 # for the GIL, and a ticker behind a hog was handed off ~5 ms later.
 SUSPECT_AFTER = 0.002
 # Go's sysmon sleeps 20 us, doubling up to 10 ms once idle. A Python thread's wake-up
-# costs a GIL hand-off, so mnsched starts at 1 ms while any P is busy and backs off to
-# 50 ms when all are idle.
+# costs a GIL hand-off, and each hand-off hides a thread waiting for the GIL from the
+# interpreter's starvation check (it asks the holder to drop the GIL only if no switch
+# happened during its whole switch interval): sysmon waking every 1 ms beside a busy P
+# kept a loop thread with a due timer waiting seconds (issue 12). So mnsched polls every
+# 1 ms only while a step looks suspect or stuck; while Ps are busy and healthy it backs off
+# to 10 ms (the hog threshold: a hog is still seen within a round of its start, and the
+# suspect rule below shortens the rounds from there), and to 50 ms when all are idle.
 SYSMON_MIN_DELAY = 0.001
+SYSMON_BUSY_DELAY = 0.010
 SYSMON_MAX_DELAY = 0.050
 DEBUG_ENV = "MNSCHED_DEBUG"
 
@@ -108,6 +114,7 @@ class Sysmon:
         self.nspares = 0  # spare Ps started
         self.nhogs = 0  # stuck steps seen
         self._saved_switch: float | None = None
+        self.urgent = False  # a step looked suspect or stuck at the last round
         self._dl_ticks: int | None = None  # ticks when all looked deadlocked, to confirm
         self._dl_seen: int | None = None  # ticks when a scan last found someone awake
         self._start = time.monotonic()
@@ -131,7 +138,10 @@ class Sysmon:
         delay = SYSMON_MIN_DELAY
         while not self._stop.wait(delay):
             busy = self.check(time.monotonic())
-            delay = SYSMON_MIN_DELAY if busy else min(delay * 2, SYSMON_MAX_DELAY)
+            if self.urgent:
+                delay = SYSMON_MIN_DELAY
+            else:
+                delay = min(delay * 2, SYSMON_BUSY_DELAY if busy else SYSMON_MAX_DELAY)
             if self.debug.schedtrace_ms:
                 now = time.monotonic()
                 if now >= self._next_trace:
@@ -174,6 +184,7 @@ class Sysmon:
                 self.nspares += 1
         elif not nstuck and sched.spares:
             sched.retire_spares()
+        self.urgent = bool(nsuspect or nstuck or sched.spares)
         if nsuspect and self._saved_switch is None:
             self._saved_switch = sys.getswitchinterval()
             sys.setswitchinterval(min(self._saved_switch, SUSPECT_SWITCH_INTERVAL))

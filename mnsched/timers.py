@@ -201,9 +201,17 @@ class _Clock:
         return th.cancel
 
 
+def check_seconds(value: object, what: str) -> float:
+    """A duration given by the user: a real number of seconds, or a clear TypeError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise TypeError(f"{what} needs a number of seconds, not {value!r}")
+    return value
+
+
 def after(seconds: float) -> Chan[float]:
     """A channel that receives the time (``time.monotonic()``) once, after ``seconds``
     (Go's ``time.After``). Use it as a timeout case: ``Recv(after(0.5))``."""
+    check_seconds(seconds, "after()")
     ch: Chan[float] = Chan(1)
     _Clock().call_at(time.monotonic() + seconds, lambda: ch.try_send(time.monotonic()))
     return ch
@@ -214,7 +222,7 @@ class Ticker:
     receivers miss ticks rather than pile them up. ``stop()`` ends it."""
 
     def __init__(self, period: float) -> None:
-        if not period > 0:
+        if not check_seconds(period, "Ticker()") > 0:
             raise ValueError(f"ticker period must be > 0, not {period!r}")
         self.period = period
         self.c: Chan[float] = Chan(1)

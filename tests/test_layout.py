@@ -24,7 +24,7 @@ LAYERS = [
     {"sysmon"},
     {"runtime"},
     {"api", "serve"},
-    {"log", "pytest_plugin", "gunicorn"},
+    {"log", "pytest_plugin", "gunicorn", "stress"},
 ]
 
 

@@ -20,6 +20,10 @@ PRELUDE = """
 import asyncio, os, signal, sys, threading, time
 import mnsched
 
+SIG = getattr(signal, sys.argv[3])
+if SIG == signal.SIGTERM:  # as a service does: exit cleanly on SIGTERM
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
 def ready():
     print("ready", flush=True)
 
@@ -35,7 +39,7 @@ MOMENTS = {
     # main is computing when the signal arrives (the signal is its own)
     "cpu in main": """
         async def main():
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), SIG)
             end = time.perf_counter() + 0.2
             while time.perf_counter() < end:
                 pass
@@ -73,6 +77,24 @@ MOMENTS = {
             ready()
             await mnsched.sleep(30)
     """,
+    # the signal arrives while a goroutine's finally runs, during the shutdown after
+    # main returned (the signal is its own)
+    "in a finally during shutdown": """
+        async def main():
+            async def worker():
+                try:
+                    await mnsched.Chan().recv()
+                finally:
+                    ready()
+                    os.kill(os.getpid(), SIG)
+                    end = time.perf_counter() + 0.2
+                    while time.perf_counter() < end:
+                        pass
+            g = mnsched.go(worker())
+            while not g.wait_reason:
+                await mnsched.gosched()
+            return "finished"
+    """,
     "cpu hog in a goroutine": """
         async def main():
             async def hog():
@@ -86,10 +108,13 @@ MOMENTS = {
 }
 
 
-def start(body: str, procs: int, kind: str) -> subprocess.Popen[str]:
+SELF_SIGNALLED = {"cpu in main", "in a finally during shutdown"}
+
+
+def start(body: str, procs: int, kind: str, sig: str = "SIGINT") -> subprocess.Popen[str]:
     code = PRELUDE + textwrap.dedent(body) + "\nreport(main)\n"
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(procs), kind],
+        [sys.executable, "-c", code, str(procs), kind, sig],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -119,12 +144,28 @@ def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
     proc = start(MOMENTS[moment], procs, kind)
     wait_ready(proc)
     sent = time.monotonic()
-    if moment != "cpu in main":  # that one signalled itself
+    if moment not in SELF_SIGNALLED:
         proc.send_signal(signal.SIGINT)
     out, err, took = finish(proc, sent)
     assert "KeyboardInterrupt" in out, (out, err)
     assert proc.returncode == 130, (proc.returncode, out, err)
     assert took < PROMPT, f"{took:.2f} s after SIGINT:\n{err}"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("moment", list(MOMENTS))
+@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+def test_sigterm_with_an_exiting_handler_ends_the_program_promptly(moment, kind):
+    # A service's SIGTERM handler raising SystemExit: the program ends with its code.
+    proc = start(MOMENTS[moment], 2, kind, "SIGTERM")
+    if moment != "cpu in main":  # there SystemExit comes at once, before "ready"
+        wait_ready(proc)
+    sent = time.monotonic()
+    if moment not in SELF_SIGNALLED:
+        proc.send_signal(signal.SIGTERM)
+    out, err, took = finish(proc, sent)
+    assert proc.returncode == 143, (proc.returncode, out, err)
+    assert took < PROMPT, f"{took:.2f} s after SIGTERM:\n{err}"
 
 
 STUBBORN = """

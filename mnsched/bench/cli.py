@@ -25,7 +25,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from .workloads import WORKLOADS
+from .workloads import GROUPS, WORKLOADS
 
 BASE_VARIANTS = ("asyncio", "uvloop")
 HTTP_WORKLOADS = ("http-light", "http-blocking")
@@ -119,7 +119,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--workloads",
         default=",".join(WORKLOADS),
-        help=f"comma-separated, from: {', '.join(WORKLOADS)}",
+        help=f"comma-separated, from: {', '.join([*WORKLOADS, *GROUPS])}",
     )
     ap.add_argument("--procs", default="1,2", help="mnsched P counts (default 1,2)")
     ap.add_argument(
@@ -151,10 +151,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error(f"--procs takes comma-separated integers, as 1,2,4; not {args.procs!r}")
     if not args.procs or args.procs[0] < 1:
         ap.error("--procs values must be at least 1")
-    args.workloads = [w for w in args.workloads.split(",") if w]
+    args.workloads = [v for w in args.workloads.split(",") if w for v in GROUPS.get(w, [w])]
     unknown = [w for w in args.workloads if w not in WORKLOADS]
     if unknown or not args.workloads:
-        ap.error(f"unknown workload(s) {unknown}; choose from {', '.join(WORKLOADS)}")
+        ap.error(f"unknown workload(s) {unknown}; choose from {', '.join([*WORKLOADS, *GROUPS])}")
     if args.plot:
         if not args.plot.endswith(".png"):
             ap.error("--plot writes a PNG: give a path ending in .png")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -156,6 +157,108 @@ async def hog_block_asyncio(n: int) -> tuple[bool, float]:
 
 async def hog_block_mnsched(n: int) -> tuple[bool, float]:
     return await _ticker_lateness(n, "block", mnsched.go, mnsched.sleep)
+
+
+# -- starvation: latencies while a task loops on a cooperative yield ------------------------
+# A spinner (``while True: await gosched()``; plainly ``await asyncio.sleep(0)``) keeps
+# its P busy forever. It must not hold up blocking calls finishing, wake-ups from other
+# threads, or timers (issue 12: under the GIL each busy P thread is one more contender).
+
+
+async def _with_spinner(
+    body: Coroutine[Any, Any, Any], spawn: Callable[[Any], Any], yield_: Callable[[], Any]
+) -> Any:
+    stop = [False]
+    spins = [0]
+
+    async def spinner() -> None:
+        while not stop[0]:
+            spins[0] += 1
+            await yield_()
+
+    s = spawn(spinner())
+    try:
+        return await body
+    finally:
+        stop[0] = True
+        await s
+        if not spins[0]:
+            raise WrongResult("the spinner never ran")
+
+
+def _asleep0() -> Any:
+    return asyncio.sleep(0)
+
+
+async def starve_syscall_asyncio(n: int) -> int:
+    return await _with_spinner(blocking_asyncio(n), asyncio.ensure_future, _asleep0)  # type: ignore[no-any-return]
+
+
+async def starve_syscall_mnsched(n: int) -> int:
+    return await _with_spinner(blocking_mnsched(n), mnsched.go, mnsched.gosched)  # type: ignore[no-any-return]
+
+
+WAKE_GAP = 0.002  # between the thread's sends: latency, not throughput, is measured
+
+
+async def _thread_wakes(
+    n: int, recv: Callable[[], Any], send_from_thread: Callable[[float], object]
+) -> tuple[bool, float]:
+    def sender() -> None:
+        for _ in range(n):
+            time.sleep(WAKE_GAP)
+            send_from_thread(time.perf_counter())
+
+    t = threading.Thread(target=sender, name="bench-sender")
+    t.start()
+    lat = []
+    try:
+        for _ in range(n):
+            sent = await recv()
+            lat.append(time.perf_counter() - sent)
+    finally:
+        t.join()
+    return len(lat) == n, _p99_ms(lat)
+
+
+def _p99_ms(lat: list[float]) -> float:
+    lat = sorted(lat)
+    return 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+async def starve_wake_asyncio(n: int) -> tuple[bool, float]:
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[float] = asyncio.Queue()
+    body = _thread_wakes(n, q.get, lambda t: loop.call_soon_threadsafe(q.put_nowait, t))
+    return await _with_spinner(body, asyncio.ensure_future, _asleep0)  # type: ignore[no-any-return]
+
+
+async def starve_wake_mnsched(n: int) -> tuple[bool, float]:
+    ch: mnsched.Chan[float] = mnsched.Chan(n)
+    body = _thread_wakes(n, ch.recv, ch.send_blocking)
+    return await _with_spinner(body, mnsched.go, mnsched.gosched)  # type: ignore[no-any-return]
+
+
+STARVE_SLEEP = 0.01
+
+
+async def _timer_lateness(n: int, sleep: Callable[[float], Any]) -> tuple[bool, float]:
+    late = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await sleep(STARVE_SLEEP)
+        late.append(time.perf_counter() - t - STARVE_SLEEP)
+    return min(late) >= -0.001, _p99_ms(late)
+
+
+async def starve_timer_asyncio(n: int) -> tuple[bool, float]:
+    body = _timer_lateness(n, asyncio.sleep)
+    return await _with_spinner(body, asyncio.ensure_future, _asleep0)  # type: ignore[no-any-return]
+
+
+async def starve_timer_mnsched(n: int) -> tuple[bool, float]:
+    body = _timer_lateness(n, mnsched.sleep)
+    return await _with_spinner(body, mnsched.go, mnsched.gosched)  # type: ignore[no-any-return]
 
 
 # -- ping-pong: n round trips between two tasks over unbuffered channels / Queue(1) --------
@@ -677,6 +780,35 @@ WORKLOADS: dict[str, Workload] = {
             embedded=True,
         ),
         Workload(
+            "starve-syscall",
+            "n blocking 10 ms calls at once while a task spins on gosched (asyncio.sleep(0))",
+            400,
+            100,
+            starve_syscall_asyncio,
+            starve_syscall_mnsched,
+            lambda n: n * (n - 1) // 2,
+        ),
+        Workload(
+            "starve-wake",
+            "p99 latency of n values sent from a plain thread every 2 ms, while a task spins",
+            500,
+            100,
+            starve_wake_asyncio,
+            starve_wake_mnsched,
+            lambda n: True,
+            metric="p99 ms",
+        ),
+        Workload(
+            "starve-timer",
+            "p99 lateness of n 10 ms sleeps in a row, while a task spins",
+            200,
+            50,
+            starve_timer_asyncio,
+            starve_timer_mnsched,
+            lambda n: True,
+            metric="p99 ms late",
+        ),
+        Workload(
             "cpu",
             "hash n 1 MiB buffers, a task each (hashlib releases the GIL)",
             200,
@@ -717,4 +849,9 @@ WORKLOADS: dict[str, Workload] = {
             metric="ms late",
         ),
     )
+}
+
+# Names that stand for several workloads on the command line.
+GROUPS: dict[str, list[str]] = {
+    "starvation": ["starve-syscall", "starve-wake", "starve-timer"],
 }
