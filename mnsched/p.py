@@ -64,16 +64,6 @@ TIME_SLICE = 0.010
 # about five frames per level under a recursion limit of 1000: nest at most this deep,
 # and let deeper joins park.
 INLINE_JOIN_DEPTH = 32
-# Under the GIL a thread that wants it waits one switch interval (5 ms) and then asks the
-# holder to drop it, but every voluntary release wakes it early and restarts its wait.
-# A busy P releases the GIL at every batch end (its loop polls for I/O), and takes it
-# straight back: the waiter's interval never runs out, so blocking calls finishing, plain
-# threads and other loops waited seconds beside a P spinning on gosched (issue 12). So a
-# P busy for GIL_SHARE without a pause sleeps GIL_YIELD at its next batch end, with the
-# GIL released, long enough for a waiting thread to take it (a futex wake-up is ~50 us):
-# 2% of a lone busy P's time, bounded latency for everyone else.
-GIL_SHARE = 0.005
-GIL_YIELD = 0.0002
 # Go (proc.go, findRunnable): every 61st schedule tick takes one G from the global queue
 # first, so that a busy local queue cannot starve it. 61 is prime, to avoid resonances.
 GLOBAL_CHECK_TICKS = 61
@@ -138,7 +128,6 @@ class P:
         # The clock reading the scheduling loop takes every CLOCK_EVERY steps anyway: a
         # step that is stuck began after it (give or take a few short steps).
         self.last_clock = 0.0
-        self.busy_since = 0.0  # when this P's current run of back-to-back batches began
         self.batch_deadline = 0.0  # when the current batch should end (see BATCH_TIME)
         self.njoin = 0  # joins running inline, nested (see join)
         self.stuck_since = 0.0
@@ -274,6 +263,29 @@ class P:
         self.npinned += 1
 
     # -- making work runnable ---------------------------------------------------------------
+
+    def requeue_interrupted(self) -> None:
+        """On this P's thread, outside any step, after an asynchronous exception (a
+        signal handler's SystemExit or KeyboardInterrupt) came out of its loop: it may
+        have cut a step in the driver, not in the G's code, leaving the G RUNNING for
+        good, and shutdown waiting for it. If its coroutine is intact (suspended, not in
+        a wait queue), it is made runnable again, so that shutdown cancels it and its
+        ``finally`` runs. One cut while parking (in a queue, holding its lock) cannot be
+        told apart from a live wait: it is left to shutdown's report."""
+        for g in self.sched.allg.copy():
+            if (
+                g._p is self
+                and g._status == RUNNING
+                and g._waitq is None
+                and not getattr(g._coro, "cr_running", True)
+            ):
+                if asyncio.current_task(self.loop) is g:  # type: ignore[comparison-overlap]
+                    CURRENT_TASKS.pop(self.loop, None)
+                self.curg = None
+                casgstatus(g, RUNNING, RUNNABLE)
+                self.runqput(g)
+                if not self.active:
+                    self.wake()
 
     def runqput(self, g: G[Any]) -> None:
         """Put g at the tail of the local queue; when it is full, move half of it and g to
@@ -477,8 +489,6 @@ class P:
 
         self.last_clock = now = time.monotonic()
         self.batch_deadline = deadline = now + BATCH_TIME
-        if not self.busy_since:
-            self.busy_since = now
         n = 0
         while True:
             # 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first.
@@ -507,7 +517,6 @@ class P:
                         # 5-8. Elsewhere, or park.
                         g = self._findrunnable()
                         if g is None:
-                            self.busy_since = 0.0
                             return  # parked
 
             step(g)
@@ -523,9 +532,6 @@ class P:
                 if now >= deadline:
                     break
         # The batch is over: let the loop run I/O and timers. runnext keeps its place.
-        if now - self.busy_since >= GIL_SHARE or sched.nsyscall:
-            time.sleep(GIL_YIELD)  # let a thread waiting for the GIL have it
-            self.busy_since = time.monotonic()
         self.loop.call_soon(self.schedule)
 
     def _findrunnable(self) -> G[Any] | None:

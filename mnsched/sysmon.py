@@ -48,12 +48,6 @@ if TYPE_CHECKING:
 
 # Go (proc.go): forcePreemptNS = 10 ms. A step that runs longer is a hog.
 HOG_THRESHOLD = 0.010
-# A CPU hog hands the GIL over only every sys.getswitchinterval() (5 ms by default): to
-# sysmon, which then notices it late, and to the Ps that run its goroutines, at every
-# step. So from the moment a step looks suspect (the same step seen at two rounds, or its
-# P's clock SUSPECT_AFTER stale) until no step does, sysmon lowers the interval to this,
-# then restores it.
-SUSPECT_SWITCH_INTERVAL = 0.001
 # A step is suspect at once if the P's clock (read at every batch start and every
 # CLOCK_EVERY steps, so at most a batch of short steps old) is this stale. Without it,
 # suspicion needed two sysmon rounds, each waiting up to a default 5 ms switch interval
@@ -113,7 +107,6 @@ class Sysmon:
         self.nhandoffs = 0  # goroutines moved off stuck Ps
         self.nspares = 0  # spare Ps started
         self.nhogs = 0  # stuck steps seen
-        self._saved_switch: float | None = None
         self.urgent = False  # a step looked suspect or stuck at the last round
         self._dl_ticks: int | None = None  # ticks when all looked deadlocked, to confirm
         self._dl_seen: int | None = None  # ticks when a scan last found someone awake
@@ -128,7 +121,6 @@ class Sysmon:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self._restore_switch()
         now = time.monotonic()
         for p in self.sched.allp:
             if p.stuck_since:
@@ -165,7 +157,7 @@ class Sysmon:
                 p.sm_tick, p.sm_when = t, now
                 if p.curg is not None and now - p.last_clock >= SUSPECT_AFTER:
                     # The clock is read at least every few short steps, so a step may be
-                    # long already: hand the GIL round faster now, not a round later.
+                    # long already: watch it every 1 ms from now, not a round later.
                     nsuspect += 1
                 continue
             nsuspect += 1
@@ -185,11 +177,6 @@ class Sysmon:
         elif not nstuck and sched.spares:
             sched.retire_spares()
         self.urgent = bool(nsuspect or nstuck or sched.spares)
-        if nsuspect and self._saved_switch is None:
-            self._saved_switch = sys.getswitchinterval()
-            sys.setswitchinterval(min(self._saved_switch, SUSPECT_SWITCH_INTERVAL))
-        elif not nsuspect:
-            self._restore_switch()
         if not nstuck:
             sched.ensure_warm()
         if not busy:
@@ -247,11 +234,6 @@ class Sysmon:
                 f"{listed}"
             )
         )
-
-    def _restore_switch(self) -> None:
-        if self._saved_switch is not None:
-            sys.setswitchinterval(self._saved_switch)
-            self._saved_switch = None
 
     def _stuck(self, p: P, now: float) -> None:
         p.stuck_since = max(p.last_clock, p.sm_when - HOG_THRESHOLD)
