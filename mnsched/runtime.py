@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from .aio import complete_future
 from .errors import BlockingCallError, RuntimeClosedError, check
 from .g import DONE, RUNNING, G, abandon, add_waiter, check_coroutine, logger
-from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m, share_gil
+from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m
 from .p import P
 from .sched import Sched
 from .sysmon import Debug, Sysmon, ignore_signal_handler
@@ -40,6 +40,12 @@ ABANDON_GRACE = 1.0
 SHUTDOWN_REPORT_AFTER = 1.0
 WAIT_REPORT_MAX = 10
 INTERRUPT_M_GRACE = 0.5
+# When a signal handler's SystemExit or KeyboardInterrupt ends the program (a service's
+# SIGTERM handler), how long goroutines get to finish their finally blocks, and then
+# abandoned ones to close: the program is on its way out (asyncio's Runner would wait
+# for every task, but an asynchronous exception that cut the driver mid-operation can
+# leave a goroutine nobody will ever run), and it must end within ~2 s of the signal.
+EXIT_GRACE = 0.5
 
 # The runtime `async with Runtime()` started on each host loop: what every task on that
 # loop uses, whatever context it was created in (a lifespan's runtime must be the one its
@@ -149,7 +155,8 @@ class Runtime:
                 raise RuntimeError(f"{self!r} was already started")
             self.sched.start_ps(self._procs, borrow, caller_is_p0)
             self._state = RUNNING_RT
-            share_gil(self, True)
+            with self.sched.lock:
+                self.sched.share_gil_locked()
         if caller_is_p0:
             m.p = self.sched.allp[0]
         if self.sysmon is not None:
@@ -195,7 +202,8 @@ class Runtime:
 
     def _end_close(self) -> None:
         """10. Report the exceptions of failed goroutines that nobody retrieved."""
-        share_gil(self, False)
+        with self.sched.lock:
+            self.sched.share_gil_locked(closing=True)
         for u in list(self.sched.unretrieved):
             u.report()
         self._state = CLOSED
@@ -276,7 +284,9 @@ class Runtime:
             sched.all_done.set()
         return cancel_new
 
-    def _stop_goroutines(self, timeout: float | None, p0: P | None) -> None:
+    def _stop_goroutines(
+        self, timeout: float | None, p0: P | None, abandon_grace: float = ABANDON_GRACE
+    ) -> None:
         """1-4. Cancel every G and wait until none is left. With p0 (``run`` mode) the
         caller is P0's thread, so the wait runs P0's loop instead of blocking it."""
         sched = self.sched
@@ -293,7 +303,7 @@ class Runtime:
         wait(self._grace(timeout), cancel_new)
         if not sched.all_done.is_set():
             self._abandon_stubborn()
-            wait(ABANDON_GRACE, lambda: None)
+            wait(abandon_grace, lambda: None)
         if p0 is not None and p0.resources:  # 4b. P0's loop is this thread's
             p0.loop.run_until_complete(p0.close_resources())
         self._close_resources(p0)
@@ -634,13 +644,19 @@ class CallerP0:
         report.name, report.daemon = "mnsched-shutdown-report", True
         report.start()
         forced = False  # a second Ctrl-C: stop waiting
+        # The program is on its way out (a signal handler's, or a goroutine's, SystemExit
+        # or KeyboardInterrupt): goroutines get EXIT_GRACE.
+        exits = exiting or isinstance(rt.sched.fatal, (KeyboardInterrupt, SystemExit))
         try:
             try:
                 with rt._lock:
                     rt._state = CLOSING
                 if exiting:
                     p0.requeue_interrupted()
-                rt._stop_goroutines(None, p0)
+                if exits:
+                    rt._stop_goroutines(EXIT_GRACE, p0, abandon_grace=EXIT_GRACE)
+                else:
+                    rt._stop_goroutines(None, p0)
             except KeyboardInterrupt:
                 forced = True
                 raise
@@ -650,9 +666,6 @@ class CallerP0:
                         # After a Ctrl-C, or while the program exits, nobody waits for a
                         # blocking call's result: one not ended within INTERRUPT_M_GRACE
                         # is left to its daemon thread (as Go exits without waiting).
-                        exits = exiting or isinstance(
-                            rt.sched.fatal, (KeyboardInterrupt, SystemExit)
-                        )
                         grace = INTERRUPT_M_GRACE if self.interrupted or exits else None
                         rt._stop_threads(p0, m_grace=grace)
                     except KeyboardInterrupt:
