@@ -731,9 +731,12 @@ class P:
                 g._waitsince = self.last_clock
                 if g._pend is CANCEL or g._pend is DEFERRED:
                     g._pend = DELIVERED  # cancel() came first: we deliver it
+                    # Read under the queue's lock: once it is released a waker may ready
+                    # g and clear _waitq (cancel_wait then finds g taken: a no-op).
+                    waitq = g._waitq
                     sl.release()
                     y.release()
-                    g._waitq.cancel_wait(g)
+                    waitq.cancel_wait(g)
                 else:
                     sl.release()
                     y.release()
