@@ -44,7 +44,8 @@ M_IDLE_TIMEOUT = 10.0
 # timers fired seconds late (issue 12). So while a runtime runs, the interval is this,
 # shorter than a batch: a waiter's wait runs out and it gets the GIL within ~0.5 ms. Only
 # threads that actually wait pay for it (a lone busy thread is never asked to switch):
-# ~1-3% on skynet at procs 1. Sched.share_gil_locked says when a runtime wants it.
+# ~1-3% on skynet at procs 1, but ~30% at procs 2, where two busy Ps now take turns
+# every 0.5 ms (docs/design.md, "Sharing the GIL", for what was tried against that).
 SHARED_SWITCH_INTERVAL = 0.0005
 
 _share_lock = threading.Lock()
@@ -53,7 +54,7 @@ _saved_switch = 0.0
 
 
 def share_gil(who: object, on: bool) -> None:
-    """``who`` (a runtime's Sched) starts or stops needing the GIL handed round promptly. The
+    """``who`` (a runtime) starts or stops needing the GIL handed round promptly. The
     interval is lowered while anyone does, and put back as it was when none does (the
     process's setting: it is shared by every runtime in it, hence module state)."""
     global _saved_switch

@@ -54,13 +54,6 @@ if TYPE_CHECKING:
 
 # A P runs Gs for about 1-2 ms, then yields to its loop so I/O and timers run.
 BATCH_TIME = 0.001
-# While two or more Ps compute at once the switch interval is left at its 5 ms
-# (Sched.share_gil_locked), and a batch lasts this long instead, longer than the
-# interval: a busy P ending its batch every 1 ms releases the GIL so often that the other
-# one's wait for it keeps restarting and never asks for it (one of the two then ran 0.1%
-# of the time). Longer than the interval, the waiter's wait runs out mid-batch, it asks,
-# and the Ps take turns every ~5 ms. Go's time slice is 10 ms too.
-SHARED_BATCH_TIME = 0.010
 # Reading the clock costs about as much as a small step; read it every this many steps.
 CLOCK_EVERY = 16
 # Go (proc.go, forcePreemptNS): a time slice is 10 ms. Gs taken from runnext inherit the
@@ -135,7 +128,6 @@ class P:
         # The clock reading the scheduling loop takes every CLOCK_EVERY steps anyway: a
         # step that is stuck began after it (give or take a few short steps).
         self.last_clock = 0.0
-        self.busy = False  # running back-to-back batches (see Sched.share_gil_locked)
         self.batch_deadline = 0.0  # when the current batch should end (see BATCH_TIME)
         self.njoin = 0  # joins running inline, nested (see join)
         self.stuck_since = 0.0
@@ -496,9 +488,7 @@ class P:
             sched.reset_spinning(self)  # woken to look for work, and it has some here
 
         self.last_clock = now = time.monotonic()
-        self.batch_deadline = deadline = now + (
-            SHARED_BATCH_TIME if self.busy and sched.nbusy >= 2 else BATCH_TIME
-        )
+        self.batch_deadline = deadline = now + BATCH_TIME
         n = 0
         while True:
             # 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first.
@@ -542,9 +532,6 @@ class P:
                 if now >= deadline:
                     break
         # The batch is over: let the loop run I/O and timers. runnext keeps its place.
-        if not self.busy:
-            with sched.lock:
-                sched.set_busy_locked(self, True)
         self.loop.call_soon(self.schedule)
 
     def _findrunnable(self) -> G[Any] | None:
@@ -624,8 +611,6 @@ class P:
             if self.spinning:
                 self.spinning = False
                 sched.nspinning -= 1
-            if self.busy:
-                sched.set_busy_locked(self, False)
         if self.retiring:
             self.stop_if_drained()
         return True

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from .aio import complete_future
 from .errors import BlockingCallError, RuntimeClosedError, check
 from .g import DONE, RUNNING, G, abandon, add_waiter, check_coroutine, logger
-from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m
+from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m, share_gil
 from .p import P
 from .sched import Sched
 from .sysmon import Debug, Sysmon, ignore_signal_handler
@@ -155,8 +155,7 @@ class Runtime:
                 raise RuntimeError(f"{self!r} was already started")
             self.sched.start_ps(self._procs, borrow, caller_is_p0)
             self._state = RUNNING_RT
-            with self.sched.lock:
-                self.sched.share_gil_locked()
+            share_gil(self, True)
         if caller_is_p0:
             m.p = self.sched.allp[0]
         if self.sysmon is not None:
@@ -202,8 +201,7 @@ class Runtime:
 
     def _end_close(self) -> None:
         """10. Report the exceptions of failed goroutines that nobody retrieved."""
-        with self.sched.lock:
-            self.sched.share_gil_locked(closing=True)
+        share_gil(self, False)
         for u in list(self.sched.unretrieved):
             u.report()
         self._state = CLOSED

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from .aio import install_all_tasks_hook
 from .errors import RuntimeClosedError, check
 from .g import RUNNABLE, SYSCALL, G, Unretrieved, casgstatus, check_coroutine
-from .m import Call, MPool, m, share_gil
+from .m import Call, MPool, m
 from .p import P
 from .runq import LOCAL_QUEUE_SIZE
 
@@ -89,8 +89,6 @@ class Sched:
         self.fatal: BaseException | None = None
         self._goidgen = 0
         self.nsyscall = 0  # goroutines in a blocking call right now (under lock)
-        self.nbusy = 0  # Ps running back-to-back batches right now (under lock)
-        self._gil_shared = False  # whether this runtime has the switch interval lowered
         self.nspawned_outside = 0  # spawned from threads that are not its Ps (under lock)
         # Changing the Ps (under resize_lock, taken before lock): Ps removed by gomaxprocs
         # (joined at close), spares sysmon started because every P was stuck, and a
@@ -245,14 +243,12 @@ class Sched:
         if counted:
             with self.lock:
                 self.nsyscall += 1
-                self.share_gil_locked()
         try:
             self.mpool.submit(call)
         except BaseException:
             if counted:
                 with self.lock:
                     self.nsyscall -= 1
-                    self.share_gil_locked()
             raise
 
     def exitsyscall(self, g: G[Any]) -> None:
@@ -261,7 +257,6 @@ class Sched:
         it (Go: exitsyscall)."""
         with self.lock:
             self.nsyscall -= 1
-            self.share_gil_locked()
         casgstatus(g, SYSCALL, RUNNABLE)
         g._waitq = None
         old = g._p
@@ -276,27 +271,6 @@ class Sched:
             old.wake()
         else:
             self.ready_remote(g)
-
-    # -- sharing the GIL -------------------------------------------------------------------
-
-    def share_gil_locked(self, closing: bool = False) -> None:
-        """Keep the switch interval short (m.share_gil) unless two or more Ps are busy at
-        once and no blocking call is in flight (under lock). A thread waiting for the GIL
-        beside one busy P otherwise waits seconds; but with several Ps computing, a
-        switch every 0.5 ms between them cost skynet 30% at procs 2 (4.7 s -> 6.2 s), and
-        what waits for the GIL there is each other, which they hand round at batch ends.
-        Blocking calls in flight keep it short: their M threads need the GIL to return."""
-        want = not closing and (self.nbusy < 2 or self.nsyscall > 0)
-        if want != self._gil_shared:
-            self._gil_shared = want
-            share_gil(self, want)
-
-    def set_busy_locked(self, p: P, busy: bool) -> None:
-        """p started or stopped running back-to-back batches (under lock)."""
-        if p.busy != busy:
-            p.busy = busy
-            self.nbusy += 1 if busy else -1
-            self.share_gil_locked()
 
     # -- idle Ps and spinning --------------------------------------------------------------
 

@@ -165,36 +165,3 @@ def test_the_switch_interval_is_short_while_a_runtime_runs_and_put_back_after():
     assert sys.getswitchinterval() == SHARED_SWITCH_INTERVAL  # the second still runs
     second.close()
     assert sys.getswitchinterval() == saved
-
-
-@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
-def test_the_switch_interval_is_left_alone_while_two_ps_compute(kind):
-    # Switching every 0.5 ms between two busy Ps costs more than it gives; a blocking
-    # call in flight (its thread needs the GIL to return) lowers it again.
-    saved = sys.getswitchinterval()
-
-    async def spin(stop):
-        while not stop.is_set():
-            await mnsched.gosched()
-
-    async def main():
-        sched = mnsched.current_runtime().sched
-        stop = threading.Event()
-        spinners = [mnsched.go(spin(stop)) for _ in range(2)]
-        while sched.nbusy < 2:  # main and one spinner keep P0 busy, P1 steals the other
-            await mnsched.gosched()
-        computing = sys.getswitchinterval()
-        release = threading.Event()
-        call = mnsched.go(mnsched.syscall(release.wait, 10))
-        while not call.wait_reason:
-            await mnsched.gosched()
-        with_call = sys.getswitchinterval()
-        release.set()
-        await call
-        stop.set()
-        for g in spinners:
-            await g
-        return computing, with_call
-
-    assert mnsched.run(main(), procs=2, loop=kind) == (saved, SHARED_SWITCH_INTERVAL)
-    assert sys.getswitchinterval() == saved
