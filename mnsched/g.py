@@ -653,6 +653,11 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
     if failed:
         explain_loop_mismatch(exc, g, p)  # type: ignore[arg-type]
     unretrieved = None
+    # Out of the counts before it is seen DONE: a waiter that finds it done without
+    # parking (another P's thread) must not then count it live (num_goroutine, stats).
+    p.nfinished += 1
+    sched = g._sched
+    sched.allg.discard(g)
     lock = _LOCKS[hash(g) & LOCK_MASK]
     lock.acquire()
     casgstatus(g, RUNNING, DONE)
@@ -668,11 +673,8 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
     if unretrieved is not None:
         unretrieved.desc = repr(g)  # outside the lock: it may number the G
         g._sched.unretrieved.add(unretrieved)
-    p.nfinished += 1
     if g._home is not None:
         g._home.npinned -= 1
-    sched = g._sched
-    sched.allg.discard(g)
     if sched.closing and not sched.allg:
         sched.all_done.set()  # shutdown waits for this
     if waiters is not None:
