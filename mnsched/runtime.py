@@ -622,10 +622,17 @@ class CallerP0:
         return g
 
     def result(self, g: G[T]) -> T:
-        """g's result, or KeyboardInterrupt if Ctrl-C cancelled it, or came during the
-        shutdown after it: either way the user asked the program to stop, and it must
-        not look as if it simply finished."""
-        if self.interrupted and (g.cancelled() or self.interrupted[0] == IN_SHUTDOWN):
+        """g's result, or KeyboardInterrupt if a Ctrl-C came while it ran (it was
+        cancelled, or ended before the cancel reached it) or during the shutdown after
+        it: the user asked the program to stop, and it must not look as if it simply
+        finished. As asyncio.Runner: a main that caught the cancellation and returned
+        gives its result; one that ended before the cancel reached it would have been
+        cancelled by it there (a Task cancelled while running ends cancelled)."""
+        if self.interrupted and (
+            g.cancelled()
+            or self.interrupted[0] == IN_SHUTDOWN
+            or (g.cancelling() == 0 and g.exception() is None)
+        ):
             raise KeyboardInterrupt
         return g.result()
 
@@ -761,8 +768,18 @@ def _install_sigint(
             ).start()
         else:
             interrupted.append(WHILE_RUNNING)
-            if sched.main is not None:
-                sched.main.cancel()
+            # Not cancelled here: the handler runs between two bytecodes of whatever
+            # this thread was doing, maybe inside mnsched holding a lock cancel() takes
+            # (a channel's, sched.lock): that hung the process. P0's loop cancels it
+            # (woken through its self-pipe, lock-free); main ending before that is
+            # still a Ctrl-C (CallerP0.result).
+            main = sched.main
+            if main is not None:
+                try:
+                    loop.call_soon_threadsafe(main.cancel)
+                except RuntimeError:
+                    pass
+            return
         try:
             loop.call_soon_threadsafe(lambda: None)
         except RuntimeError:
