@@ -681,13 +681,14 @@ class P:
         except StopIteration as e:
             del ct[loop]
             self.curg = None
-            if g._pend is CANCEL:
+            pend = g._pend
+            if pend is CANCEL:
                 # Cancelled during its last step (a Ctrl-C while main computes): it ends
                 # cancelled, as a Task whose coroutine returns with _must_cancel set.
                 g._pend = None
                 goexit(g, None, _cancelled_error(g), self)
             else:
-                if g._pend is not None:
+                if pend is not None:
                     g._pend = None  # DEFERRED: no wait came, it keeps its result
                 goexit(g, e.value, None, self)
         except BaseException as e:
@@ -714,7 +715,7 @@ class P:
                     y.release()
                     raise
                 g._waitsince = self.last_clock
-                if g._pend is CANCEL or g._pend is DEFERRED:
+                if (pend := g._pend) is CANCEL or pend is DEFERRED:
                     g._pend = DELIVERED  # cancel() came first: we deliver it
                     # Read under the queue's lock: once it is released a waker may ready
                     # g and clear _waitq (cancel_wait then finds g taken: a no-op).
@@ -776,9 +777,8 @@ class P:
             # as Go's goschedImpl does; a G yielding alone is not worth chasing.
             casgstatus(g, RUNNING, RUNNABLE)
             self.runqput(g)
-            sched = self.sched
-            if len(self.runq) > 1 and sched.idle and not sched.nspinning:
-                sched.wakep()
+            if len(self.runq) > 1:
+                self.sched.maybe_wakep()
         elif y is None:
             # A bare yield (asyncio.sleep(0)): as for a Task, resume after the loop's
             # other ready callbacks.
@@ -820,7 +820,7 @@ class P:
         g._waitsince = self.last_clock
         g._futw = fut
         fut.add_done_callback(functools.partial(self.resume, g))
-        if (g._pend is CANCEL or g._pend is DEFERRED) and fut.cancel(
+        if ((pend := g._pend) is CANCEL or pend is DEFERRED) and fut.cancel(
             msg=getattr(g, "_cancel_msg", None)
         ):
             g._pend = None  # the future carries the cancellation now (as asyncio.Task)

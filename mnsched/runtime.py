@@ -658,10 +658,8 @@ class CallerP0:
                     rt._state = CLOSING
                 if exiting:
                     p0.requeue_interrupted()
-                if exits:
-                    rt._stop_goroutines(EXIT_GRACE, p0, abandon_grace=EXIT_GRACE)
-                else:
-                    rt._stop_goroutines(None, p0)
+                grace = EXIT_GRACE if exits else None
+                rt._stop_goroutines(grace, p0, abandon_grace=grace or ABANDON_GRACE)
             except KeyboardInterrupt:
                 forced = True
                 raise
@@ -671,8 +669,8 @@ class CallerP0:
                         # After a Ctrl-C, or while the program exits, nobody waits for a
                         # blocking call's result: one not ended within INTERRUPT_M_GRACE
                         # is left to its daemon thread (as Go exits without waiting).
-                        grace = INTERRUPT_M_GRACE if self.interrupted or exits else None
-                        rt._stop_threads(p0, m_grace=grace)
+                        m_grace = INTERRUPT_M_GRACE if self.interrupted or exits else None
+                        rt._stop_threads(p0, m_grace=m_grace)
                     except KeyboardInterrupt:
                         forced = True
                         raise
