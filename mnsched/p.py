@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import inspect
+import os
 import random
 import threading
 import time
@@ -105,6 +107,49 @@ class Resource:
 
 
 class P:
+    # Slots: the C driver reads and writes curg, tick, loop, last_clock and sched at
+    # their offsets (mnsched/_core.c), and counters in a dict cost a hash per store.
+    __slots__ = (
+        "_closing",
+        "_make_loop",
+        "_unhook_task_factory",
+        "_unwake_on_signals",
+        "active",
+        "batch_deadline",
+        "borrowed",
+        "curg",
+        "id",
+        "inbox",
+        "last_clock",
+        "loop",
+        "nfinished",
+        "njoin",
+        "njoined",
+        "njoinmiss",
+        "npinned",
+        "nspawned",
+        "nsteals",
+        "nstolen",
+        "qseq",
+        "rand",
+        "resources",
+        "retiring",
+        "runnext",
+        "runq",
+        "sched",
+        "slice_start",
+        "sm_tick",
+        "sm_when",
+        "spinning",
+        "stopped",
+        "stuck_g",
+        "stuck_since",
+        "thread",
+        "thread_ident",
+        "tick",
+        "timers",
+    )
+
     def __init__(self, sched: Sched, pid: int, make_loop: Callable[[], asyncio.AbstractEventLoop]):
         self.sched = sched
         self.id = pid
@@ -130,6 +175,8 @@ class P:
         self.last_clock = 0.0
         self.batch_deadline = 0.0  # when the current batch should end (see BATCH_TIME)
         self.njoin = 0  # joins running inline, nested (see join)
+        self.njoined = 0  # joins that ran the awaited G inline (stats: joins_inline)
+        self.njoinmiss = 0  # joins that did not find it where they look (join_misses)
         self.stuck_since = 0.0
         self.stuck_g: G[Any] | None = None
         self.thread_ident = 0
@@ -302,6 +349,17 @@ class P:
         batch.append(g)
         self.sched.globrunqputbatch(batch)
 
+    def runqputbatch(self, gs: list[G[Any]]) -> None:
+        """Put gs (taken from the global queue or stolen: at most half a queue) at the
+        tail of the local queue, stamped as runqput stamps (join reads the stamp). Owner
+        thread only."""
+        seq = self.qseq
+        for g in gs:
+            g._qpos = seq
+            seq += 1
+        self.qseq = seq
+        self.runq.extend(gs)
+
     def ready_here(self, g: G[Any]) -> None:
         """Put the runnable g next in line here (runnext); whatever was there goes to the
         tail of the queue. Owner thread only."""
@@ -334,12 +392,15 @@ class P:
         is handed the P next instead (runnext). Owner thread only.
 
         g is taken only where a join looks: runnext, the last JOIN_WINDOW slots of the
-        queue, or its head. Thieves and sysmon pop the head meanwhile, without a lock;
-        only this thread pushes, so an index counted from the tail stays valid until g
-        itself is popped (IndexError then). ``qseq - g._qpos`` estimates g's distance
-        from the tail: pushes since g's, less the joins that took a G out after it.
-        Taking the head moves nobody nearer the tail, so it does not count (counting it
-        made every later G look recent, and their joins miss)."""
+        queue (a fork-join parent awaits its newest children), or the first ones (Gs
+        awaited in spawn order). Thieves and sysmon pop the head meanwhile, without a
+        lock; only this thread pushes, so an index counted from the tail stays valid
+        until g itself is popped (IndexError then), and one counted from the head is
+        checked against the length. ``qseq - g._qpos`` estimates g's distance from the
+        tail: pushes since g's, less the joins from the tail window since (each brings
+        the Gs before it one nearer the tail). Taking a G at or near the head brings
+        nobody nearer the tail, so it does not count (counting it made every later G
+        look recent, and their joins miss: issue 13's join-miss bug)."""
         try:
             rn = self.runnext
             if rn and rn[0] is g:
@@ -347,18 +408,31 @@ class P:
             else:
                 q = self.runq
                 n = len(q)
+                i = -1
                 if n and q[0] is g:
                     i = 0
                 elif self.qseq - g._qpos < JOIN_WINDOW:
-                    i = q.index(g, max(0, n - JOIN_WINDOW))
-                else:
-                    return  # surely not near the tail, and not the head
+                    try:
+                        i = q.index(g, max(0, n - JOIN_WINDOW))
+                    except ValueError:
+                        pass
+                    else:
+                        # Those before it are now one nearer the tail (see above).
+                        self.qseq -= 1
+                if i < 0:
+                    # Near the head (awaited in spawn order, a few left before it)?
+                    for i in range(1, min(n, JOIN_WINDOW)):
+                        if q[i] is g:
+                            break
+                    else:
+                        self.njoinmiss += 1  # in the middle of the queue
+                        return
                 if len(q) != n:
-                    return  # the head moved while we looked: i may be stale
+                    self.njoinmiss += 1  # the head moved while we looked: i may be stale
+                    return
                 del q[i - n]
-                if i:
-                    self.qseq -= 1
         except (IndexError, ValueError, RuntimeError):  # RuntimeError: mutated while searched
+            self.njoinmiss += 1
             return
         if self.njoin < INLINE_JOIN_DEPTH and (now := time.monotonic()) < self.batch_deadline:
             self.last_clock = now  # for sysmon: this P is making progress
@@ -374,6 +448,7 @@ class P:
                     self.runqput(nxt)
                     self.sched.maybe_wakep()
             self.njoin += 1
+            self.njoined += 1
             try:
                 self.step_eagerly(g)
             finally:
@@ -478,7 +553,7 @@ class P:
         popleft = runq.popleft
         rn = self.runnext
         popnext = rn.popleft
-        step = self.step
+        step = STEP
 
         # 1. The inbox: Gs pinned here, or back from a blocking call, readied by other
         #    threads. They have waited a cross-thread hop already: into the queue first.
@@ -519,7 +594,7 @@ class P:
                         if g is None:
                             return  # parked
 
-            step(g)
+            step(self, g)
             n += 1
             if n % CLOCK_EVERY == 0:
                 self.last_clock = now = time.monotonic()
@@ -595,7 +670,7 @@ class P:
                 self.nstolen += len(free)
                 for g in free:
                     g._p = self
-                self.runq.extend(free[1:])
+                self.runqputbatch(free[1:])
                 return free[0]  # type: ignore[no-any-return]
         return None
 
@@ -669,7 +744,9 @@ class P:
         - ``None``: a bare yield (``asyncio.sleep(0)``); resume after the loop's callbacks;
         - an asyncio future: wait for it on its loop, pinning g to this P.
 
-        On this P's thread, outside any other step (but see step_eagerly)."""
+        On this P's thread, outside any other step (but see step_eagerly). This is the
+        pure-Python driver; mnsched/_core.c's ``step`` does the same in C, and ``STEP``
+        (below) is whichever of the two runs."""
         loop = self.loop
         ct = CURRENT_TASKS
         casgstatus(g, RUNNABLE, RUNNING)
@@ -738,7 +815,7 @@ class P:
         prev = ct.pop(loop, None)
         curg = self.curg
         try:
-            self.step(g)
+            STEP(self, g)
         finally:
             self.curg = curg
             if prev is not None:
@@ -842,3 +919,34 @@ def _cancelled_error(g: G[Any]) -> CancelledError:
     """The CancelledError a cancelled G raises, with cancel()'s message if it had one."""
     msg = getattr(g, "_cancel_msg", None)
     return CancelledError() if msg is None else CancelledError(msg)
+
+
+def _load_core() -> Any:
+    """The C driver (mnsched/_core.c), bound to these classes; None for the pure-Python
+    one: when MNSCHED_PURE=1, or when the extension was not built (no compiler)."""
+    pure = os.environ.get("MNSCHED_PURE", "0")
+    if pure not in ("0", "1", ""):
+        raise ValueError(
+            f"MNSCHED_PURE={pure!r}: set it to 1 for the pure-Python driver, 0 (or unset) "
+            "for the C one"
+        )
+    if pure == "1":
+        return None
+    try:
+        core = importlib.import_module("mnsched._core")
+    except ImportError:
+        return None
+    core.bind(
+        G=G, P=P, LockType=LockType, Call=Call, LOCK_MASK=LOCK_MASK,
+        RUNNABLE=RUNNABLE, RUNNING=RUNNING, PARKED=PARKED, SYSCALL=SYSCALL,
+        CANCEL=CANCEL, DELIVERED=DELIVERED, DEFERRED=DEFERRED,
+        CURRENT_TASKS=CURRENT_TASKS, STATE_LOCKS=STATE_LOCKS,
+        goexit=goexit, cancelled_error=_cancelled_error, casgstatus=casgstatus,
+    )  # fmt: skip
+    return core
+
+
+_core = _load_core()
+# Which driver steps goroutines ("c" or "python": stats()["driver"]), and its step(p, g).
+DRIVER = "python" if _core is None else "c"
+STEP: Callable[[P, G[Any]], None] = P.step if _core is None else _core.step

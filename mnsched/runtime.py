@@ -23,7 +23,7 @@ from .aio import complete_future
 from .errors import BlockingCallError, RuntimeClosedError, check
 from .g import DONE, RUNNING, G, abandon, add_waiter, check_coroutine, logger
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m, share_gil
-from .p import P
+from .p import DRIVER, P
 from .sched import Sched
 from .sysmon import Debug, Sysmon, ignore_signal_handler
 
@@ -438,6 +438,11 @@ class Runtime:
             "pinned": [p.npinned for p in ps],
             "steals": sum(p.nsteals for p in everp),
             "stolen": sum(p.nstolen for p in everp),
+            # Awaiting a G runnable on one's own P runs it inline (P.join), unless the
+            # join does not find it where it looks (a miss: the waiter parks instead).
+            "joins_inline": sum(p.njoined for p in everp),
+            "join_misses": sum(p.njoinmiss for p in everp),
+            "driver": DRIVER,  # "c" (mnsched/_core.c) or "python" (MNSCHED_PURE=1)
             "in_syscall": sched.nsyscall,
             "syscalls": sched.mpool.ncalls,
             "m_threads": mthreads,

@@ -203,19 +203,18 @@ class Sched:
         return one G."""
         q = self.runq
         n = min(len(q), len(q) // max(1, self.nprocs) + 1, most)
-        first = None
-        put = p.runq.append
+        batch = []
         try:
             for _ in range(n):
                 g = q.popleft()
                 g._p = p
-                if first is None:
-                    first = g
-                else:
-                    put(g)
+                batch.append(g)
         except IndexError:
             pass
-        return first
+        if not batch:
+            return None
+        p.runqputbatch(batch[1:])
+        return batch[0]
 
     def globrunqputbatch(self, gs: list[G[Any]]) -> None:
         """Put free runnable Gs on the global queue (from any thread); wake a P for them."""
