@@ -1,41 +1,32 @@
 /* mnsched._core: the G driver in C (docs/design.md, "The C core").
  *
- * What runs per goroutine step, and nothing else: P.step (send into the coroutine in
- * the G's context, as the loop's current task, and act on what it yielded or how it
- * ended). Everything it does is what mnsched/p.py's pure-Python ``P.step`` does, in the
- * same order, under the same locks; that driver is the reference, and the test suite
- * runs on both (MNSCHED_PURE=1 selects it).
+ * What runs per goroutine, and nothing else: spawning from a P (newproc's fast path),
+ * readying on one's own P (runnext and the local queue), stepping (P.step: send into
+ * the coroutine in the G's context, as the loop's current task, and act on what it
+ * yielded), the inline join, the await of a G (GBase's am_await), and the finish
+ * (goexit). Each is what mnsched's pure-Python driver does, in the same order, under the
+ * same locks; that driver is the reference, the test suite runs on both (MNSCHED_PURE=1
+ * selects it), and tests/test_driver.py runs seeded programs on both and compares. The
+ * rare paths (a failure to explain, a retiring P, the queue overflowing to the global
+ * queue, waking another P, a foreign awaiter) call the Python code, so that each of
+ * those exists once.
  *
  * G and P stay Python classes with __slots__. This module reads and writes their slots
  * directly, at the offsets their member descriptors give (``bind``), so both drivers
  * share one G and one P, and a slot read costs a load instead of a descriptor call.
  * ``bind`` checks that every slot it needs is a plain object slot of exactly those
- * classes, and ``step`` that it was given exactly a P and a G: any other layout would
- * make the offsets meaningless.
+ * classes, and every entry point that it was given exactly a P and a G: any other layout
+ * would make the offsets meaningless.
  *
- * Free-threaded builds: the G state transitions this code makes are the ones the
- * Python driver makes under the same locks (the state lock of docs/design.md, "Locks",
- * around parking); the slot stores themselves are plain stores, which is what the
- * remaining review for Py_MOD_GIL_NOT_USED must cover (design.md lists them).
+ * Free-threaded builds: the state transitions here are the Python driver's, under the
+ * same locks (the striped G locks and state locks of design.md, "Locks"); what the GIL
+ * still covers is listed in design.md ("The C core: without the GIL"): the slot stores,
+ * and the run-queue reads that join makes between two deque calls.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
-
-/* What bind() was given: constants, classes and helpers of the Python side. */
-static PyTypeObject *G_type, *P_type, *Lock_type, *Call_type;
-static PyObject *S_RUNNABLE, *S_RUNNING, *S_PARKED, *S_SYSCALL; /* status ints */
-static PyObject *M_CANCEL, *M_DELIVERED, *M_DEFERRED;           /* _pend markers */
-static PyObject *current_tasks;                                 /* asyncio's dict */
-static PyObject *state_locks;                                   /* tuple of locks */
-static Py_hash_t lock_mask;
-static PyObject *py_goexit, *py_cancelled_error, *py_casgstatus;
-static PyObject *str_trap, *str_fatal_error, *str_acquire, *str_release, *str_throw,
-    *str_close, *str_cancel_wait, *str_value;
-
-/* Slot offsets. */
-static Py_ssize_t g_coro, g_ctx, g_status, g_pend, g_waitq, g_waitsince, g_abandoned;
-static Py_ssize_t p_curg, p_tick, p_loop, p_last_clock, p_sched;
+#include <time.h>
 
 #if PY_VERSION_HEX < 0x030C0000
 /* 3.11 has no single-object exception API: the same, from fetch/restore. */
@@ -61,7 +52,109 @@ PyErr_SetRaisedException(PyObject *e)
 }
 #endif
 
-static PyObject *one; /* the int 1, for P.tick */
+/* -- what bind() was given ------------------------------------------------------------ */
+
+static PyTypeObject *G_type, *P_type;
+static PyObject *LockType, *Call, *Join, *CancelledError, *m;
+static PyObject *S_RUNNABLE, *S_RUNNING, *S_PARKED, *S_SYSCALL, *S_DONE; /* statuses */
+static PyObject *M_CANCEL, *M_DELIVERED, *M_DEFERRED;                    /* _pend marks */
+static PyObject *NEVER_QUEUED, *WAIT_GOROUTINE;
+static PyObject *current_tasks;   /* asyncio's {loop: task} */
+static PyObject *locks, *state_locks; /* the striped G locks and state locks */
+static PyObject *py_goexit, *py_cancelled_error, *py_casgstatus;
+static PyObject *LOCK_MASK_o, *JOIN_WINDOW_o, *LOCAL_QUEUE_SIZE_o, *INLINE_JOIN_DEPTH_o;
+static Py_ssize_t lock_mask, join_window, local_queue_size, inline_join_depth;
+
+static struct {
+    const char *name;
+    PyObject **var;
+} bound_objects[] = {
+    {"G", (PyObject **)&G_type},
+    {"P", (PyObject **)&P_type},
+    {"LockType", &LockType},
+    {"Call", &Call},
+    {"Join", &Join},
+    {"CancelledError", &CancelledError},
+    {"m", &m},
+    {"RUNNABLE", &S_RUNNABLE},
+    {"RUNNING", &S_RUNNING},
+    {"PARKED", &S_PARKED},
+    {"SYSCALL", &S_SYSCALL},
+    {"DONE", &S_DONE},
+    {"CANCEL", &M_CANCEL},
+    {"DELIVERED", &M_DELIVERED},
+    {"DEFERRED", &M_DEFERRED},
+    {"NEVER_QUEUED", &NEVER_QUEUED},
+    {"WAIT_GOROUTINE", &WAIT_GOROUTINE},
+    {"CURRENT_TASKS", &current_tasks},
+    {"LOCKS", &locks},
+    {"STATE_LOCKS", &state_locks},
+    {"goexit", &py_goexit},
+    {"cancelled_error", &py_cancelled_error},
+    {"casgstatus", &py_casgstatus},
+    {"LOCK_MASK", &LOCK_MASK_o},
+    {"JOIN_WINDOW", &JOIN_WINDOW_o},
+    {"LOCAL_QUEUE_SIZE", &LOCAL_QUEUE_SIZE_o},
+    {"INLINE_JOIN_DEPTH", &INLINE_JOIN_DEPTH_o},
+};
+
+/* Slot offsets. */
+static Py_ssize_t g_coro, g_ctx, g_status, g_pend, g_waitq, g_waitsince, g_abandoned, g_sched,
+    g_p, g_home, g_waiters, g_futw, g_qpos, g_name, g_result, g_exc, g_waitreason;
+static Py_ssize_t p_curg, p_tick, p_loop, p_last_clock, p_sched, p_runq, p_runnext, p_qseq,
+    p_retiring, p_active, p_nspawned, p_nfinished, p_npinned, p_njoin, p_njoined, p_njoinmiss,
+    p_batch_deadline;
+
+static struct {
+    PyTypeObject **tp;
+    const char *name;
+    Py_ssize_t *off;
+} bound_slots[] = {
+    {&G_type, "_coro", &g_coro},
+    {&G_type, "_ctx", &g_ctx},
+    {&G_type, "_status", &g_status},
+    {&G_type, "_pend", &g_pend},
+    {&G_type, "_waitq", &g_waitq},
+    {&G_type, "_waitsince", &g_waitsince},
+    {&G_type, "_abandoned", &g_abandoned},
+    {&G_type, "_sched", &g_sched},
+    {&G_type, "_p", &g_p},
+    {&G_type, "_home", &g_home},
+    {&G_type, "_waiters", &g_waiters},
+    {&G_type, "_futw", &g_futw},
+    {&G_type, "_qpos", &g_qpos},
+    {&G_type, "_name", &g_name},
+    {&G_type, "_result", &g_result},
+    {&G_type, "_exc", &g_exc},
+    {&G_type, "_waitreason", &g_waitreason},
+    {&P_type, "curg", &p_curg},
+    {&P_type, "tick", &p_tick},
+    {&P_type, "loop", &p_loop},
+    {&P_type, "last_clock", &p_last_clock},
+    {&P_type, "sched", &p_sched},
+    {&P_type, "runq", &p_runq},
+    {&P_type, "runnext", &p_runnext},
+    {&P_type, "qseq", &p_qseq},
+    {&P_type, "retiring", &p_retiring},
+    {&P_type, "active", &p_active},
+    {&P_type, "nspawned", &p_nspawned},
+    {&P_type, "nfinished", &p_nfinished},
+    {&P_type, "npinned", &p_npinned},
+    {&P_type, "njoin", &p_njoin},
+    {&P_type, "njoined", &p_njoined},
+    {&P_type, "njoinmiss", &p_njoinmiss},
+    {&P_type, "batch_deadline", &p_batch_deadline},
+};
+
+/* Set at import. */
+static PyObject *deque_append, *deque_popleft; /* method descriptors of collections.deque */
+static PyObject *str_trap, *str_fatal_error, *str_acquire, *str_release, *str_throw,
+    *str_close, *str_cancel_wait, *str_value, *str_runqput, *str_ready_here, *str_wake,
+    *str_wakep, *str_idle, *str_nspinning, *str_allg, *str_closing, *str_all_done, *str_set,
+    *str_ready_remote, *str_newproc, *str_allp, *str_retrieved, *str_await_foreign, *str_p,
+    *str_cr_frame, *str_cr_running, *str_cr_suspended;
+
+/* -- helpers -------------------------------------------------------------------------- */
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
@@ -75,10 +168,39 @@ slot_set(PyObject *obj, Py_ssize_t off, PyObject *v)
     Py_XDECREF(old);
 }
 
+/* Add d to an int slot (P's counters). */
+static int
+slot_add(PyObject *obj, Py_ssize_t off, long d)
+{
+    PyObject *v = SLOT(obj, off);
+    long x = v == NULL ? -1 : PyLong_AsLong(v);
+    if (x == -1 && (v == NULL || PyErr_Occurred())) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_AttributeError, "a P counter is unset");
+        return -1;
+    }
+    PyObject *n = PyLong_FromLong(x + d);
+    if (n == NULL)
+        return -1;
+    Py_SETREF(SLOT(obj, off), n);
+    return 0;
+}
+
+static long
+slot_long(PyObject *obj, Py_ssize_t off)
+{
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "an int slot is unset");
+        return -1;
+    }
+    return PyLong_AsLong(v);
+}
+
 static PyObject *
 internal_error(const char *what)
 {
-    /* mnsched.errors.InternalError, imported lazily: only on a broken invariant. */
+    /* mnsched.errors.InternalError, imported when needed: only on a broken invariant. */
     PyObject *mod = PyImport_ImportModule("mnsched.errors");
     if (mod == NULL)
         return NULL;
@@ -92,27 +214,30 @@ internal_error(const char *what)
 }
 
 static int
-slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *out)
+check_bound(PyObject *p, PyObject *g, const char *who)
 {
-    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
-    if (d == NULL)
+    if (P_type == NULL) {
+        internal_error("the C driver was used before _core.bind");
         return -1;
-    int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
-             ((PyMemberDescrObject *)d)->d_common.d_type == tp &&
-             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
-    if (ok)
-        *out = ((PyMemberDescrObject *)d)->d_member->offset;
-    Py_DECREF(d);
-    if (!ok) {
-        PyErr_Format(PyExc_TypeError, "_core.bind: %s.%s is not an object slot of %s",
-                     tp->tp_name, name, tp->tp_name);
+    }
+    if ((p != NULL && !Py_IS_TYPE(p, P_type)) || (g != NULL && !Py_IS_TYPE(g, G_type))) {
+        PyErr_Format(PyExc_TypeError, "_core.%s takes mnsched's P and G", who);
         return -1;
     }
     return 0;
 }
 
-/* casgstatus(g, old, new) with old == RUNNABLE/RUNNING: the check inline, the report
- * (an InternalError naming the statuses) from the Python one. */
+static double
+monotonic(void)
+{
+    /* time.monotonic() on Linux: the same clock, so the two drivers' readings compare. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* casgstatus(g, old, new): the check inline, the report (an InternalError naming the
+ * statuses) from the Python one. */
 static int
 casgstatus(PyObject *g, PyObject *old, PyObject *new)
 {
@@ -121,10 +246,17 @@ casgstatus(PyObject *g, PyObject *old, PyObject *new)
         PyObject *r = PyObject_CallFunctionObjArgs(py_casgstatus, g, old, new, NULL);
         if (r == NULL)
             return -1;
-        Py_DECREF(r); /* it found the status right after all: fall through */
+        Py_DECREF(r); /* it found the status right after all: go on */
     }
     slot_set(g, g_status, new);
     return 0;
+}
+
+static inline int
+status_is(PyObject *g, PyObject *st)
+{
+    PyObject *cur = SLOT(g, g_status);
+    return cur == st || (cur != NULL && PyObject_RichCompareBool(cur, st, Py_EQ) == 1);
 }
 
 static int
@@ -137,12 +269,216 @@ call_method0(PyObject *obj, PyObject *name)
     return 0;
 }
 
+static int
+call_method1(PyObject *obj, PyObject *name, PyObject *arg)
+{
+    PyObject *r = PyObject_CallMethodOneArg(obj, name, arg);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* A deque method called through its descriptor: no bound method to make. */
+static PyObject *
+deque_call(PyObject *meth, PyObject *q, PyObject *arg)
+{
+    PyObject *args[2] = {q, arg};
+    return PyObject_Vectorcall(meth, args, arg == NULL ? 1 : 2, NULL);
+}
+
+/* popleft, or NULL without an error if the deque is empty (a thief or sysmon took it). */
+static PyObject *
+deque_popleft_or_null(PyObject *q)
+{
+    PyObject *x = deque_call(deque_popleft, q, NULL);
+    if (x == NULL && PyErr_ExceptionMatches(PyExc_IndexError))
+        PyErr_Clear();
+    return x;
+}
+
+/* The striped lock of g (lock_of/state_lock_of), borrowed. */
+static PyObject *
+stripe(PyObject *tuple, PyObject *g)
+{
+    Py_hash_t h = PyObject_Hash(g);
+    if (h == -1)
+        return NULL;
+    return PyTuple_GET_ITEM(tuple, h & lock_mask);
+}
+
 /* The CancelledError a cancelled G raises (a new reference). */
 static PyObject *
 cancelled_error(PyObject *g)
 {
     return PyObject_CallOneArg(py_cancelled_error, g);
 }
+
+/* -- making work runnable (P.runqput, P.ready_here, goready) ------------------------ */
+
+static int
+maybe_wakep(PyObject *sched)
+{
+    /* Sched.maybe_wakep's unlocked test, then its wakep. */
+    PyObject *idle = PyObject_GetAttr(sched, str_idle);
+    if (idle == NULL)
+        return -1;
+    int any = PyObject_IsTrue(idle);
+    Py_DECREF(idle);
+    if (any <= 0)
+        return any;
+    PyObject *ns = PyObject_GetAttr(sched, str_nspinning);
+    if (ns == NULL)
+        return -1;
+    int spinning = PyObject_IsTrue(ns);
+    Py_DECREF(ns);
+    if (spinning != 0)
+        return spinning < 0 ? -1 : 0;
+    return call_method0(sched, str_wakep);
+}
+
+static int
+runqput(PyObject *p, PyObject *g)
+{
+    PyObject *q = SLOT(p, p_runq);
+    Py_ssize_t n = PyObject_Size(q);
+    if (n < 0)
+        return -1;
+    if (n >= local_queue_size && SLOT(g, g_home) == Py_None)
+        return call_method1(p, str_runqput, g); /* full: half of it to the global queue */
+    slot_set(g, g_qpos, SLOT(p, p_qseq));
+    if (slot_add(p, p_qseq, 1) < 0)
+        return -1;
+    PyObject *r = deque_call(deque_append, q, g);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+static int
+ready_here(PyObject *p, PyObject *g)
+{
+    if (SLOT(p, p_retiring) == Py_True && SLOT(g, g_home) == Py_None)
+        return call_method1(p, str_ready_here, g); /* to the global queue */
+    slot_set(g, g_p, p);
+    PyObject *rn = SLOT(p, p_runnext);
+    PyObject *r = deque_call(deque_append, rn, g);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    if (PyObject_Size(rn) > 1) {
+        PyObject *prev = deque_popleft_or_null(rn);
+        if (prev == NULL) {
+            if (PyErr_Occurred())
+                return -1;
+        }
+        else {
+            int rc = runqput(p, prev);
+            Py_DECREF(prev);
+            if (rc < 0 || maybe_wakep(SLOT(p, p_sched)) < 0)
+                return -1;
+        }
+    }
+    if (SLOT(p, p_active) != Py_True)
+        return call_method0(p, str_wake);
+    return 0;
+}
+
+/* goready(w, PARKED, p) */
+static int
+goready(PyObject *p, PyObject *w)
+{
+    if (casgstatus(w, S_PARKED, S_RUNNABLE) < 0)
+        return -1;
+    slot_set(w, g_waitq, Py_None);
+    PyObject *home = SLOT(w, g_home);
+    if (SLOT(p, p_sched) == SLOT(w, g_sched) && (home == Py_None || home == p))
+        return ready_here(p, w);
+    return call_method1(SLOT(w, g_sched), str_ready_remote, w);
+}
+
+/* -- finishing (goexit) ---------------------------------------------------------------- */
+
+static int
+goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
+{
+    if (exc != Py_None && !PyObject_TypeCheck(exc, (PyTypeObject *)CancelledError)) {
+        /* It failed: explain a loop mismatch, keep it for the unretrieved report. */
+        PyObject *r = PyObject_CallFunctionObjArgs(py_goexit, g, result, exc, p, NULL);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        return 0;
+    }
+    /* Out of the counts before it is seen DONE (a waiter on another P's thread that
+     * finds it done must not then count it live). */
+    if (slot_add(p, p_nfinished, 1) < 0)
+        return -1;
+    PyObject *sched = SLOT(g, g_sched);
+    PyObject *allg = PyObject_GetAttr(sched, str_allg);
+    if (allg == NULL)
+        return -1;
+    if (PySet_Discard(allg, g) < 0) {
+        Py_DECREF(allg);
+        return -1;
+    }
+    PyObject *lock = stripe(locks, g);
+    if (lock == NULL || call_method0(lock, str_acquire) < 0) {
+        Py_DECREF(allg);
+        return -1;
+    }
+    if (casgstatus(g, S_RUNNING, S_DONE) < 0) {
+        PyObject *e = PyErr_GetRaisedException();
+        call_method0(lock, str_release);
+        PyErr_SetRaisedException(e);
+        Py_DECREF(allg);
+        return -1;
+    }
+    slot_set(g, g_result, result);
+    slot_set(g, g_exc, exc);
+    PyObject *waiters = SLOT(g, g_waiters); /* taken: the slot gets None */
+    SLOT(g, g_waiters) = Py_NewRef(Py_None);
+    int rc = call_method0(lock, str_release);
+    PyObject *home = SLOT(g, g_home);
+    if (rc == 0 && home != Py_None)
+        rc = slot_add(home, p_npinned, -1);
+    if (rc == 0) {
+        PyObject *closing = PyObject_GetAttr(sched, str_closing);
+        rc = closing == NULL ? -1 : 0;
+        if (closing == Py_True && PySet_GET_SIZE(allg) == 0) {
+            PyObject *ev = PyObject_GetAttr(sched, str_all_done);
+            rc = ev == NULL ? -1 : call_method0(ev, str_set); /* shutdown waits for it */
+            Py_XDECREF(ev);
+        }
+        Py_XDECREF(closing);
+    }
+    Py_DECREF(allg);
+    if (rc == 0 && waiters != NULL && waiters != Py_None) {
+        PyObject *one[1] = {waiters};
+        PyObject **ws = one;
+        Py_ssize_t n = 1;
+        if (PyList_CheckExact(waiters)) {
+            ws = PySequence_Fast_ITEMS(waiters); /* nobody else holds the list now */
+            n = PyList_GET_SIZE(waiters);
+        }
+        for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+            PyObject *w = ws[i];
+            if (Py_IS_TYPE(w, G_type)) {
+                rc = goready(p, w);
+            }
+            else {
+                PyObject *r = PyObject_CallOneArg(w, g);
+                rc = r == NULL ? -1 : 0;
+                Py_XDECREF(r);
+            }
+        }
+    }
+    Py_XDECREF(waiters);
+    return rc;
+}
+
+/* -- stepping (P.step) ------------------------------------------------------------------ */
 
 /* Resume g's coroutine in its context: send None, or throw what is pending (P's
  * _throw_pending). Returns PYGEN_NEXT/PYGEN_RETURN with *res set, or PYGEN_ERROR. */
@@ -163,17 +499,16 @@ resume(PyObject *g, PyObject **res)
     else {
         Py_INCREF(pend);
         slot_set(g, g_pend, Py_None);
-        PyObject *exc = NULL, *y = NULL;
+        PyObject *exc, *y = NULL;
         if (pend == M_CANCEL || pend == M_DELIVERED || pend == M_DEFERRED) {
             PyObject *ab = SLOT(g, g_abandoned);
-            if (ab != NULL && PyObject_IsTrue(ab) == 1) {
+            if (ab == Py_True) {
                 /* Shutdown gave up on it: close the coroutine (its finally blocks run,
                  * through GeneratorExit), and it ends cancelled. */
                 if (call_method0(coro, str_close) == 0) {
-                    exc = cancelled_error(g);
-                    if (exc != NULL)
-                        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-                    Py_XDECREF(exc);
+                    PyObject *ce = cancelled_error(g);
+                    if (ce != NULL)
+                        PyErr_SetRaisedException(ce);
                 }
                 Py_DECREF(pend);
                 PyContext_Exit(ctx);
@@ -198,13 +533,8 @@ resume(PyObject *g, PyObject **res)
             PyObject *e = PyErr_GetRaisedException();
             PyObject *v = PyObject_GetAttr(e, str_value);
             Py_DECREF(e);
-            if (v == NULL) {
-                r = PYGEN_ERROR;
-            }
-            else {
-                *res = v;
-                r = PYGEN_RETURN;
-            }
+            r = v == NULL ? PYGEN_ERROR : PYGEN_RETURN;
+            *res = v;
         }
         else {
             r = PYGEN_ERROR;
@@ -218,30 +548,17 @@ resume(PyObject *g, PyObject **res)
     return r;
 }
 
-static int
-goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
-{
-    PyObject *r = PyObject_CallFunctionObjArgs(py_goexit, g, result, exc, p, NULL);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
 /* g yielded a park lock: mark it parked (in SYSCALL, for a blocking call) before the
  * lock is released, so whoever finds g in its wait queue finds it parked; the state lock
  * orders this against a concurrent cancel() (docs/design.md, "Parking"). */
 static int
 park(PyObject *p, PyObject *g, PyObject *lock)
 {
-    Py_hash_t h = PyObject_Hash(g);
-    if (h == -1)
-        return -1;
-    PyObject *sl = PyTuple_GET_ITEM(state_locks, h & lock_mask);
-    if (call_method0(sl, str_acquire) < 0)
+    PyObject *sl = stripe(state_locks, g);
+    if (sl == NULL || call_method0(sl, str_acquire) < 0)
         return -1;
     PyObject *waitq = SLOT(g, g_waitq);
-    PyObject *to = (waitq != NULL && Py_IS_TYPE(waitq, Call_type)) ? S_SYSCALL : S_PARKED;
+    PyObject *to = (waitq != NULL && (PyObject *)Py_TYPE(waitq) == Call) ? S_SYSCALL : S_PARKED;
     if (casgstatus(g, S_RUNNING, to) < 0) {
         PyObject *e = PyErr_GetRaisedException();
         call_method0(sl, str_release);
@@ -260,8 +577,8 @@ park(PyObject *p, PyObject *g, PyObject *lock)
         int rc = call_method0(sl, str_release);
         if (rc == 0)
             rc = call_method0(lock, str_release);
-        if (rc == 0 && waitq != NULL)
-            rc = PyObject_CallMethodOneArg(waitq, str_cancel_wait, g) == NULL ? -1 : 0;
+        if (rc == 0 && waitq != NULL && waitq != Py_None)
+            rc = call_method1(waitq, str_cancel_wait, g);
         Py_XDECREF(waitq);
         return rc;
     }
@@ -270,31 +587,23 @@ park(PyObject *p, PyObject *g, PyObject *lock)
     return call_method0(lock, str_release);
 }
 
-/* step(p, g): P.step. */
-static PyObject *
-core_step(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+static int
+step(PyObject *p, PyObject *g)
 {
-    if (nargs != 2 || !Py_IS_TYPE(args[0], P_type) || !Py_IS_TYPE(args[1], G_type)) {
-        if (P_type == NULL)
-            return internal_error("_core.step before _core.bind");
-        return internal_error("_core.step(p, g) takes a P and a G");
-    }
-    PyObject *p = args[0], *g = args[1];
     PyObject *loop = SLOT(p, p_loop), *tick = SLOT(p, p_tick);
-    if (loop == NULL || tick == NULL)
-        return internal_error("stepping on a P without a loop");
+    if (loop == NULL || tick == NULL) {
+        internal_error("stepping on a P without a loop");
+        return -1;
+    }
     if (casgstatus(g, S_RUNNABLE, S_RUNNING) < 0)
-        return NULL;
+        return -1;
     slot_set(p, p_curg, g);
-    PyObject *t1 = PyNumber_Add(tick, one);
-    if (t1 == NULL)
-        return NULL;
-    slot_set(p, p_tick, t1);
-    Py_DECREF(t1);
-    Py_INCREF(loop); /* a step may replace nothing of this, but keep it for the del */
+    if (slot_add(p, p_tick, 1) < 0)
+        return -1;
+    Py_INCREF(loop);
     if (PyDict_SetItem(current_tasks, loop, g) < 0) {
         Py_DECREF(loop);
-        return NULL;
+        return -1;
     }
     PyObject *y = NULL;
     PySendResult r = resume(g, &y);
@@ -305,7 +614,7 @@ core_step(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
     if (bad < 0) {
         Py_XDECREF(y);
         Py_XDECREF(exc);
-        return NULL;
+        return -1;
     }
     int rc = 0;
     if (r == PYGEN_RETURN) {
@@ -326,21 +635,17 @@ core_step(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(y);
     }
     else if (r == PYGEN_ERROR) {
-        if (exc == NULL)
-            return internal_error("a step failed without an exception");
+        if (exc == NULL) {
+            internal_error("a step failed without an exception");
+            return -1;
+        }
         rc = goexit(p, g, Py_None, exc);
         if (rc == 0 && (PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt) ||
-                        PyErr_GivenExceptionMatches(exc, PyExc_SystemExit))) {
-            PyObject *sched = SLOT(p, p_sched);
-            PyObject *v = sched == NULL
-                              ? NULL
-                              : PyObject_CallMethodOneArg(sched, str_fatal_error, exc);
-            rc = v == NULL ? -1 : 0;
-            Py_XDECREF(v);
-        }
+                        PyErr_GivenExceptionMatches(exc, PyExc_SystemExit)))
+            rc = call_method1(SLOT(p, p_sched), str_fatal_error, exc);
         Py_DECREF(exc);
     }
-    else if (Py_IS_TYPE(y, Lock_type)) {
+    else if ((PyObject *)Py_TYPE(y) == LockType) {
         rc = park(p, g, y);
         Py_DECREF(y);
     }
@@ -350,21 +655,509 @@ core_step(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
         rc = v == NULL ? -1 : 0;
         Py_XDECREF(v);
     }
-    if (rc < 0)
+    return rc;
+}
+
+/* P.step_eagerly: step g inside whatever runs now, which steps aside meanwhile. */
+static int
+step_eagerly(PyObject *p, PyObject *g)
+{
+    PyObject *loop = SLOT(p, p_loop);
+    PyObject *prev = PyDict_GetItemWithError(current_tasks, loop);
+    if (prev == NULL && PyErr_Occurred())
+        return -1;
+    Py_XINCREF(prev);
+    if (prev != NULL && PyDict_DelItem(current_tasks, loop) < 0) {
+        Py_DECREF(prev);
+        return -1;
+    }
+    PyObject *curg = Py_XNewRef(SLOT(p, p_curg));
+    int rc = step(p, g);
+    PyObject *e = rc < 0 ? PyErr_GetRaisedException() : NULL;
+    slot_set(p, p_curg, curg);
+    Py_XDECREF(curg);
+    if (prev != NULL) {
+        if (PyDict_SetItem(current_tasks, loop, prev) < 0 && e == NULL) {
+            rc = -1;
+            e = PyErr_GetRaisedException();
+        }
+        Py_DECREF(prev);
+    }
+    if (e != NULL)
+        PyErr_SetRaisedException(e);
+    return rc;
+}
+
+/* -- the inline join (P.join) ------------------------------------------------------------ */
+
+/* Where g is in q between [lo, hi), by identity (no comparisons, no ValueError), or -1. */
+static Py_ssize_t
+find(PyObject *q, PyObject *g, Py_ssize_t lo, Py_ssize_t hi, int from_tail)
+{
+    for (Py_ssize_t k = 0; k < hi - lo; k++) {
+        Py_ssize_t i = from_tail ? hi - 1 - k : lo + k;
+        PyObject *x = PySequence_GetItem(q, i);
+        if (x == NULL)
+            return -2;
+        Py_DECREF(x); /* only its identity is used */
+        if (x == g)
+            return i;
+    }
+    return -1;
+}
+
+static int
+join(PyObject *p, PyObject *g)
+{
+    PyObject *rn = SLOT(p, p_runnext);
+    Py_ssize_t nrn = PyObject_Size(rn);
+    if (nrn < 0)
+        return -1;
+    PyObject *first = nrn ? PySequence_GetItem(rn, 0) : NULL;
+    if (nrn && first == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_IndexError))
+            return -1;
+        PyErr_Clear(); /* sysmon took it */
+    }
+    Py_XDECREF(first);
+    if (first != NULL && first == g) {
+        PyObject *x = deque_popleft_or_null(rn);
+        if (x == NULL)
+            return PyErr_Occurred() ? -1 : slot_add(p, p_njoinmiss, 1);
+        Py_DECREF(x);
+    }
+    else {
+        PyObject *q = SLOT(p, p_runq);
+        Py_ssize_t n = PyObject_Size(q), i = -1;
+        if (n < 0)
+            return -1;
+        long dist = slot_long(p, p_qseq) - slot_long(g, g_qpos);
+        if (PyErr_Occurred())
+            return -1;
+        if (n) {
+            i = find(q, g, 0, 1, 0);
+            if (i == -1 && dist < join_window) {
+                i = find(q, g, n > join_window ? n - join_window : 0, n, 1);
+                /* Those before it are now one nearer the tail (P.join). */
+                if (i >= 0 && slot_add(p, p_qseq, -1) < 0)
+                    return -1;
+            }
+            if (i == -1)
+                i = find(q, g, 1, n < join_window ? n : join_window, 0);
+        }
+        if (i == -2)
+            return -1;
+        if (i < 0)
+            return slot_add(p, p_njoinmiss, 1); /* in the middle of the queue */
+        if (PySequence_DelItem(q, i) < 0)
+            return -1;
+    }
+    long depth = slot_long(p, p_njoin);
+    if (depth == -1 && PyErr_Occurred())
+        return -1;
+    double now, deadline = PyFloat_AsDouble(SLOT(p, p_batch_deadline));
+    if (deadline == -1.0 && PyErr_Occurred())
+        return -1;
+    if (depth >= inline_join_depth || (now = monotonic()) >= deadline)
+        return ready_here(p, g); /* too deep, or the batch is over: g runs next */
+    PyObject *clock = PyFloat_FromDouble(now); /* for sysmon: this P makes progress */
+    if (clock == NULL)
+        return -1;
+    Py_SETREF(SLOT(p, p_last_clock), clock);
+    if (PyObject_Size(rn) > 0) {
+        /* g takes runnext's turn: what sits there goes where a thief can take it. */
+        PyObject *nxt = deque_popleft_or_null(rn);
+        if (nxt == NULL && PyErr_Occurred())
+            return -1;
+        if (nxt != NULL) {
+            int rc = runqput(p, nxt);
+            Py_DECREF(nxt);
+            if (rc < 0 || maybe_wakep(SLOT(p, p_sched)) < 0)
+                return -1;
+        }
+    }
+    if (slot_add(p, p_njoin, 1) < 0 || slot_add(p, p_njoined, 1) < 0)
+        return -1;
+    int rc = step_eagerly(p, g);
+    PyObject *e = rc < 0 ? PyErr_GetRaisedException() : NULL;
+    if (slot_add(p, p_njoin, -1) < 0 && e == NULL)
+        return -1;
+    if (e != NULL)
+        PyErr_SetRaisedException(e);
+    return rc;
+}
+
+/* -- spawning (Sched.newproc's fast path) --------------------------------------------- */
+
+/* A coroutine that has not started: the check newproc makes inline. */
+static int
+fresh(PyObject *coro)
+{
+    if (!PyCoro_CheckExact(coro))
+        return 0;
+    PyObject *running = PyObject_GetAttr(coro, str_cr_running);
+    PyObject *suspended = running == NULL ? NULL : PyObject_GetAttr(coro, str_cr_suspended);
+    PyObject *frame = suspended == NULL ? NULL : PyObject_GetAttr(coro, str_cr_frame);
+    int ok = frame != NULL && running == Py_False && suspended == Py_False && frame != Py_None;
+    Py_XDECREF(running);
+    Py_XDECREF(suspended);
+    Py_XDECREF(frame);
+    return frame == NULL ? -1 : ok;
+}
+
+/* newproc(p, coro, name): go(coro) from a goroutine on p (p is m.p). Anything but the
+ * common case (a fresh plain coroutine, a running runtime, spawned by a live G) goes
+ * to Sched.newproc, which also says what is wrong. */
+static PyObject *
+core_newproc(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3)
+        return PyErr_Format(PyExc_TypeError, "_core.newproc(p, coro, name)");
+    PyObject *p = args[0], *coro = args[1], *name = args[2];
+    if (check_bound(p, NULL, "newproc") < 0)
+        return NULL;
+    PyObject *sched = SLOT(p, p_sched), *curg = SLOT(p, p_curg);
+    int ok = fresh(coro);
+    if (ok < 0)
+        return NULL;
+    PyObject *closing = NULL, *allp = NULL, *allg = NULL;
+    if (ok && curg != NULL && curg != Py_None) {
+        closing = PyObject_GetAttr(sched, str_closing);
+        allp = closing == NULL ? NULL : PyObject_GetAttr(sched, str_allp);
+        allg = allp == NULL ? NULL : PyObject_GetAttr(sched, str_allg);
+        if (allg == NULL) {
+            Py_XDECREF(closing);
+            Py_XDECREF(allp);
+            return NULL;
+        }
+        ok = closing == Py_False && PyObject_IsTrue(allp) == 1 && PySet_CheckExact(allg);
+        Py_DECREF(closing);
+        Py_DECREF(allp);
+    }
+    else {
+        ok = 0;
+    }
+    if (!ok) {
+        Py_XDECREF(allg);
+        PyObject *a[3] = {sched, coro, name};
+        return PyObject_VectorcallMethod(str_newproc, a, 3, NULL);
+    }
+    /* G.__init__(coro, sched, p, name), slot by slot. */
+    PyObject *g = G_type->tp_alloc(G_type, 0);
+    PyObject *ctx = g == NULL ? NULL : PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        Py_XDECREF(g);
+        Py_DECREF(allg);
+        return NULL;
+    }
+    SLOT(g, g_coro) = Py_NewRef(coro);
+    SLOT(g, g_ctx) = ctx;
+    SLOT(g, g_sched) = Py_NewRef(sched);
+    SLOT(g, g_p) = Py_NewRef(p);
+    SLOT(g, g_status) = Py_NewRef(S_RUNNABLE);
+    SLOT(g, g_home) = Py_NewRef(Py_None);
+    SLOT(g, g_waiters) = Py_NewRef(Py_None);
+    SLOT(g, g_waitq) = Py_NewRef(Py_None);
+    SLOT(g, g_pend) = Py_NewRef(Py_None);
+    SLOT(g, g_futw) = Py_NewRef(Py_None);
+    SLOT(g, g_qpos) = Py_NewRef(NEVER_QUEUED);
+    if (name != Py_None)
+        SLOT(g, g_name) = Py_NewRef(name);
+    /* The spawner is a live G: shutdown cannot find allg empty before this add
+     * (runtime.py, step 2). */
+    int rc = PySet_Add(allg, g);
+    Py_DECREF(allg);
+    if (rc < 0 || slot_add(p, p_nspawned, 1) < 0 || ready_here(p, g) < 0) {
+        Py_DECREF(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* -- awaiting a G (GBase.__await__) ------------------------------------------------------ */
+
+/* What ``await g`` iterates, from a goroutine: G.__await__ of the pure driver, as an
+ * object. Its first send joins g (runs it inline) if it is runnable here, else parks the
+ * awaiting G until g finishes (yielding the lock it parks under); the last one returns
+ * g's result or raises its exception. It has no throw(): a cancellation thrown into the
+ * awaiting coroutine is raised at its ``await``, as it was from gopark. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *g;
+    int state; /* 0: not started, 1: parked, 2: over */
+} Awaiter;
+
+static PyTypeObject Awaiter_type;
+
+static PySendResult
+outcome(PyObject *g, PyObject **res)
+{
+    PyObject *exc = SLOT(g, g_exc);
+    if (exc != NULL && exc != Py_None) {
+        if (call_method0(g, str_retrieved) < 0)
+            return PYGEN_ERROR;
+        PyErr_SetRaisedException(Py_NewRef(exc));
+        return PYGEN_ERROR;
+    }
+    PyObject *r = SLOT(g, g_result);
+    if (r == NULL) {
+        internal_error("a finished G without a result");
+        return PYGEN_ERROR;
+    }
+    *res = Py_NewRef(r);
+    return PYGEN_RETURN;
+}
+
+static PySendResult
+awaiter_send(Awaiter *self, PyObject *Py_UNUSED(arg), PyObject **res)
+{
+    PyObject *g = self->g;
+    if (self->state == 1) {
+        self->state = 2;
+        return outcome(g, res);
+    }
+    if (self->state == 2) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse an await of a goroutine");
+        return PYGEN_ERROR;
+    }
+    self->state = 2;
+    if (!status_is(g, S_DONE)) {
+        PyObject *p = PyObject_GetAttr(m, str_p);
+        if (p == NULL)
+            return PYGEN_ERROR;
+        PyObject *curg = Py_IS_TYPE(p, P_type) ? SLOT(p, p_curg) : NULL;
+        if (curg == NULL || curg == Py_None) {
+            Py_DECREF(p);
+            internal_error("a goroutine's await of a G went on off its P");
+            return PYGEN_ERROR;
+        }
+        if (SLOT(g, g_p) == p && status_is(g, S_RUNNABLE) && join(p, g) < 0) {
+            Py_DECREF(p);
+            return PYGEN_ERROR; /* may run it to completion right here */
+        }
+        Py_DECREF(p);
+        if (!status_is(g, S_DONE)) {
+            PyObject *lock = stripe(locks, g);
+            if (lock == NULL || call_method0(lock, str_acquire) < 0)
+                return PYGEN_ERROR;
+            if (!status_is(g, S_DONE)) {
+                /* g._push_waiter(curg), then gopark(curg, lock, _Join(g, curg), ...) */
+                PyObject *ws = SLOT(g, g_waiters), *jq = NULL;
+                int rc = 0;
+                if (ws == NULL || ws == Py_None) {
+                    slot_set(g, g_waiters, curg);
+                }
+                else if (PyList_CheckExact(ws)) {
+                    rc = PyList_Append(ws, curg);
+                }
+                else {
+                    PyObject *l = PyList_New(2);
+                    if (l == NULL) {
+                        rc = -1;
+                    }
+                    else {
+                        PyList_SET_ITEM(l, 0, Py_NewRef(ws));
+                        PyList_SET_ITEM(l, 1, Py_NewRef(curg));
+                        slot_set(g, g_waiters, l);
+                        Py_DECREF(l);
+                    }
+                }
+                if (rc == 0) {
+                    jq = PyObject_CallFunctionObjArgs(Join, g, curg, NULL);
+                    rc = jq == NULL ? -1 : 0;
+                }
+                if (rc < 0) {
+                    PyObject *e = PyErr_GetRaisedException();
+                    call_method0(lock, str_release);
+                    PyErr_SetRaisedException(e);
+                    return PYGEN_ERROR;
+                }
+                slot_set(curg, g_waitq, jq);
+                Py_DECREF(jq);
+                slot_set(curg, g_waitreason, WAIT_GOROUTINE);
+                self->state = 1;
+                *res = Py_NewRef(lock); /* the driver parks curg, then releases it */
+                return PYGEN_NEXT;
+            }
+            if (call_method0(lock, str_release) < 0)
+                return PYGEN_ERROR;
+        }
+    }
+    return outcome(g, res);
+}
+
+static PyObject *
+awaiter_iternext(Awaiter *self)
+{
+    PyObject *res = NULL;
+    PySendResult r = awaiter_send(self, Py_None, &res);
+    if (r == PYGEN_RETURN) {
+        /* StopIteration(value) made explicitly: a tuple value stays one value. */
+        PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, res);
+        Py_DECREF(res);
+        if (e != NULL)
+            PyErr_SetRaisedException(e);
+        return NULL;
+    }
+    return r == PYGEN_NEXT ? res : NULL;
+}
+
+static PyObject *
+awaiter_send_method(Awaiter *self, PyObject *Py_UNUSED(arg))
+{
+    return awaiter_iternext(self); /* what is sent in is not used, as in G.__await__ */
+}
+
+static int
+awaiter_traverse(Awaiter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->g);
+    return 0;
+}
+
+static void
+awaiter_dealloc(Awaiter *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->g);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef awaiter_methods[] = {
+    {"send", (PyCFunction)awaiter_send_method, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyAsyncMethods awaiter_async = {.am_send = (sendfunc)awaiter_send};
+
+static PyTypeObject Awaiter_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.Await",
+    .tp_basicsize = sizeof(Awaiter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "await of a goroutine from a goroutine",
+    .tp_dealloc = (destructor)awaiter_dealloc,
+    .tp_traverse = (traverseproc)awaiter_traverse,
+    .tp_as_async = &awaiter_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)awaiter_iternext,
+    .tp_methods = awaiter_methods,
+};
+
+/* GBase.__await__: from a goroutine, an Await; from anything else (an asyncio task on
+ * a P's loop or a foreign loop), G._await_foreign, the pure driver's. */
+static PyObject *
+g_await(PyObject *g)
+{
+    if (check_bound(NULL, g, "GBase.__await__") < 0)
+        return NULL;
+    if (!status_is(g, S_DONE)) {
+        PyObject *p = PyObject_GetAttr(m, str_p);
+        if (p == NULL)
+            return NULL;
+        PyObject *curg = Py_IS_TYPE(p, P_type) ? SLOT(p, p_curg) : NULL;
+        int foreign = curg == NULL || curg == Py_None;
+        Py_DECREF(p);
+        if (foreign)
+            return PyObject_CallMethodNoArgs(g, str_await_foreign);
+        if (curg == g)
+            return PyErr_Format(PyExc_RuntimeError, "%R cannot await itself", g);
+    }
+    Awaiter *a = PyObject_GC_New(Awaiter, &Awaiter_type);
+    if (a == NULL)
+        return NULL;
+    a->g = Py_NewRef(g);
+    a->state = 0;
+    PyObject_GC_Track(a);
+    return (PyObject *)a;
+}
+
+static PyAsyncMethods gbase_async = {.am_await = (unaryfunc)g_await};
+
+static PyTypeObject GBase_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.GBase",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "G's base in the C driver: its await (mnsched.g.G holds the rest)",
+    .tp_as_async = &gbase_async,
+    .tp_new = PyType_GenericNew,
+};
+
+/* -- entry points ------------------------------------------------------------------------ */
+
+static PyObject *
+core_step(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "_core.step(p, g)");
+    if (check_bound(args[0], args[1], "step") < 0 || step(args[0], args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_step_eagerly(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "_core.step_eagerly(p, g)");
+    if (check_bound(args[0], args[1], "step_eagerly") < 0 || step_eagerly(args[0], args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_join(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "_core.join(p, g)");
+    if (check_bound(args[0], args[1], "join") < 0 || join(args[0], args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_ready_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "_core.ready_here(p, g)");
+    if (check_bound(args[0], args[1], "ready_here") < 0 || ready_here(args[0], args[1]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+core_goexit(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4)
+        return PyErr_Format(PyExc_TypeError, "_core.goexit(g, result, exc, p)");
+    if (check_bound(args[3], args[0], "goexit") < 0 ||
+        goexit(args[3], args[0], args[1], args[2]) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
 static int
-take(PyObject *kw, const char *name, PyObject **out)
+slot_offset(PyTypeObject *tp, const char *name, Py_ssize_t *out)
 {
-    PyObject *v = PyDict_GetItemString(kw, name); /* borrowed */
-    if (v == NULL) {
-        PyErr_Format(PyExc_TypeError, "_core.bind: missing %s", name);
+    PyObject *d = PyObject_GetAttrString((PyObject *)tp, name);
+    if (d == NULL)
         return -1;
-    }
-    Py_XSETREF(*out, Py_NewRef(v));
-    return 0;
+    int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+             PyDescr_TYPE(d) == tp &&
+             ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+    if (ok)
+        *out = ((PyMemberDescrObject *)d)->d_member->offset;
+    Py_DECREF(d);
+    if (!ok)
+        PyErr_Format(PyExc_TypeError, "_core.bind: %s.%s is not an object slot of %s",
+                     tp->tp_name, name, tp->tp_name);
+    return ok ? 0 : -1;
+}
+
+static int
+as_size(PyObject *o, Py_ssize_t *out)
+{
+    *out = PyLong_AsSsize_t(o);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
 static PyObject *
@@ -372,65 +1165,54 @@ core_bind(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
 {
     if (PyTuple_GET_SIZE(args) != 0 || kw == NULL)
         return PyErr_Format(PyExc_TypeError, "_core.bind takes keyword arguments only");
-    PyObject *G = NULL, *P = NULL, *Lock = NULL, *Call = NULL, *mask = NULL;
-    int ok = take(kw, "G", &G) == 0 && take(kw, "P", &P) == 0 &&
-             take(kw, "LockType", &Lock) == 0 && take(kw, "Call", &Call) == 0 &&
-             take(kw, "LOCK_MASK", &mask) == 0 && take(kw, "RUNNABLE", &S_RUNNABLE) == 0 &&
-             take(kw, "RUNNING", &S_RUNNING) == 0 && take(kw, "PARKED", &S_PARKED) == 0 &&
-             take(kw, "SYSCALL", &S_SYSCALL) == 0 && take(kw, "CANCEL", &M_CANCEL) == 0 &&
-             take(kw, "DELIVERED", &M_DELIVERED) == 0 &&
-             take(kw, "DEFERRED", &M_DEFERRED) == 0 &&
-             take(kw, "CURRENT_TASKS", &current_tasks) == 0 &&
-             take(kw, "STATE_LOCKS", &state_locks) == 0 && take(kw, "goexit", &py_goexit) == 0 &&
-             take(kw, "cancelled_error", &py_cancelled_error) == 0 &&
-             take(kw, "casgstatus", &py_casgstatus) == 0;
-    if (ok && !(PyType_Check(G) && PyType_Check(P) && PyType_Check(Lock) && PyType_Check(Call) &&
-                PyDict_CheckExact(current_tasks) && PyTuple_CheckExact(state_locks))) {
-        PyErr_SetString(PyExc_TypeError, "_core.bind: wrong kinds of arguments");
-        ok = 0;
+    PyTypeObject *old_p = P_type;
+    P_type = NULL; /* unbound (every entry point refuses) until all is checked */
+    Py_XDECREF(old_p);
+    size_t nobj = sizeof(bound_objects) / sizeof(bound_objects[0]);
+    for (size_t i = 0; i < nobj; i++) {
+        PyObject *v = PyDict_GetItemString(kw, bound_objects[i].name); /* borrowed */
+        if (v == NULL)
+            return PyErr_Format(PyExc_TypeError, "_core.bind: missing %s", bound_objects[i].name);
+        Py_XSETREF(*bound_objects[i].var, Py_NewRef(v));
     }
-    if (ok) {
-        lock_mask = PyLong_AsSsize_t(mask);
-        ok = !(lock_mask == -1 && PyErr_Occurred()) &&
-             PyTuple_GET_SIZE(state_locks) == lock_mask + 1;
-        if (ok && (lock_mask & (lock_mask + 1)) != 0)
-            ok = 0;
-        if (!ok && !PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "_core.bind: STATE_LOCKS must hold LOCK_MASK+1 locks");
-    }
-    if (ok) {
-        Py_XSETREF(G_type, (PyTypeObject *)Py_NewRef(G));
-        Py_XSETREF(P_type, (PyTypeObject *)Py_NewRef(P));
-        Py_XSETREF(Lock_type, (PyTypeObject *)Py_NewRef(Lock));
-        Py_XSETREF(Call_type, (PyTypeObject *)Py_NewRef(Call));
-        ok = slot_offset(G_type, "_coro", &g_coro) == 0 &&
-             slot_offset(G_type, "_ctx", &g_ctx) == 0 &&
-             slot_offset(G_type, "_status", &g_status) == 0 &&
-             slot_offset(G_type, "_pend", &g_pend) == 0 &&
-             slot_offset(G_type, "_waitq", &g_waitq) == 0 &&
-             slot_offset(G_type, "_waitsince", &g_waitsince) == 0 &&
-             slot_offset(G_type, "_abandoned", &g_abandoned) == 0 &&
-             slot_offset(P_type, "curg", &p_curg) == 0 &&
-             slot_offset(P_type, "tick", &p_tick) == 0 &&
-             slot_offset(P_type, "loop", &p_loop) == 0 &&
-             slot_offset(P_type, "last_clock", &p_last_clock) == 0 &&
-             slot_offset(P_type, "sched", &p_sched) == 0;
-        if (!ok)
-            Py_CLEAR(P_type); /* step refuses to run unbound */
-    }
-    Py_XDECREF(G);
-    Py_XDECREF(P);
-    Py_XDECREF(Lock);
-    Py_XDECREF(Call);
-    Py_XDECREF(mask);
-    if (!ok)
+    if ((size_t)PyDict_GET_SIZE(kw) != nobj)
+        return PyErr_Format(PyExc_TypeError, "_core.bind: unexpected names");
+    if (!PyType_Check(G_type) || !PyType_Check(P_type) || !PyType_Check(Join) ||
+        !PyType_Check(CancelledError) || !PyDict_CheckExact(current_tasks) ||
+        !PyTuple_CheckExact(locks) || !PyTuple_CheckExact(state_locks) ||
+        as_size(LOCK_MASK_o, &lock_mask) < 0 || as_size(JOIN_WINDOW_o, &join_window) < 0 ||
+        as_size(LOCAL_QUEUE_SIZE_o, &local_queue_size) < 0 ||
+        as_size(INLINE_JOIN_DEPTH_o, &inline_join_depth) < 0 ||
+        PyTuple_GET_SIZE(locks) != lock_mask + 1 ||
+        PyTuple_GET_SIZE(state_locks) != lock_mask + 1 || (lock_mask & (lock_mask + 1))) {
+        Py_CLEAR(P_type);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "_core.bind: wrong kinds of arguments");
         return NULL;
+    }
+    size_t nslots = sizeof(bound_slots) / sizeof(bound_slots[0]);
+    for (size_t i = 0; i < nslots; i++) {
+        if (slot_offset(*bound_slots[i].tp, bound_slots[i].name, bound_slots[i].off) < 0) {
+            Py_CLEAR(P_type);
+            return NULL;
+        }
+    }
     Py_RETURN_NONE;
 }
 
 static PyMethodDef core_methods[] = {
     {"step", (PyCFunction)(void (*)(void))core_step, METH_FASTCALL,
      "step(p, g): step g once on p and act on what it yielded (P.step)."},
+    {"step_eagerly", (PyCFunction)(void (*)(void))core_step_eagerly, METH_FASTCALL,
+     "step_eagerly(p, g): step g inside what runs now (P.step_eagerly)."},
+    {"join", (PyCFunction)(void (*)(void))core_join, METH_FASTCALL,
+     "join(p, g): run g, runnable on p, inline if it is found (P.join)."},
+    {"ready_here", (PyCFunction)(void (*)(void))core_ready_here, METH_FASTCALL,
+     "ready_here(p, g): g runs next on p (P.ready_here)."},
+    {"goexit", (PyCFunction)(void (*)(void))core_goexit, METH_FASTCALL,
+     "goexit(g, result, exc, p): publish g's outcome and wake its waiters."},
+    {"newproc", (PyCFunction)(void (*)(void))core_newproc, METH_FASTCALL,
+     "newproc(p, coro, name): spawn from p's thread (Sched.newproc)."},
     {"bind", (PyCFunction)(void (*)(void))core_bind, METH_VARARGS | METH_KEYWORDS,
      "bind(**names): give the driver mnsched's classes, constants and helpers."},
     {NULL, NULL, 0, NULL},
@@ -441,22 +1223,63 @@ static struct PyModuleDef core_module = {
     core_methods,
 };
 
-#define INTERN(var, s)                                                                     \
-    if ((var = PyUnicode_InternFromString(s)) == NULL)                                     \
-        return NULL;
-
 PyMODINIT_FUNC
 PyInit__core(void)
 {
-    INTERN(str_trap, "_trap");
-    INTERN(str_fatal_error, "fatal_error");
-    INTERN(str_acquire, "acquire");
-    INTERN(str_release, "release");
-    INTERN(str_throw, "throw");
-    INTERN(str_close, "close");
-    INTERN(str_cancel_wait, "cancel_wait");
-    INTERN(str_value, "value");
-    if ((one = PyLong_FromLong(1)) == NULL)
+    static struct {
+        PyObject **var;
+        const char *s;
+    } strs[] = {
+        {&str_trap, "_trap"},
+        {&str_fatal_error, "fatal_error"},
+        {&str_acquire, "acquire"},
+        {&str_release, "release"},
+        {&str_throw, "throw"},
+        {&str_close, "close"},
+        {&str_cancel_wait, "cancel_wait"},
+        {&str_value, "value"},
+        {&str_runqput, "runqput"},
+        {&str_ready_here, "ready_here"},
+        {&str_wake, "wake"},
+        {&str_wakep, "wakep"},
+        {&str_idle, "idle"},
+        {&str_nspinning, "nspinning"},
+        {&str_allg, "allg"},
+        {&str_closing, "closing"},
+        {&str_all_done, "all_done"},
+        {&str_set, "set"},
+        {&str_ready_remote, "ready_remote"},
+        {&str_newproc, "newproc"},
+        {&str_allp, "allp"},
+        {&str_retrieved, "_retrieved"},
+        {&str_await_foreign, "_await_foreign"},
+        {&str_p, "p"},
+        {&str_cr_frame, "cr_frame"},
+        {&str_cr_running, "cr_running"},
+        {&str_cr_suspended, "cr_suspended"},
+    };
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        if ((*strs[i].var = PyUnicode_InternFromString(strs[i].s)) == NULL)
+            return NULL;
+    }
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
+    Py_XDECREF(collections);
+    if (deque == NULL)
         return NULL;
-    return PyModule_Create(&core_module);
+    deque_append = PyObject_GetAttrString(deque, "append");
+    deque_popleft = PyObject_GetAttrString(deque, "popleft");
+    Py_DECREF(deque);
+    if (deque_append == NULL || deque_popleft == NULL)
+        return NULL;
+    if (PyType_Ready(&Awaiter_type) < 0 || PyType_Ready(&GBase_type) < 0)
+        return NULL;
+    PyObject *mod = PyModule_Create(&core_module);
+    if (mod == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(mod, "GBase", (PyObject *)&GBase_type) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
 }

@@ -17,7 +17,7 @@ import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, ParamSpec, TypeVar, overload
 
-from .g import GOSCHED, WAIT_SLEEP, WAIT_SYSCALL, G, check_coroutine, gopark
+from .g import CORE, GOSCHED, WAIT_SLEEP, WAIT_SYSCALL, G, check_coroutine, gopark
 from .m import Call, m
 from .runtime import current_runtime
 from .timers import check_seconds
@@ -68,8 +68,10 @@ def go(
         return spawner
     p = m.p
     if p is not None:
-        if not pin and context is None:
-            return p.sched.newproc(coro, name)  # newproc's fast path, from a P's thread
+        if not pin and context is None:  # newproc's fast path, from a P's thread
+            if CORE is not None:
+                return CORE.newproc(p, coro, name)  # type: ignore[no-any-return]
+            return p.sched.newproc(coro, name)
         return p.sched.newproc(coro, name, pin=pin, context=context)
     check_coroutine(coro)  # before a default runtime is started for it
     return current_runtime().go(coro, name=name, pin=pin, context=context)

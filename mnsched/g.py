@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib
 import inspect
 import logging
 import os
@@ -31,6 +32,39 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 logger = logging.getLogger("mnsched")
+
+
+def _load_core() -> Any:
+    """The C driver (mnsched/_core.c; p.py binds it), or None for the pure-Python one:
+    when MNSCHED_PURE=1, or when the extension was not built (no compiler)."""
+    pure = os.environ.get("MNSCHED_PURE", "0")
+    if pure not in ("0", "1", ""):
+        raise ValueError(
+            f"MNSCHED_PURE={pure!r}: set it to 1 for the pure-Python driver, 0 (or unset) "
+            "for the C one"
+        )
+    if pure == "1":
+        return None
+    try:
+        return importlib.import_module("mnsched._core")
+    except ImportError:
+        return None
+
+
+CORE = _load_core()
+# Which driver runs goroutines: "c" or "python" (stats()["driver"]).
+DRIVER = "python" if CORE is None else "c"
+
+
+class _PureGBase:
+    __slots__ = ()
+
+
+if TYPE_CHECKING:
+    _GBase = _PureGBase
+else:
+    # The C driver's G base gives G its await (GBase.__await__, in C).
+    _GBase = _PureGBase if CORE is None else CORE.GBase
 
 # G statuses (Go: _Grunnable, _Grunning, _Gwaiting, _Gsyscall, _Gdead).
 RUNNABLE = 0  # in a run queue (runnext, local, inbox or global), or about to be
@@ -90,20 +124,20 @@ def casgstatus(g: G[Any], old: int, new: int) -> None:
 #    taking another lock.
 _NLOCKS = 64
 LOCK_MASK = _NLOCKS - 1
-_LOCKS = tuple(threading.Lock() for _ in range(_NLOCKS))
+LOCKS = tuple(threading.Lock() for _ in range(_NLOCKS))
 STATE_LOCKS = tuple(threading.Lock() for _ in range(_NLOCKS))
-LockType = type(_LOCKS[0])
+LockType = type(LOCKS[0])
 
 
 def lock_of(g: object) -> threading.Lock:
-    return _LOCKS[hash(g) & LOCK_MASK]
+    return LOCKS[hash(g) & LOCK_MASK]
 
 
 def state_lock_of(g: object) -> threading.Lock:
     return STATE_LOCKS[hash(g) & LOCK_MASK]
 
 
-_NEVER_QUEUED = -(1 << 62)
+NEVER_QUEUED = -(1 << 62)
 
 
 class _Marker:
@@ -228,7 +262,7 @@ def goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
         g._sched.ready_remote(g)
 
 
-class G(Generic[T]):
+class G(_GBase, Generic[T]):
     """A goroutine handle: ``await g`` for its result, ``g.cancel()`` to cancel it.
 
     ``await g`` works from a goroutine on any P and from any asyncio loop;
@@ -294,7 +328,7 @@ class G(Generic[T]):
         self._waitq: Any = None  # a WaitQueue
         self._pend: BaseException | _Marker | None = None
         self._futw: asyncio.Future[Any] | None = None
-        self._qpos = _NEVER_QUEUED
+        self._qpos = NEVER_QUEUED
         if name is not None:
             self._name = name
 
@@ -335,30 +369,28 @@ class G(Generic[T]):
     def cancelled(self) -> bool:
         return self._status == DONE and isinstance(self._exc, asyncio.CancelledError)
 
-    def __await__(self) -> Generator[Any, None, T]:
-        if self._status != DONE:
-            p = m.p
-            if p is None or (g := p.curg) is None:
-                yield from self._await_foreign()
-            else:
+    if CORE is None:  # the C driver's is GBase's
+
+        def __await__(self) -> Generator[Any, None, T]:
+            if self._status != DONE:
+                p = m.p
+                if p is None or (g := p.curg) is None:
+                    return (yield from self._await_foreign())
                 if g is self:
                     raise RuntimeError(f"{self!r} cannot await itself")
                 if self._p is p and self._status == RUNNABLE:
                     p.join(self)  # may run it to completion right here
                 if self._status != DONE:
-                    lock = _LOCKS[hash(self) & LOCK_MASK]
+                    lock = LOCKS[hash(self) & LOCK_MASK]
                     lock.acquire()
                     if self._status != DONE:
                         self._push_waiter(g)
-                        yield from gopark(g, lock, _Join(self, g), WAIT_GOROUTINE)
+                        yield from gopark(g, lock, Join(self, g), WAIT_GOROUTINE)
                     else:
                         lock.release()
-        if self._exc is not None:
-            self._retrieved()
-            raise self._exc
-        return self._result  # type: ignore[no-any-return]
+            return self._outcome()
 
-    def _await_foreign(self) -> Generator[Any, None, None]:
+    def _await_foreign(self) -> Generator[Any, None, T]:
         """Await from an asyncio task (a foreign loop, or a plain task on a P's loop)."""
         try:
             loop = asyncio.get_running_loop()
@@ -375,6 +407,7 @@ class G(Generic[T]):
                 # As asyncio.wrap_future: cancelling the waiter cancels the goroutine.
                 self.cancel()
                 raise
+        return self._outcome()
 
     def _outcome(self) -> T:
         if self._exc is not None:
@@ -437,7 +470,14 @@ class G(Generic[T]):
             if deliver or self._pend is DELIVERED:
                 self._pend = DELIVERED
             elif fut is None:
-                self._pend = CANCEL
+                # Running on another thread: it may be returning a value it has just
+                # received. As a cancel that lands as its wait completes (gopark_op), it
+                # is taken at the next wait, and a G that returns first keeps its result
+                # (the cancel is ordered after the finish). From the G's own thread (the
+                # G itself, or a Ctrl-C on its P's loop) it ends cancelled, as a Task.
+                running_elsewhere = status == RUNNING and m.p is not self._p
+                if not (running_elsewhere and self._pend is CANCEL):
+                    self._pend = DEFERRED if running_elsewhere else CANCEL
             waitq = self._waitq
         if deliver:
             # A waker readies g without the state lock (the wait queue's own lock orders
@@ -658,7 +698,7 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
     p.nfinished += 1
     sched = g._sched
     sched.allg.discard(g)
-    lock = _LOCKS[hash(g) & LOCK_MASK]
+    lock = LOCKS[hash(g) & LOCK_MASK]
     lock.acquire()
     casgstatus(g, RUNNING, DONE)
     g._result = result
@@ -749,7 +789,7 @@ class _Parked:
 _PARKED = _Parked()
 
 
-class _Join:
+class Join:
     """What a G awaiting another one (the join missed) waits in."""
 
     __slots__ = ("foreign", "g")

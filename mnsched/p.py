@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
 import inspect
-import os
 import random
 import threading
 import time
@@ -29,19 +27,25 @@ from .errors import InternalError, check
 from .g import (
     CANCEL,
     CANCELLING,
+    CORE,
     DEFERRED,
     DELIVERED,
+    DONE,
     GOSCHED,
     LOCK_MASK,
+    LOCKS,
+    NEVER_QUEUED,
     PARKED,
     RUNNABLE,
     RUNNING,
     STATE_LOCKS,
     SYSCALL,
     WAIT_FUTURE,
+    WAIT_GOROUTINE,
     WAIT_LOOP,
     WAITING,
     G,
+    Join,
     LockType,
     casgstatus,
     goexit,
@@ -921,32 +925,15 @@ def _cancelled_error(g: G[Any]) -> CancelledError:
     return CancelledError() if msg is None else CancelledError(msg)
 
 
-def _load_core() -> Any:
-    """The C driver (mnsched/_core.c), bound to these classes; None for the pure-Python
-    one: when MNSCHED_PURE=1, or when the extension was not built (no compiler)."""
-    pure = os.environ.get("MNSCHED_PURE", "0")
-    if pure not in ("0", "1", ""):
-        raise ValueError(
-            f"MNSCHED_PURE={pure!r}: set it to 1 for the pure-Python driver, 0 (or unset) "
-            "for the C one"
-        )
-    if pure == "1":
-        return None
-    try:
-        core = importlib.import_module("mnsched._core")
-    except ImportError:
-        return None
-    core.bind(
-        G=G, P=P, LockType=LockType, Call=Call, LOCK_MASK=LOCK_MASK,
-        RUNNABLE=RUNNABLE, RUNNING=RUNNING, PARKED=PARKED, SYSCALL=SYSCALL,
-        CANCEL=CANCEL, DELIVERED=DELIVERED, DEFERRED=DEFERRED,
-        CURRENT_TASKS=CURRENT_TASKS, STATE_LOCKS=STATE_LOCKS,
-        goexit=goexit, cancelled_error=_cancelled_error, casgstatus=casgstatus,
+if CORE is not None:
+    CORE.bind(
+        G=G, P=P, LockType=LockType, Call=Call, Join=Join, CancelledError=CancelledError,
+        m=m, RUNNABLE=RUNNABLE, RUNNING=RUNNING, PARKED=PARKED, SYSCALL=SYSCALL, DONE=DONE,
+        CANCEL=CANCEL, DELIVERED=DELIVERED, DEFERRED=DEFERRED, NEVER_QUEUED=NEVER_QUEUED,
+        WAIT_GOROUTINE=WAIT_GOROUTINE, CURRENT_TASKS=CURRENT_TASKS, LOCKS=LOCKS,
+        STATE_LOCKS=STATE_LOCKS, goexit=goexit, cancelled_error=_cancelled_error,
+        casgstatus=casgstatus, LOCK_MASK=LOCK_MASK, JOIN_WINDOW=JOIN_WINDOW,
+        LOCAL_QUEUE_SIZE=LOCAL_QUEUE_SIZE, INLINE_JOIN_DEPTH=INLINE_JOIN_DEPTH,
     )  # fmt: skip
-    return core
-
-
-_core = _load_core()
-# Which driver steps goroutines ("c" or "python": stats()["driver"]), and its step(p, g).
-DRIVER = "python" if _core is None else "c"
-STEP: Callable[[P, G[Any]], None] = P.step if _core is None else _core.step
+# The driver's step(p, g): the C one, or P.step.
+STEP: Callable[[P, G[Any]], None] = P.step if CORE is None else CORE.step

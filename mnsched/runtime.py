@@ -21,9 +21,9 @@ from typing import Any, TypeVar
 
 from .aio import complete_future
 from .errors import BlockingCallError, RuntimeClosedError, check
-from .g import DONE, RUNNING, G, abandon, add_waiter, check_coroutine, logger
+from .g import DONE, DRIVER, RUNNING, G, abandon, add_waiter, check_coroutine, logger
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m, share_gil
-from .p import DRIVER, P
+from .p import P
 from .sched import Sched
 from .sysmon import Debug, Sysmon, ignore_signal_handler
 
