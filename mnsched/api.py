@@ -70,7 +70,7 @@ def go(
     if p is not None:
         if not pin and context is None:  # newproc's fast path, from a P's thread
             if CORE is not None:
-                return CORE.newproc(p, coro, name)  # type: ignore[no-any-return]
+                return CORE.newproc(p, coro, name)
             return p.sched.newproc(coro, name)
         return p.sched.newproc(coro, name, pin=pin, context=context)
     check_coroutine(coro)  # before a default runtime is started for it
