@@ -107,7 +107,8 @@ def test_finished_goroutines_leave_nothing(run):
     counts = run(main())
     objects, rss = zip(*counts[2:], strict=True)
     assert max(objects) - objects[0] < per_round // 20, counts
-    assert max(rss) - rss[0] < 16 * 1024, counts
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # ASan holds freed memory back
+        assert max(rss) - rss[0] < 16 * 1024, counts
 
 
 # -- differential: the same seeded programs print the same on both drivers ---------------
