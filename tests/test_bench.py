@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ import pytest
 
 import mnsched
 from mnsched.bench import __main__ as child
+from mnsched.bench import instructions
 from mnsched.bench import workloads as wl
 from mnsched.bench.cli import Cell, markdown, parse_args
 
@@ -179,3 +181,26 @@ def test_quick_defaults_to_one_run_and_full_to_three():
     assert parse_args(["--quick"]).repeat == 1  # the suite in under a minute
     assert parse_args([]).repeat == 3
     assert parse_args(["--quick", "--repeat", "2"]).repeat == 2
+
+
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None, reason="valgrind is not installed: apt-get install valgrind"
+)
+def test_instructions_are_counted_per_unit(monkeypatch):
+    # Two sizes under callgrind, the difference per unit: small sizes here, two variants
+    # (the bench itself runs four).
+    monkeypatch.setitem(instructions.SIZES, "spawn", (100, 600))
+    monkeypatch.setattr(instructions, "VARIANTS", instructions.VARIANTS[::2])
+    counts = instructions.count(["spawn"])
+    assert [c.variant for c in counts] == ["asyncio", "mnsched (C core)"]
+    for c in counts:  # a goroutine or a task costs thousands of instructions, not millions
+        assert 1_000 < c.per_unit < 1_000_000, c
+    table = instructions.table(counts).splitlines()
+    assert table[0].startswith("| workload | unit | asyncio | mnsched (C core) |")
+    assert table[2].startswith("| spawn | goroutine | ")
+
+
+def test_instructions_refuse_what_they_cannot_count():
+    with pytest.raises(SystemExit):
+        parse_args(["--instructions", "--workloads", "http-light"])
+    assert parse_args(["--instructions"]).workloads == list(instructions.SIZES)

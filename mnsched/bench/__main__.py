@@ -16,7 +16,8 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
     """Run one variant here; return its metric as ``value`` (seconds unless the workload
     measures another), plus any extra figures the workload reports.
 
-    Variants: ``asyncio``, ``uvloop``, ``mnsched-pN`` (N Ps) and ``mnsched-pN-nosysmon``.
+    Variants: ``asyncio``, ``uvloop``, ``mnsched-pN`` (N Ps), ``mnsched-pN-nosysmon``, and
+    ``mnsched-pN-counted`` (no sysmon, endless batches: for callgrind, instructions.py).
     """
     w = WORKLOADS[workload]
     if variant == "asyncio":
@@ -31,8 +32,13 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
         import mnsched
 
         procs, _, flag = variant.removeprefix("mnsched-p").partition("-")
-        if flag not in ("", "nosysmon") or not procs.isdigit():
+        if flag not in ("", "nosysmon", "counted") or not procs.isdigit():
             raise SystemExit(f"unknown variant {variant!r}")
+        if flag == "counted":
+            import mnsched.p
+
+            mnsched.p.BATCH_TIME = mnsched.p.TIME_SLICE = 1e9
+            flag = "nosysmon"
         t = time.perf_counter()
         if w.embedded:
             import uvloop

@@ -25,6 +25,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from . import instructions
+from .instructions import SIZES
 from .workloads import GROUPS, WORKLOADS
 
 BASE_VARIANTS = ("asyncio", "uvloop")
@@ -136,6 +138,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="draw each workload's ratio to asyncio (needs matplotlib)",
     )
     ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per unit under valgrind's callgrind instead of timing "
+        f"(workloads {', '.join(SIZES)}; needs valgrind)",
+    )
+    ap.add_argument(
         "--overhead",
         action="store_true",
         help="also run mnsched without sysmon, to see what it costs",
@@ -155,6 +163,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [w for w in args.workloads if w not in WORKLOADS]
     if unknown or not args.workloads:
         ap.error(f"unknown workload(s) {unknown}; choose from {', '.join([*WORKLOADS, *GROUPS])}")
+    if args.instructions:
+        if args.workloads == list(WORKLOADS):  # not chosen: all that can be counted
+            args.workloads = list(SIZES)
+        elif any(w not in SIZES for w in args.workloads):
+            ap.error(f"--instructions counts {', '.join(SIZES)}; not {args.workloads}")
     if args.plot:
         if not args.plot.endswith(".png"):
             ap.error("--plot writes a PNG: give a path ending in .png")
@@ -322,6 +335,13 @@ def plot(report: dict[str, Any], path: str) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     args.argv = list(argv) if argv is not None else None
+    if args.instructions:
+        counts = instructions.count(args.workloads, quick=args.quick)
+        print(f"Instructions per unit (callgrind), {header({'machine': machine()})}:\n")
+        print(instructions.table(counts))
+        if args.json:
+            Path(args.json).write_text(json.dumps([vars(c) for c in counts], indent=2))
+        return
     try:
         import rich  # noqa: F401
     except ImportError:
