@@ -385,17 +385,29 @@ ready_here(PyObject *p, PyObject *g)
     return 0;
 }
 
-/* goready(w, PARKED, p) */
+/* goready(w, old, p): p is the caller's P if it knows it, else NULL (this thread's). */
 static int
-goready(PyObject *p, PyObject *w)
+goready(PyObject *p, PyObject *w, PyObject *old)
 {
-    if (casgstatus(w, S_PARKED, S_RUNNABLE) < 0)
+    if (casgstatus(w, old, S_RUNNABLE) < 0)
         return -1;
     slot_set(w, g_waitq, Py_None);
+    PyObject *mp = NULL;
+    if (p == NULL) {
+        mp = PyObject_GetAttr(m, str_p);
+        if (mp == NULL)
+            return -1;
+        p = mp;
+    }
     PyObject *home = SLOT(w, g_home);
-    if (SLOT(p, p_sched) == SLOT(w, g_sched) && (home == Py_None || home == p))
-        return ready_here(p, w);
-    return call_method1(SLOT(w, g_sched), str_ready_remote, w);
+    int rc;
+    if (Py_IS_TYPE(p, P_type) && SLOT(p, p_sched) == SLOT(w, g_sched) &&
+        (home == Py_None || home == p))
+        rc = ready_here(p, w);
+    else
+        rc = call_method1(SLOT(w, g_sched), str_ready_remote, w);
+    Py_XDECREF(mp);
+    return rc;
 }
 
 /* -- finishing (goexit) ---------------------------------------------------------------- */
@@ -465,7 +477,7 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
         for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
             PyObject *w = ws[i];
             if (Py_IS_TYPE(w, G_type)) {
-                rc = goready(p, w);
+                rc = goready(p, w, S_PARKED);
             }
             else {
                 PyObject *r = PyObject_CallOneArg(w, g);
@@ -1125,6 +1137,18 @@ core_ready_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t narg
 }
 
 static PyObject *
+core_goready(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 3)
+        return PyErr_Format(PyExc_TypeError, "_core.goready(g, old=PARKED, p=None)");
+    PyObject *p = nargs == 3 && args[2] != Py_None ? args[2] : NULL;
+    if (check_bound(p, args[0], "goready") < 0 ||
+        goready(p, args[0], nargs >= 2 ? args[1] : S_PARKED) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 core_goexit(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 4)
@@ -1209,6 +1233,8 @@ static PyMethodDef core_methods[] = {
      "join(p, g): run g, runnable on p, inline if it is found (P.join)."},
     {"ready_here", (PyCFunction)(void (*)(void))core_ready_here, METH_FASTCALL,
      "ready_here(p, g): g runs next on p (P.ready_here)."},
+    {"goready", (PyCFunction)(void (*)(void))core_goready, METH_FASTCALL,
+     "goready(g, old=PARKED, p=None): make a waiting g runnable (g.goready)."},
     {"goexit", (PyCFunction)(void (*)(void))core_goexit, METH_FASTCALL,
      "goexit(g, result, exc, p): publish g's outcome and wake its waiters."},
     {"newproc", (PyCFunction)(void (*)(void))core_newproc, METH_FASTCALL,

@@ -247,7 +247,7 @@ def raise_started(coro: Coroutine[Any, Any, Any] | types.GeneratorType[Any, Any,
     )
 
 
-def goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
+def _goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
     """Make a waiting G runnable (Go: goready). On a P that may run it (p, the caller's
     P when it knows it, else this thread's: one of g's runtime, and g free or pinned to
     it), it goes to that P's runnext, so a wake-up within a P never crosses threads;
@@ -260,6 +260,10 @@ def goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
         p.ready_here(g)
     else:
         g._sched.ready_remote(g)
+
+
+# The driver's goready: the C one (the same, in mnsched/_core.c), or _goready.
+goready: Callable[..., None] = _goready if CORE is None else CORE.goready
 
 
 class G(_GBase, Generic[T]):
