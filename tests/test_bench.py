@@ -14,7 +14,7 @@ import pytest
 
 import mnsched
 from mnsched.bench import __main__ as child
-from mnsched.bench import instructions
+from mnsched.bench import cli, instructions
 from mnsched.bench import workloads as wl
 from mnsched.bench.cli import Cell, markdown, parse_args
 
@@ -204,3 +204,25 @@ def test_instructions_refuse_what_they_cannot_count():
     with pytest.raises(SystemExit):
         parse_args(["--instructions", "--workloads", "http-light"])
     assert parse_args(["--instructions"]).workloads == list(instructions.SIZES)
+
+
+@pytest.mark.skipif(
+    shutil.which("go") is None, reason="Go is not installed: apt-get install golang-go"
+)
+def test_skynet_in_go_is_built_checked_and_compared(tmp_path):
+    exe = cli.build_go(str(tmp_path))
+    assert exe is not None
+    for variant in cli.GO_VARIANTS:
+        assert cli.measure_go(exe, "skynet", variant, 10_000)["value"] > 0
+    data = {
+        "variants": {
+            "asyncio": {"median": 8.0, "extras": {}},
+            "mnsched-p2": {"median": 3.0, "extras": {}},
+            "go-p1": {"median": 2.0, "extras": {}},
+            "go-p2": {"median": 1.0, "extras": {}},
+        }
+    }
+    rows = dict(cli.extra_rows(data, ["asyncio", "mnsched-p2", "go-p1"]))
+    assert rows["time / Go's"] == ["4.00", "3.00", "-"]  # each against Go at its P count
+    with pytest.raises(wl.WrongResult):
+        cli.measure_go(exe, "skynet", "go-p1", 1000 + 1)  # not a power of 10: wrong sum

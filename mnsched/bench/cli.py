@@ -15,9 +15,11 @@ import importlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -62,14 +64,25 @@ class Cell:
 def extra_rows(data: dict[str, Any], variants: Sequence[str]) -> list[tuple[str, list[str]]]:
     """A workload's secondary figures (the service's p50 and throughput): one row each,
     medians per variant."""
-    keys = sorted({k for v in variants for k in data["variants"][v]["extras"]})
-    return [
-        (
-            k.replace("_", " "),
-            [f"{data['variants'][v]['extras'].get(k, float('nan')):.3f}" for v in variants],
-        )
-        for k in keys
+    vs = [data["variants"].get(v, {"extras": {}}) for v in variants]
+    keys = sorted({k for c in vs for k in c["extras"]})
+    rows = [
+        (k.replace("_", " "), [f"{c['extras'].get(k, float('nan')):.3f}" for c in vs]) for k in keys
     ]
+    if "go-p1" in data["variants"]:
+        rows.append(("time / Go's", [go_ratio(data, v) for v in variants]))
+    return rows
+
+
+def go_ratio(data: dict[str, Any], variant: str) -> str:
+    """A variant's median time over Go's at the same P count (GOMAXPROCS 1 for plain
+    asyncio and uvloop, and for P counts Go was not run at)."""
+    procs = variant.removeprefix("mnsched-p").partition("-")[0]
+    go = data["variants"].get(f"go-p{procs}") or data["variants"]["go-p1"]
+    mine = data["variants"].get(variant)
+    if mine is None or variant.startswith("go-"):
+        return "-"
+    return f"{mine['median'] / go['median']:.2f}"
 
 
 def machine() -> dict[str, Any]:
@@ -94,7 +107,47 @@ def machine() -> dict[str, Any]:
     }
 
 
-def measure(workload: str, variant: str, n: int) -> dict[str, float]:
+# Go's own runtime on skynet (mnsched/bench/skynet.go), when a Go toolchain is installed.
+GO_WORKLOADS = ("skynet",)
+GO_VARIANTS = ("go-p1", "go-p2")
+
+
+def build_go(tmp: str) -> str | None:
+    """Build skynet.go into tmp; None without a Go toolchain."""
+    go = shutil.which("go")
+    if go is None:
+        return None
+    exe = os.path.join(tmp, "skynet")
+    src = Path(__file__).with_name("skynet.go")
+    env = {**os.environ, "GOCACHE": os.path.join(tmp, "gocache"), "GO111MODULE": "off"}
+    out = subprocess.run(
+        [go, "build", "-o", exe, str(src)], capture_output=True, text=True, env=env, check=False
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"mnsched bench: building skynet.go failed:\n{out.stderr.strip()}")
+    return exe
+
+
+def measure_go(exe: str, workload: str, variant: str, n: int) -> dict[str, float]:
+    procs = variant.removeprefix("go-p")
+    out = subprocess.run(
+        [exe, str(n)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "GOMAXPROCS": procs},
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"mnsched bench: {workload} in Go failed:\n{out.stderr.strip()}")
+    result = json.loads(out.stdout)
+    WORKLOADS[workload].check(n, result["result"])
+    return {"value": float(result["value"])}
+
+
+def measure(workload: str, variant: str, n: int, go_exe: str | None = None) -> dict[str, float]:
+    if variant.startswith("go-"):
+        assert go_exe is not None
+        return measure_go(go_exe, workload, variant, n)
     out = subprocess.run(
         [sys.executable, "-m", "mnsched.bench", "--child", workload, variant, str(n)],
         capture_output=True,
@@ -200,7 +253,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = [*BASE_VARIANTS, *(f"mnsched-p{p}" for p in args.procs)]
     if args.overhead:
         variants += [f"mnsched-p{p}-nosysmon" for p in args.procs]
-    cells = {w: {v: Cell() for v in variants} for w in workloads}
+    tmp = tempfile.TemporaryDirectory()
+    go_exe = build_go(tmp.name) if any(w in GO_WORKLOADS for w in workloads) else None
+    if go_exe is not None:
+        variants += GO_VARIANTS
+    per_workload = {
+        w: [v for v in variants if not v.startswith("go-") or w in GO_WORKLOADS] for w in workloads
+    }
+    cells = {w: {v: Cell() for v in per_workload[w]} for w in workloads}
     sizes = {w: WORKLOADS[w].quick_size if args.quick else WORKLOADS[w].size for w in workloads}
     t0 = time.monotonic()
     with Progress(
@@ -210,19 +270,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         TimeElapsedColumn(),
         console=console,
     ) as progress:
-        task = progress.add_task("bench", total=args.repeat * len(workloads) * len(variants))
+        total = args.repeat * sum(len(vs) for vs in per_workload.values())
+        task = progress.add_task("bench", total=total)
         for rep in range(args.repeat):
             for w in workloads:
-                order = variants[rep % len(variants) :] + variants[: rep % len(variants)]
+                vs = per_workload[w]
+                order = vs[rep % len(vs) :] + vs[: rep % len(vs)]
                 for v in order:  # alternating: each repetition starts elsewhere
                     progress.update(task, description=f"{w} / {v} (run {rep + 1})")
-                    r = measure(w, v, sizes[w])
+                    r = measure(w, v, sizes[w], go_exe)
                     cells[w][v].values.append(r.pop("value"))
                     cells[w][v].extras.append(r)
                     progress.advance(task)
                 base = cells[w]["asyncio"].values[rep]
-                for v in variants:
+                for v in vs:
                     cells[w][v].ratios.append(base / cells[w][v].values[rep])
+    tmp.cleanup()
     return {
         "machine": machine(),
         "command": "mnsched bench " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
@@ -236,7 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "what": WORKLOADS[w].what,
                 "metric": WORKLOADS[w].metric,
                 "n": sizes[w],
-                "variants": {v: cells[w][v].summary() for v in variants},
+                "variants": {v: cells[w][v].summary() for v in per_workload[w]},
             }
             for w in workloads
         },
@@ -267,7 +330,10 @@ def show(report: dict[str, Any]) -> None:
     for w, data in report["workloads"].items():
         row = [f"{w} (n={data['n']:,})", data["metric"]]
         for v in report["variants"]:
-            c = data["variants"][v]
+            c = data["variants"].get(v)
+            if c is None:
+                row.append("-")  # a Go column, for a workload Go does not run
+                continue
             spread = (c["ratio_max"] - c["ratio_min"]) / 2
             row.append(
                 f"{c['median']:.3f}\n{c['ratio_median']:.2f}x"
@@ -297,6 +363,8 @@ def markdown(report: dict[str, Any]) -> str:
     for w, data in report["workloads"].items():
         cells = [
             f"{data['variants'][v]['median']:.3f} ({data['variants'][v]['ratio_median']:.2f}x)"
+            if v in data["variants"]
+            else "-"
             for v in variants
         ]
         lines.append(f"| {w} (n={data['n']:,}) | {data['metric']} | " + " | ".join(cells) + " |")
@@ -318,7 +386,10 @@ def plot(report: dict[str, Any], path: str) -> None:
     width = 0.8 / len(variants)
     fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(workloads) + 3), 5))
     for i, v in enumerate(variants):
-        ratios = [report["workloads"][w]["variants"][v]["ratio_median"] for w in workloads]
+        ratios = [
+            report["workloads"][w]["variants"].get(v, {}).get("ratio_median", float("nan"))
+            for w in workloads
+        ]
         xs = [k + (i - (len(variants) - 1) / 2) * width for k in range(len(workloads))]
         ax.bar(xs, ratios, width, label=v)
     ax.axhline(1.0, color="black", linewidth=0.8)

@@ -97,12 +97,38 @@ async def blocking_mnsched(n: int) -> int:
     return sum([await g for g in gs])
 
 
+async def blocking_pool_asyncio(n: int) -> int:
+    """The fair baseline for ``blocking``: asyncio.to_thread on an executor as large as
+    the load (the default one has min(32, cpus + 4) threads), so the comparison is about
+    threads, not about defaults."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(n) as executor:
+        asyncio.get_running_loop().set_default_executor(executor)
+        return await blocking_asyncio(n)
+
+
+# CPU work of a fixed size: under the GIL a burn of fixed *duration* does less work when
+# several run at once (on several Ps), which would flatter mnsched. ~30 ms of one core on
+# the reference machine (AMD EPYC, Python 3.11).
+CPU_UNITS = 350_000
+
+
+def work(units: int = CPU_UNITS) -> int:
+    x = 0
+    for i in range(units):
+        x += i * i % 7
+    return x
+
+
 # -- hogs: the worst lateness of a 5 ms ticker while another task hogs for n ms ---------------
 
 TICK = 0.005
 
 
 def burn(seconds: float) -> None:
+    """Hold the CPU for a duration: what a hog does (the ticker's lateness is measured
+    against it). Throughput workloads use ``work`` instead."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
@@ -459,13 +485,12 @@ async def http_blocking_mnsched(n: int) -> tuple[bool, float]:
 
 # -- fastapi: a FastAPI app on uvicorn, as services deploy it; load from another process ----
 #
-# Plain: uvicorn on the variant's loop; a CPU-heavy handler burns in the handler (it holds
+# Plain: uvicorn on the variant's loop; a CPU-heavy handler works in the handler (it holds
 # the loop), a blocking one goes through asyncio.to_thread. mnsched: uvicorn on uvloop
 # with the runtime started in the app's lifespan; the CPU work is a goroutine (on a P
 # thread), the blocking call goes through syscall. These run in a host loop: the harness
 # passes the P count in EMBEDDED (run_variant sets it), not through mnsched.run.
 
-CPU_S = 0.030  # the CPU-heavy request's burn
 FASTAPI_MIX = "cpu=0.02,blocking=0.05"
 FASTAPI_CONCURRENCY = 64
 EMBEDDED: dict[str, Any] = {"procs": None, "sysmon": True}
@@ -539,7 +564,7 @@ def _plain_fastapi(pool: int | None) -> Any:
             yield
 
     async def cpu() -> None:
-        burn(CPU_S)
+        work()
 
     return _fastapi_app(cpu, lambda: asyncio.to_thread(time.sleep, BLOCK_S), lifespan)
 
@@ -553,7 +578,7 @@ def _mnsched_fastapi() -> Any:
             yield
 
     async def burn_in_goroutine() -> None:
-        burn(CPU_S)
+        work()
 
     return _fastapi_app(
         lambda: mnsched.go(burn_in_goroutine()),
@@ -631,7 +656,7 @@ async def _service(
         done[0] += 1
 
     async def cpu_heavy() -> None:
-        burn(0.030)
+        work()
         done[0] += 1
 
     async def io_heavy() -> None:
@@ -706,6 +731,15 @@ WORKLOADS: dict[str, Workload] = {
             400,
             100,
             blocking_asyncio,
+            blocking_mnsched,
+            lambda n: n * (n - 1) // 2,
+        ),
+        Workload(
+            "blocking-pool",
+            "the same, asyncio.to_thread on an executor of n threads (a fair baseline)",
+            400,
+            100,
+            blocking_pool_asyncio,
             blocking_mnsched,
             lambda n: n * (n - 1) // 2,
         ),
