@@ -154,6 +154,10 @@ static PyObject *str_trap, *str_fatal_error, *str_acquire, *str_release, *str_th
     *str_ready_remote, *str_newproc, *str_allp, *str_retrieved, *str_await_foreign, *str_p,
     *str_cr_frame, *str_cr_running, *str_cr_suspended;
 
+/* The P whose G this thread is stepping (borrowed; NULL outside a step): what m.p and
+ * p.curg say together, without the thread-local lookup. */
+static _Thread_local PyObject *running_p;
+
 /* -- helpers -------------------------------------------------------------------------- */
 
 #define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
@@ -599,8 +603,9 @@ park(PyObject *p, PyObject *g, PyObject *lock)
     return call_method0(lock, str_release);
 }
 
+/* Step g on p; prev (borrowed, or NULL) is the current task to restore after it. */
 static int
-step(PyObject *p, PyObject *g)
+step(PyObject *p, PyObject *g, PyObject *prev)
 {
     PyObject *loop = SLOT(p, p_loop), *tick = SLOT(p, p_tick);
     if (loop == NULL || tick == NULL) {
@@ -617,10 +622,15 @@ step(PyObject *p, PyObject *g)
         Py_DECREF(loop);
         return -1;
     }
-    PyObject *y = NULL;
+    PyObject *y = NULL, *outer = running_p;
+    running_p = p;
     PySendResult r = resume(g, &y);
+    running_p = outer;
     PyObject *exc = r == PYGEN_ERROR ? PyErr_GetRaisedException() : NULL;
-    int bad = PyDict_DelItem(current_tasks, loop);
+    /* Back to what ran before: nothing (from the scheduling loop or a callback), or the
+     * task or G that stepped aside for this one (step_eagerly). */
+    int bad = prev == NULL ? PyDict_DelItem(current_tasks, loop)
+                           : PyDict_SetItem(current_tasks, loop, prev);
     Py_DECREF(loop);
     slot_set(p, p_curg, Py_None);
     if (bad < 0) {
@@ -679,24 +689,11 @@ step_eagerly(PyObject *p, PyObject *g)
     if (prev == NULL && PyErr_Occurred())
         return -1;
     Py_XINCREF(prev);
-    if (prev != NULL && PyDict_DelItem(current_tasks, loop) < 0) {
-        Py_DECREF(prev);
-        return -1;
-    }
     PyObject *curg = Py_XNewRef(SLOT(p, p_curg));
-    int rc = step(p, g);
-    PyObject *e = rc < 0 ? PyErr_GetRaisedException() : NULL;
+    int rc = step(p, g, prev); /* which puts prev back as the current task */
     slot_set(p, p_curg, curg);
     Py_XDECREF(curg);
-    if (prev != NULL) {
-        if (PyDict_SetItem(current_tasks, loop, prev) < 0 && e == NULL) {
-            rc = -1;
-            e = PyErr_GetRaisedException();
-        }
-        Py_DECREF(prev);
-    }
-    if (e != NULL)
-        PyErr_SetRaisedException(e);
+    Py_XDECREF(prev);
     return rc;
 }
 
@@ -801,12 +798,24 @@ join(PyObject *p, PyObject *g)
 
 /* -- spawning (Sched.newproc's fast path) --------------------------------------------- */
 
-/* A coroutine that has not started: the check newproc makes inline. */
+/* A coroutine that has not started: the check newproc makes inline. Its frame state
+ * says so without making a frame object (which cr_frame would, for the collector to
+ * track); the state's value is CPython's FRAME_CREATED (internal/pycore_frame.h), which
+ * 3.13 renumbered. Other versions ask the attributes. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030D0000
+#define FRAME_CREATED_STATE (-2)
+#elif PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
+#define FRAME_CREATED_STATE (-3)
+#endif
+
 static int
 fresh(PyObject *coro)
 {
     if (!PyCoro_CheckExact(coro))
         return 0;
+#ifdef FRAME_CREATED_STATE
+    return ((PyCoroObject *)coro)->cr_frame_state == FRAME_CREATED_STATE;
+#else
     PyObject *running = PyObject_GetAttr(coro, str_cr_running);
     PyObject *suspended = running == NULL ? NULL : PyObject_GetAttr(coro, str_cr_suspended);
     PyObject *frame = suspended == NULL ? NULL : PyObject_GetAttr(coro, str_cr_frame);
@@ -815,19 +824,21 @@ fresh(PyObject *coro)
     Py_XDECREF(suspended);
     Py_XDECREF(frame);
     return frame == NULL ? -1 : ok;
+#endif
 }
 
-/* newproc(p, coro, name): go(coro) from a goroutine on p (p is m.p). Anything but the
- * common case (a fresh plain coroutine, a running runtime, spawned by a live G) goes
- * to Sched.newproc, which also says what is wrong. */
+/* go_here(coro, name): go(coro) from a goroutine's step (on running_p), or None if
+ * this is not one, or coro is not a coroutine object (the caller then takes api.go's
+ * path). A coroutine that is not fresh, or a runtime closing, goes to Sched.newproc,
+ * which says what is wrong. */
 static PyObject *
-core_newproc(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+core_go_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3)
-        return PyErr_Format(PyExc_TypeError, "_core.newproc(p, coro, name)");
-    PyObject *p = args[0], *coro = args[1], *name = args[2];
-    if (check_bound(p, NULL, "newproc") < 0)
-        return NULL;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "_core.go_here(coro, name)");
+    PyObject *p = running_p, *coro = args[0], *name = args[1];
+    if (p == NULL || !PyCoro_CheckExact(coro))
+        Py_RETURN_NONE;
     PyObject *sched = SLOT(p, p_sched), *curg = SLOT(p, p_curg);
     int ok = fresh(coro);
     if (ok < 0)
@@ -934,20 +945,14 @@ awaiter_send(Awaiter *self, PyObject *Py_UNUSED(arg), PyObject **res)
     }
     self->state = 2;
     if (!status_is(g, S_DONE)) {
-        PyObject *p = PyObject_GetAttr(m, str_p);
-        if (p == NULL)
-            return PYGEN_ERROR;
-        PyObject *curg = Py_IS_TYPE(p, P_type) ? SLOT(p, p_curg) : NULL;
+        PyObject *p = running_p;
+        PyObject *curg = p == NULL ? NULL : SLOT(p, p_curg);
         if (curg == NULL || curg == Py_None) {
-            Py_DECREF(p);
             internal_error("a goroutine's await of a G went on off its P");
             return PYGEN_ERROR;
         }
-        if (SLOT(g, g_p) == p && status_is(g, S_RUNNABLE) && join(p, g) < 0) {
-            Py_DECREF(p);
+        if (SLOT(g, g_p) == p && status_is(g, S_RUNNABLE) && join(p, g) < 0)
             return PYGEN_ERROR; /* may run it to completion right here */
-        }
-        Py_DECREF(p);
         if (!status_is(g, S_DONE)) {
             PyObject *lock = stripe(locks, g);
             if (lock == NULL || call_method0(lock, str_acquire) < 0)
@@ -1063,13 +1068,8 @@ g_await(PyObject *g)
     if (check_bound(NULL, g, "GBase.__await__") < 0)
         return NULL;
     if (!status_is(g, S_DONE)) {
-        PyObject *p = PyObject_GetAttr(m, str_p);
-        if (p == NULL)
-            return NULL;
-        PyObject *curg = Py_IS_TYPE(p, P_type) ? SLOT(p, p_curg) : NULL;
-        int foreign = curg == NULL || curg == Py_None;
-        Py_DECREF(p);
-        if (foreign)
+        PyObject *curg = running_p == NULL ? NULL : SLOT(running_p, p_curg);
+        if (curg == NULL || curg == Py_None)
             return PyObject_CallMethodNoArgs(g, str_await_foreign);
         if (curg == g)
             return PyErr_Format(PyExc_RuntimeError, "%R cannot await itself", g);
@@ -1101,7 +1101,7 @@ core_step(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2)
         return PyErr_Format(PyExc_TypeError, "_core.step(p, g)");
-    if (check_bound(args[0], args[1], "step") < 0 || step(args[0], args[1]) < 0)
+    if (check_bound(args[0], args[1], "step") < 0 || step(args[0], args[1], NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -1237,8 +1237,8 @@ static PyMethodDef core_methods[] = {
      "goready(g, old=PARKED, p=None): make a waiting g runnable (g.goready)."},
     {"goexit", (PyCFunction)(void (*)(void))core_goexit, METH_FASTCALL,
      "goexit(g, result, exc, p): publish g's outcome and wake its waiters."},
-    {"newproc", (PyCFunction)(void (*)(void))core_newproc, METH_FASTCALL,
-     "newproc(p, coro, name): spawn from p's thread (Sched.newproc)."},
+    {"go_here", (PyCFunction)(void (*)(void))core_go_here, METH_FASTCALL,
+     "go_here(coro, name): spawn from a goroutine (Sched.newproc), else None."},
     {"bind", (PyCFunction)(void (*)(void))core_bind, METH_VARARGS | METH_KEYWORDS,
      "bind(**names): give the driver mnsched's classes, constants and helpers."},
     {NULL, NULL, 0, NULL},

@@ -58,6 +58,13 @@ def go(
     in (default: a copy of the spawner's, as ``asyncio.create_task``). As a decorator on
     an ``async def``, ``@go`` makes every call spawn one.
     """
+    if (
+        CORE is not None
+        and not pin
+        and context is None
+        and (g := CORE.go_here(coro, name)) is not None
+    ):
+        return g  # from a goroutine: newproc's fast path, in the C driver
     if type(coro) is not types.CoroutineType and inspect.iscoroutinefunction(coro):
         fn = coro
 
@@ -68,10 +75,8 @@ def go(
         return spawner
     p = m.p
     if p is not None:
-        if not pin and context is None:  # newproc's fast path, from a P's thread
-            if CORE is not None:
-                return CORE.newproc(p, coro, name)
-            return p.sched.newproc(coro, name)
+        if not pin and context is None:
+            return p.sched.newproc(coro, name)  # newproc's fast path, from a P's thread
         return p.sched.newproc(coro, name, pin=pin, context=context)
     check_coroutine(coro)  # before a default runtime is started for it
     return current_runtime().go(coro, name=name, pin=pin, context=context)
