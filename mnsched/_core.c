@@ -62,8 +62,10 @@ static PyObject *NEVER_QUEUED, *WAIT_GOROUTINE;
 static PyObject *current_tasks;   /* asyncio's {loop: task} */
 static PyObject *locks, *state_locks; /* the striped G locks and state locks */
 static PyObject *py_goexit, *py_cancelled_error, *py_casgstatus;
-static PyObject *LOCK_MASK_o, *JOIN_WINDOW_o, *LOCAL_QUEUE_SIZE_o, *INLINE_JOIN_DEPTH_o;
-static Py_ssize_t lock_mask, join_window, local_queue_size, inline_join_depth;
+static PyObject *LOCK_MASK_o, *JOIN_WINDOW_o, *LOCAL_QUEUE_SIZE_o, *INLINE_JOIN_DEPTH_o,
+    *GLOBAL_CHECK_TICKS_o, *CLOCK_EVERY_o;
+static Py_ssize_t lock_mask, join_window, local_queue_size, inline_join_depth,
+    global_check_ticks, clock_every;
 
 static struct {
     const char *name;
@@ -96,6 +98,8 @@ static struct {
     {"JOIN_WINDOW", &JOIN_WINDOW_o},
     {"LOCAL_QUEUE_SIZE", &LOCAL_QUEUE_SIZE_o},
     {"INLINE_JOIN_DEPTH", &INLINE_JOIN_DEPTH_o},
+    {"GLOBAL_CHECK_TICKS", &GLOBAL_CHECK_TICKS_o},
+    {"CLOCK_EVERY", &CLOCK_EVERY_o},
 };
 
 /* Slot offsets. */
@@ -103,7 +107,7 @@ static Py_ssize_t g_coro, g_ctx, g_status, g_pend, g_waitq, g_waitsince, g_aband
     g_p, g_home, g_waiters, g_futw, g_qpos, g_name, g_result, g_exc, g_waitreason;
 static Py_ssize_t p_curg, p_tick, p_loop, p_last_clock, p_sched, p_runq, p_runnext, p_qseq,
     p_retiring, p_active, p_nspawned, p_nfinished, p_npinned, p_njoin, p_njoined, p_njoinmiss,
-    p_batch_deadline;
+    p_batch_deadline, p_slice_start, p_spinning;
 
 static struct {
     PyTypeObject **tp;
@@ -144,6 +148,8 @@ static struct {
     {&P_type, "njoined", &p_njoined},
     {&P_type, "njoinmiss", &p_njoinmiss},
     {&P_type, "batch_deadline", &p_batch_deadline},
+    {&P_type, "slice_start", &p_slice_start},
+    {&P_type, "spinning", &p_spinning},
 };
 
 /* Set at import. */
@@ -152,7 +158,8 @@ static PyObject *str_trap, *str_fatal_error, *str_acquire, *str_release, *str_th
     *str_close, *str_cancel_wait, *str_value, *str_runqput, *str_ready_here, *str_wake,
     *str_wakep, *str_idle, *str_nspinning, *str_allg, *str_closing, *str_all_done, *str_set,
     *str_ready_remote, *str_newproc, *str_allp, *str_retrieved, *str_await_foreign, *str_p,
-    *str_cr_frame, *str_cr_running, *str_cr_suspended;
+    *str_cr_frame, *str_cr_running, *str_cr_suspended, *str_runq, *str_globrunqget,
+    *str_reset_spinning, *str_findrunnable;
 
 /* The P whose G this thread is stepping (borrowed; NULL outside a step): what m.p and
  * p.curg say together, without the thread-local lookup. */
@@ -697,6 +704,110 @@ step_eagerly(PyObject *p, PyObject *g)
     return rc;
 }
 
+/* -- the scheduling loop (P._schedule's) ------------------------------------------------ */
+
+/* The G to run next, as steps 2-8 of P._schedule's priority list take it (a new
+ * reference), or NULL with no error: the P has parked. *now is the batch's clock. */
+static PyObject *
+next_g(PyObject *p, PyObject *glob, PyObject *now)
+{
+    /* 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first. */
+    Py_ssize_t nglob = PyObject_Size(glob);
+    long tick = slot_long(p, p_tick);
+    if (nglob < 0 || (tick == -1 && PyErr_Occurred()))
+        return NULL;
+    if (nglob > 0 && tick % global_check_ticks == 0) {
+        PyObject *one = PyLong_FromLong(1);
+        PyObject *a[3] = {SLOT(p, p_sched), p, one};
+        PyObject *g = one == NULL ? NULL : PyObject_VectorcallMethod(str_globrunqget, a, 3, NULL);
+        Py_XDECREF(one);
+        if (g == NULL)
+            return NULL;
+        if (g != Py_None) {
+            if (SLOT(p, p_spinning) == Py_True &&
+                call_method1(SLOT(p, p_sched), str_reset_spinning, p) < 0) {
+                Py_DECREF(g);
+                return NULL;
+            }
+            slot_set(p, p_slice_start, now);
+            return g;
+        }
+        Py_DECREF(g);
+    }
+    /* 3. runnext, in the current time slice. */
+    PyObject *g = deque_popleft_or_null(SLOT(p, p_runnext));
+    if (g != NULL || PyErr_Occurred())
+        return g;
+    slot_set(p, p_slice_start, now);
+    /* 4. The local queue. */
+    g = deque_popleft_or_null(SLOT(p, p_runq));
+    if (g != NULL || PyErr_Occurred())
+        return g;
+    /* 5-8. Elsewhere, or park. */
+    g = PyObject_CallMethodNoArgs(p, str_findrunnable);
+    if (g == Py_None) {
+        Py_DECREF(g);
+        return NULL;
+    }
+    return g;
+}
+
+/* run_batch(p, now, deadline, time_slice): P._schedule's loop, from step 2 on; True if
+ * the batch ran out (the caller posts the next one), False if the P parked. The times
+ * are the caller's: tests and the instruction count change BATCH_TIME and TIME_SLICE. */
+static PyObject *
+core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4)
+        return PyErr_Format(PyExc_TypeError, "_core.run_batch(p, now, deadline, time_slice)");
+    PyObject *p = args[0];
+    double deadline = PyFloat_AsDouble(args[2]), time_slice = PyFloat_AsDouble(args[3]);
+    if (check_bound(p, NULL, "run_batch") < 0 || PyErr_Occurred())
+        return NULL;
+    PyObject *glob = PyObject_GetAttr(SLOT(p, p_sched), str_runq);
+    if (glob == NULL)
+        return NULL;
+    PyObject *now = Py_NewRef(args[1]), *result = NULL;
+    for (Py_ssize_t n = 1;; n++) {
+        PyObject *g = next_g(p, glob, now);
+        if (g == NULL) {
+            if (!PyErr_Occurred())
+                result = Py_NewRef(Py_False); /* parked */
+            break;
+        }
+        int rc = Py_IS_TYPE(g, G_type) ? step(p, g, NULL) : (check_bound(NULL, g, "run_batch"), -1);
+        Py_DECREF(g);
+        if (rc < 0)
+            break;
+        if (n % clock_every == 0) {
+            double t = monotonic();
+            PyObject *clock = PyFloat_FromDouble(t);
+            if (clock == NULL)
+                break;
+            Py_SETREF(now, clock);
+            slot_set(p, p_last_clock, now);
+            double start = PyFloat_AsDouble(SLOT(p, p_slice_start));
+            if (start == -1.0 && PyErr_Occurred())
+                break;
+            if (t - start >= time_slice) {
+                /* The runnext chain used up its slice: to the back of the queue. */
+                PyObject *x = deque_popleft_or_null(SLOT(p, p_runnext));
+                rc = x == NULL ? (PyErr_Occurred() ? -1 : 0) : runqput(p, x);
+                Py_XDECREF(x);
+                if (rc < 0)
+                    break;
+            }
+            if (t >= deadline) {
+                result = Py_NewRef(Py_True);
+                break;
+            }
+        }
+    }
+    Py_DECREF(now);
+    Py_DECREF(glob);
+    return result;
+}
+
 /* -- the inline join (P.join) ------------------------------------------------------------ */
 
 /* Where g is in q between [lo, hi), by identity (no comparisons, no ValueError), or -1. */
@@ -1107,36 +1218,6 @@ core_step(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
 }
 
 static PyObject *
-core_step_eagerly(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "_core.step_eagerly(p, g)");
-    if (check_bound(args[0], args[1], "step_eagerly") < 0 || step_eagerly(args[0], args[1]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-core_join(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "_core.join(p, g)");
-    if (check_bound(args[0], args[1], "join") < 0 || join(args[0], args[1]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-core_ready_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "_core.ready_here(p, g)");
-    if (check_bound(args[0], args[1], "ready_here") < 0 || ready_here(args[0], args[1]) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
 core_goready(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 3)
@@ -1144,17 +1225,6 @@ core_goready(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
     PyObject *p = nargs == 3 && args[2] != Py_None ? args[2] : NULL;
     if (check_bound(p, args[0], "goready") < 0 ||
         goready(p, args[0], nargs >= 2 ? args[1] : S_PARKED) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *
-core_goexit(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 4)
-        return PyErr_Format(PyExc_TypeError, "_core.goexit(g, result, exc, p)");
-    if (check_bound(args[3], args[0], "goexit") < 0 ||
-        goexit(args[3], args[0], args[1], args[2]) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -1207,6 +1277,8 @@ core_bind(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
         as_size(LOCK_MASK_o, &lock_mask) < 0 || as_size(JOIN_WINDOW_o, &join_window) < 0 ||
         as_size(LOCAL_QUEUE_SIZE_o, &local_queue_size) < 0 ||
         as_size(INLINE_JOIN_DEPTH_o, &inline_join_depth) < 0 ||
+        as_size(GLOBAL_CHECK_TICKS_o, &global_check_ticks) < 0 ||
+        as_size(CLOCK_EVERY_o, &clock_every) < 0 || global_check_ticks < 1 || clock_every < 1 ||
         PyTuple_GET_SIZE(locks) != lock_mask + 1 ||
         PyTuple_GET_SIZE(state_locks) != lock_mask + 1 || (lock_mask & (lock_mask + 1))) {
         Py_CLEAR(P_type);
@@ -1227,16 +1299,10 @@ core_bind(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
 static PyMethodDef core_methods[] = {
     {"step", (PyCFunction)(void (*)(void))core_step, METH_FASTCALL,
      "step(p, g): step g once on p and act on what it yielded (P.step)."},
-    {"step_eagerly", (PyCFunction)(void (*)(void))core_step_eagerly, METH_FASTCALL,
-     "step_eagerly(p, g): step g inside what runs now (P.step_eagerly)."},
-    {"join", (PyCFunction)(void (*)(void))core_join, METH_FASTCALL,
-     "join(p, g): run g, runnable on p, inline if it is found (P.join)."},
-    {"ready_here", (PyCFunction)(void (*)(void))core_ready_here, METH_FASTCALL,
-     "ready_here(p, g): g runs next on p (P.ready_here)."},
+    {"run_batch", (PyCFunction)(void (*)(void))core_run_batch, METH_FASTCALL,
+     "run_batch(p, now, deadline, time_slice): P._schedule's loop; False if p parked."},
     {"goready", (PyCFunction)(void (*)(void))core_goready, METH_FASTCALL,
      "goready(g, old=PARKED, p=None): make a waiting g runnable (g.goready)."},
-    {"goexit", (PyCFunction)(void (*)(void))core_goexit, METH_FASTCALL,
-     "goexit(g, result, exc, p): publish g's outcome and wake its waiters."},
     {"go_here", (PyCFunction)(void (*)(void))core_go_here, METH_FASTCALL,
      "go_here(coro, name): spawn from a goroutine (Sched.newproc), else None."},
     {"bind", (PyCFunction)(void (*)(void))core_bind, METH_VARARGS | METH_KEYWORDS,
@@ -1283,6 +1349,10 @@ PyInit__core(void)
         {&str_cr_frame, "cr_frame"},
         {&str_cr_running, "cr_running"},
         {&str_cr_suspended, "cr_suspended"},
+        {&str_runq, "runq"},
+        {&str_globrunqget, "globrunqget"},
+        {&str_reset_spinning, "reset_spinning"},
+        {&str_findrunnable, "_findrunnable"},
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         if ((*strs[i].var = PyUnicode_InternFromString(strs[i].s)) == NULL)

@@ -568,6 +568,10 @@ class P:
 
         self.last_clock = now = time.monotonic()
         self.batch_deadline = deadline = now + BATCH_TIME
+        if CORE is not None:  # the same loop, in C (mnsched/_core.c: run_batch)
+            if CORE.run_batch(self, now, deadline, TIME_SLICE):
+                self.loop.call_soon(self.schedule)
+            return
         n = 0
         while True:
             # 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first.
@@ -934,6 +938,7 @@ if CORE is not None:
         STATE_LOCKS=STATE_LOCKS, goexit=goexit, cancelled_error=_cancelled_error,
         casgstatus=casgstatus, LOCK_MASK=LOCK_MASK, JOIN_WINDOW=JOIN_WINDOW,
         LOCAL_QUEUE_SIZE=LOCAL_QUEUE_SIZE, INLINE_JOIN_DEPTH=INLINE_JOIN_DEPTH,
+        GLOBAL_CHECK_TICKS=GLOBAL_CHECK_TICKS, CLOCK_EVERY=CLOCK_EVERY,
     )  # fmt: skip
 # The driver's step(p, g): the C one, or P.step.
 STEP: Callable[[P, G[Any]], None] = P.step if CORE is None else CORE.step
