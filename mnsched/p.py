@@ -546,7 +546,8 @@ class P:
         7. half of a random victim's local queue (stealing);
         8. nothing: park, by returning to the loop, which waits in epoll.
 
-        This loop and ``step`` are the hottest code in mnsched.
+        This loop and ``step`` are the hottest code in mnsched: the C core runs the same
+        loop (run_batch), from step 2 on.
         """
         if not self.active:  # a stray wake-up of an idle P
             self.wake()
