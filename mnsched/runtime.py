@@ -246,7 +246,7 @@ class Runtime:
             cancel_new = self._begin_stop()
             await _wait_event(sched.all_done, self._grace(timeout), cancel_new)
             if not sched.all_done.is_set():
-                self._abandon_stubborn()
+                self._abandon_stubborn(self._grace(timeout))
                 await _wait_event(sched.all_done, ABANDON_GRACE, lambda: None)
             if p0 is not None and p0.resources:  # 4b. P0's loop is the one running here
                 await p0.close_resources()
@@ -300,7 +300,7 @@ class Runtime:
 
         wait(self._grace(timeout), cancel_new)
         if not sched.all_done.is_set():
-            self._abandon_stubborn()
+            self._abandon_stubborn(self._grace(timeout))
             wait(abandon_grace, lambda: None)
         if p0 is not None and p0.resources:  # 4b. P0's loop is this thread's
             p0.loop.run_until_complete(p0.close_resources())
@@ -323,15 +323,19 @@ class Runtime:
             except concurrent.futures.TimeoutError:
                 logger.error("shutdown: P%d's PerP instances did not close in time", p.id)
 
-    def _abandon_stubborn(self) -> None:
-        """4. Report the goroutines that ignored cancellation, and close their coroutines
-        at their next step. One stuck in a step cannot be interrupted: reported only."""
+    def _abandon_stubborn(self, grace: float) -> None:
+        """4. Report the goroutines that ignored cancellation for grace seconds (the first
+        WAIT_REPORT_MAX with their stacks: formatting tens of thousands of them would
+        itself hold up the exit), and close their coroutines at their next step. One
+        stuck in a step cannot be interrupted: reported only."""
         stubborn = [g for g in self.sched.allg.copy() if g._status != DONE]
+        more = len(stubborn) - WAIT_REPORT_MAX
         logger.error(
-            "shutdown: %d goroutine(s) ignored cancellation for %s s; closing them:\n%s",
+            "shutdown: %d goroutine(s) ignored cancellation for %s s; closing them:\n%s%s",
             len(stubborn),
-            self.shutdown_timeout,
-            "\n".join(f"{g!r}\n{g.format_stack()}" for g in stubborn),
+            grace,
+            "\n".join(f"{g!r}\n{g.format_stack()}" for g in stubborn[:WAIT_REPORT_MAX]),
+            f"\n... and {more} more" if more > 0 else "",
         )
         for g in stubborn:
             if g._status != RUNNING:
