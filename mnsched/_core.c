@@ -157,7 +157,7 @@ static PyObject *deque_append, *deque_popleft; /* method descriptors of collecti
 static PyObject *str_trap, *str_fatal_error, *str_acquire, *str_release, *str_throw,
     *str_close, *str_cancel_wait, *str_value, *str_runqput, *str_ready_here, *str_wake,
     *str_wakep, *str_idle, *str_nspinning, *str_allg, *str_closing, *str_all_done, *str_set,
-    *str_ready_remote, *str_newproc, *str_allp, *str_retrieved, *str_await_foreign, *str_p,
+    *str_ready_remote, *str_newproc, *str_retrieved, *str_await_foreign, *str_p,
     *str_cr_frame, *str_cr_running, *str_cr_suspended, *str_runq, *str_globrunqget,
     *str_reset_spinning, *str_findrunnable;
 
@@ -849,6 +849,7 @@ join(PyObject *p, PyObject *g)
     else {
         PyObject *q = SLOT(p, p_runq);
         Py_ssize_t n = PyObject_Size(q), i = -1;
+        int from_tail = 0;
         if (n < 0)
             return -1;
         long dist = slot_long(p, p_qseq) - slot_long(g, g_qpos);
@@ -858,9 +859,7 @@ join(PyObject *p, PyObject *g)
             i = find(q, g, 0, 1, 0);
             if (i == -1 && dist < join_window) {
                 i = find(q, g, n > join_window ? n - join_window : 0, n, 1);
-                /* Those before it are now one nearer the tail (P.join). */
-                if (i >= 0 && slot_add(p, p_qseq, -1) < 0)
-                    return -1;
+                from_tail = i >= 0;
             }
             if (i == -1)
                 i = find(q, g, 1, n < join_window ? n : join_window, 0);
@@ -870,6 +869,9 @@ join(PyObject *p, PyObject *g)
         if (i < 0)
             return slot_add(p, p_njoinmiss, 1); /* in the middle of the queue */
         if (PySequence_DelItem(q, i) < 0)
+            return -1;
+        /* Those before it are now one nearer the tail (P.join). */
+        if (from_tail && slot_add(p, p_qseq, -1) < 0)
             return -1;
     }
     long depth = slot_long(p, p_njoin);
@@ -950,26 +952,21 @@ core_go_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
     PyObject *p = running_p, *coro = args[0], *name = args[1];
     if (p == NULL || !PyCoro_CheckExact(coro))
         Py_RETURN_NONE;
-    PyObject *sched = SLOT(p, p_sched), *curg = SLOT(p, p_curg);
+    PyObject *sched = SLOT(p, p_sched), *allg = NULL;
     int ok = fresh(coro);
     if (ok < 0)
         return NULL;
-    PyObject *closing = NULL, *allp = NULL, *allg = NULL;
-    if (ok && curg != NULL && curg != Py_None) {
-        closing = PyObject_GetAttr(sched, str_closing);
-        allp = closing == NULL ? NULL : PyObject_GetAttr(sched, str_allp);
-        allg = allp == NULL ? NULL : PyObject_GetAttr(sched, str_allg);
-        if (allg == NULL) {
-            Py_XDECREF(closing);
-            Py_XDECREF(allp);
+    if (ok) {
+        /* Sched.newproc's check; allp needs none here: a P is stepping a G, so only
+         * closing can empty it. */
+        PyObject *closing = PyObject_GetAttr(sched, str_closing);
+        if (closing == NULL)
             return NULL;
-        }
-        ok = closing == Py_False && PyObject_IsTrue(allp) == 1 && PySet_CheckExact(allg);
+        ok = closing == Py_False;
         Py_DECREF(closing);
-        Py_DECREF(allp);
-    }
-    else {
-        ok = 0;
+        if (ok && (allg = PyObject_GetAttr(sched, str_allg)) == NULL)
+            return NULL;
+        ok = ok && PySet_CheckExact(allg);
     }
     if (!ok) {
         Py_XDECREF(allg);
@@ -1342,7 +1339,6 @@ PyInit__core(void)
         {&str_set, "set"},
         {&str_ready_remote, "ready_remote"},
         {&str_newproc, "newproc"},
-        {&str_allp, "allp"},
         {&str_retrieved, "_retrieved"},
         {&str_await_foreign, "_await_foreign"},
         {&str_p, "p"},

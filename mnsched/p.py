@@ -413,16 +413,15 @@ class P:
                 q = self.runq
                 n = len(q)
                 i = -1
+                tail = False
                 if n and q[0] is g:
                     i = 0
                 elif self.qseq - g._qpos < JOIN_WINDOW:
                     try:
                         i = q.index(g, max(0, n - JOIN_WINDOW))
+                        tail = True
                     except ValueError:
                         pass
-                    else:
-                        # Those before it are now one nearer the tail (see above).
-                        self.qseq -= 1
                 if i < 0:
                     # Near the head (awaited in spawn order, a few left before it)?
                     for i in range(1, min(n, JOIN_WINDOW)):
@@ -435,6 +434,8 @@ class P:
                     self.njoinmiss += 1  # the head moved while we looked: i may be stale
                     return
                 del q[i - n]
+                if tail:
+                    self.qseq -= 1  # those before it are now one nearer the tail (above)
         except (IndexError, ValueError, RuntimeError):  # RuntimeError: mutated while searched
             self.njoinmiss += 1
             return
@@ -553,12 +554,8 @@ class P:
             self.wake()
             return
         sched = self.sched
-        glob = sched.runq
         runq = self.runq
-        popleft = runq.popleft
         rn = self.runnext
-        popnext = rn.popleft
-        step = STEP
 
         # 1. The inbox: Gs pinned here, or back from a blocking call, readied by other
         #    threads. They have waited a cross-thread hop already: into the queue first.
@@ -573,6 +570,10 @@ class P:
             if CORE.run_batch(self, now, deadline, TIME_SLICE):
                 self.loop.call_soon(self.schedule)
             return
+        glob = sched.runq
+        popleft = runq.popleft
+        popnext = rn.popleft
+        step = STEP
         n = 0
         while True:
             # 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first.
