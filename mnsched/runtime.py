@@ -25,6 +25,7 @@ from .g import DONE, DRIVER, RUNNING, G, abandon, add_waiter, check_coroutine, l
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m, share_gil
 from .p import P
 from .sched import Sched
+from .sigqueue import SignalGuard
 from .sysmon import Debug, Sysmon, ignore_signal_handler
 
 T = TypeVar("T")
@@ -615,6 +616,9 @@ class CallerP0:
         self.p0 = rt.sched.allp[0]
         self.interrupted: list[str] = []
         self._restore_sigint = _install_sigint(rt.sched, self.p0.loop, self.interrupted)
+        self._signals = SignalGuard(self.p0.loop)
+        if threading.current_thread() is threading.main_thread():
+            self._signals.install()
 
     def run_pinned(self, coro: Coroutine[Any, Any, T], *, is_main: bool = False) -> G[T]:
         """Run coro as a goroutine pinned to P0 (Go locks main to the main thread too)
@@ -693,7 +697,11 @@ class CallerP0:
                 p0.close_loop(force=forced)  # 8.
             finally:
                 self._restore_sigint()
-                rt._end_close()
+                try:
+                    rt._end_close()
+                finally:
+                    # A handler's exception queued meanwhile (SystemExit) goes on from here.
+                    self._signals.restore()
         if rt.sched.fatal is not None:  # 9.
             raise rt.sched.fatal
 

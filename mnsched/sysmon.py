@@ -347,6 +347,7 @@ def signals_may_wake() -> bool:
             handler = signal.getsignal(sig)
         except (OSError, ValueError):
             continue
+        handler = getattr(handler, "__wrapped__", handler)  # sigqueue's guard
         if (
             callable(handler)
             and handler is not signal.default_int_handler

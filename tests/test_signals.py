@@ -67,6 +67,24 @@ MOMENTS = {
             ready()
             await mnsched.Chan().recv()
     """,
+    # P0's thread is inside mnsched (a channel's lock held) most of the time: a handler
+    # raising there must not leave the lock held (it hung 1 run in 2; sigqueue.py)
+    "busy on channels": """
+        async def main():
+            a, b = mnsched.Chan(), mnsched.Chan()
+            async def echo():
+                while True:
+                    await b.send(await a.recv())
+            for _ in range(2):
+                mnsched.go(echo())
+            for i in range(1000):  # warmed up: the echoes run on every P
+                await a.send(i)
+                await b.recv()
+            ready()
+            while True:
+                await a.send(0)
+                await b.recv()
+    """,
     "spawn storm": """
         async def main():
             async def leaf():
