@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "mnsched"
 MODULES = {p.stem: p for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__")}
 # The runtime's layers, bottom first: a module may import only from earlier layers.
 LAYERS = [
-    {"errors", "aio"},
+    {"errors", "aio", "sigqueue"},
     {"m"},
     {"g"},
     {"runq", "sudog"},
