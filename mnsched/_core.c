@@ -1111,13 +1111,12 @@ awaiter_send(Awaiter *self, PyObject *Py_UNUSED(arg), PyObject **res)
     return outcome(g, res);
 }
 
+/* The iterator protocol's form of a send's result: StopIteration(value) for a return,
+ * made explicitly (a tuple value stays one value). */
 static PyObject *
-awaiter_iternext(Awaiter *self)
+send_result(PySendResult r, PyObject *res)
 {
-    PyObject *res = NULL;
-    PySendResult r = awaiter_send(self, Py_None, &res);
     if (r == PYGEN_RETURN) {
-        /* StopIteration(value) made explicitly: a tuple value stays one value. */
         PyObject *e = PyObject_CallOneArg(PyExc_StopIteration, res);
         Py_DECREF(res);
         if (e != NULL)
@@ -1125,6 +1124,14 @@ awaiter_iternext(Awaiter *self)
         return NULL;
     }
     return r == PYGEN_NEXT ? res : NULL;
+}
+
+static PyObject *
+awaiter_iternext(Awaiter *self)
+{
+    PyObject *res = NULL;
+    PySendResult r = awaiter_send(self, Py_None, &res);
+    return send_result(r, res);
 }
 
 static PyObject *
@@ -1199,6 +1206,478 @@ static PyTypeObject GBase_type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "G's base in the C driver: its await (mnsched.g.G holds the rest)",
     .tp_as_async = &gbase_async,
+    .tp_new = PyType_GenericNew,
+};
+
+/* -- channels: the fast path of send and receive (Chan.send, Chan.recv) ------------------ */
+
+/* ``ch.send(v)`` and ``ch.recv()`` in the C driver return a ChanOp: an awaitable that does
+ * the operation when first resumed (lazily, as a coroutine would: ``go(ch.recv())`` and a
+ * ChanOp wrapped in a Task do it in their own goroutine or task). From a goroutine it
+ * does the common cases itself, under the channel's lock, exactly as chan.py's inline
+ * cases do: straight to the first waiting partner that is not a select; into or out of
+ * the buffer when no one waits on the other side; or park in the channel's queue with a
+ * Sudog (the lock is yielded, and the driver releases it once the G is parked, as for
+ * gopark_op). Anything else (a closed channel, a select's sudog at the head, a full
+ * buffer with senders waiting, a caller that is not a goroutine) releases the lock and
+ * delegates to chan.py's coroutine (Chan._send/_recv), which does it all. */
+
+static PyTypeObject *Chan_type, *Sudog_type;
+static PyObject *ChannelClosed, *WAIT_CHAN_SEND, *WAIT_CHAN_RECEIVE, *OP_SEND, *OP_RECV;
+static Py_ssize_t c_buf, c_cap, c_closed, c_lock, c_recvq, c_sendq;
+static Py_ssize_t s_case, s_done, s_elem, s_fut, s_g, s_ok, s_op, s_owner, s_q, s_sel, s_sem;
+static PyObject *str__send, *str__recv, *minus_one;
+
+enum { OP_NEW, OP_PARKED, OP_OVER, OP_DELEGATED };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *ch;
+    PyObject *v;   /* what a send sends (NULL for a receive) */
+    PyObject *sg;  /* the Sudog it parked with */
+    PyObject *sub; /* chan.py's coroutine, once delegated to */
+    int is_send;
+    int state;
+} ChanOp;
+
+static PyTypeObject ChanOp_type;
+
+/* q[0], a new reference (q is not empty). */
+static PyObject *
+deque_head(PyObject *q)
+{
+    return PySequence_GetItem(q, 0);
+}
+
+/* Wake the partner whose operation this one completed (Sudog.wake, a G inline). */
+static int
+wake_partner(PyObject *p, PyObject *sg)
+{
+    PyObject *w = SLOT(sg, s_g);
+    if (w != NULL && w != Py_None)
+        return goready(p, w, S_PARKED);
+    return call_method1(sg, str_wake, p);
+}
+
+/* A new Sudog(ch, op, elem) for curg waiting in q (Sudog.__init__ and sudog.wait,
+ * slot by slot). */
+static PyObject *
+new_sudog(PyObject *ch, PyObject *op, PyObject *elem, PyObject *q, PyObject *g)
+{
+    PyObject *sg = Sudog_type->tp_alloc(Sudog_type, 0);
+    if (sg == NULL)
+        return NULL;
+    SLOT(sg, s_owner) = Py_NewRef(ch);
+    SLOT(sg, s_op) = Py_NewRef(op);
+    SLOT(sg, s_elem) = Py_NewRef(elem);
+    SLOT(sg, s_ok) = Py_NewRef(Py_False);
+    SLOT(sg, s_done) = Py_NewRef(Py_False);
+    SLOT(sg, s_q) = Py_NewRef(q);
+    SLOT(sg, s_g) = Py_NewRef(g);
+    SLOT(sg, s_sel) = Py_NewRef(Py_None);
+    SLOT(sg, s_case) = Py_NewRef(minus_one);
+    SLOT(sg, s_fut) = Py_NewRef(Py_None);
+    SLOT(sg, s_sem) = Py_NewRef(Py_None);
+    return sg;
+}
+
+/* Outcomes: PYGEN_RETURN with *res, PYGEN_NEXT (parked: *res is the lock), PYGEN_ERROR,
+ * or -2: not a case for the fast path (the lock released, nothing done). */
+#define NOT_FAST -2
+
+static int
+fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res)
+{
+    PyObject *ch = self->ch, *buf = SLOT(ch, c_buf), *sendq = SLOT(ch, c_sendq);
+    Py_ssize_t nbuf = PyObject_Size(buf), nsend = PyObject_Size(sendq);
+    if (nbuf > 0 && nsend == 0) { /* the common buffered case */
+        PyObject *v = deque_call(deque_popleft, buf, NULL);
+        if (call_method0(lock, str_release) < 0) {
+            Py_XDECREF(v);
+            return PYGEN_ERROR;
+        }
+        *res = v;
+        return v == NULL ? PYGEN_ERROR : PYGEN_RETURN;
+    }
+    if (nsend > 0 && nbuf == 0) { /* unbuffered: from the first sender, unless a select */
+        PyObject *sg = deque_head(sendq);
+        if (sg == NULL)
+            return PYGEN_ERROR;
+        if (SLOT(sg, s_sel) == Py_None) {
+            PyObject *r = deque_call(deque_popleft, sendq, NULL);
+            Py_XDECREF(r);
+            if (r != NULL)
+                slot_set(sg, s_done, Py_True);
+            if (r == NULL || call_method0(lock, str_release) < 0 || wake_partner(p, sg) < 0) {
+                Py_DECREF(sg);
+                return PYGEN_ERROR;
+            }
+            *res = Py_NewRef(SLOT(sg, s_elem));
+            Py_DECREF(sg);
+            return PYGEN_RETURN;
+        }
+        Py_DECREF(sg);
+    }
+    else if (nbuf == 0 && nsend == 0 && SLOT(ch, c_closed) == Py_False) { /* wait */
+        PyObject *recvq = SLOT(ch, c_recvq);
+        PyObject *sg = new_sudog(ch, OP_RECV, Py_None, recvq, g);
+        PyObject *r = sg == NULL ? NULL : deque_call(deque_append, recvq, sg);
+        if (r == NULL) {
+            PyObject *e = PyErr_GetRaisedException();
+            call_method0(lock, str_release);
+            PyErr_SetRaisedException(e);
+            Py_XDECREF(sg);
+            return PYGEN_ERROR;
+        }
+        Py_DECREF(r);
+        self->sg = sg;
+        slot_set(g, g_waitq, sg);
+        slot_set(g, g_waitreason, WAIT_CHAN_RECEIVE);
+        *res = Py_NewRef(lock); /* the driver parks g, then releases it */
+        return PYGEN_NEXT;
+    }
+    if (call_method0(lock, str_release) < 0)
+        return PYGEN_ERROR;
+    return NOT_FAST;
+}
+
+static int
+fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res)
+{
+    PyObject *ch = self->ch, *recvq = SLOT(ch, c_recvq);
+    if (SLOT(ch, c_closed) == Py_False) {
+        Py_ssize_t nrecv = PyObject_Size(recvq);
+        if (nrecv > 0) { /* straight to the first waiting receiver, unless a select */
+            PyObject *sg = deque_head(recvq);
+            if (sg == NULL)
+                return PYGEN_ERROR;
+            if (SLOT(sg, s_sel) == Py_None) {
+                PyObject *r = deque_call(deque_popleft, recvq, NULL);
+                Py_XDECREF(r);
+                if (r != NULL) {
+                    slot_set(sg, s_elem, self->v);
+                    slot_set(sg, s_ok, Py_True);
+                    slot_set(sg, s_done, Py_True);
+                }
+                int rc = r == NULL || call_method0(lock, str_release) < 0 ||
+                         wake_partner(p, sg) < 0;
+                Py_DECREF(sg);
+                if (rc)
+                    return PYGEN_ERROR;
+                *res = Py_NewRef(Py_None);
+                return PYGEN_RETURN;
+            }
+            Py_DECREF(sg);
+        }
+        else {
+            PyObject *buf = SLOT(ch, c_buf);
+            Py_ssize_t cap = PyLong_AsSsize_t(SLOT(ch, c_cap));
+            if (cap < 0) {
+                PyObject *e = PyErr_GetRaisedException();
+                call_method0(lock, str_release);
+                PyErr_SetRaisedException(e);
+                return PYGEN_ERROR;
+            }
+            if (PyObject_Size(buf) < cap) { /* room in the buffer, no receiver waiting */
+                PyObject *r = deque_call(deque_append, buf, self->v);
+                Py_XDECREF(r);
+                if (r == NULL) {
+                    PyObject *e = PyErr_GetRaisedException();
+                    call_method0(lock, str_release);
+                    PyErr_SetRaisedException(e);
+                    return PYGEN_ERROR;
+                }
+                if (call_method0(lock, str_release) < 0)
+                    return PYGEN_ERROR;
+                *res = Py_NewRef(Py_None);
+                return PYGEN_RETURN;
+            }
+            PyObject *sendq = SLOT(ch, c_sendq); /* full (or unbuffered): wait */
+            PyObject *sg = new_sudog(ch, OP_SEND, self->v, sendq, g);
+            PyObject *r = sg == NULL ? NULL : deque_call(deque_append, sendq, sg);
+            if (r == NULL) {
+                PyObject *e = PyErr_GetRaisedException();
+                call_method0(lock, str_release);
+                PyErr_SetRaisedException(e);
+                Py_XDECREF(sg);
+                return PYGEN_ERROR;
+            }
+            Py_DECREF(r);
+            self->sg = sg;
+            slot_set(g, g_waitq, sg);
+            slot_set(g, g_waitreason, WAIT_CHAN_SEND);
+            *res = Py_NewRef(lock);
+            return PYGEN_NEXT;
+        }
+    }
+    if (call_method0(lock, str_release) < 0)
+        return PYGEN_ERROR;
+    return NOT_FAST;
+}
+
+/* Back from the park: a partner completed the operation, or the channel closed. */
+static PySendResult
+chanop_outcome(ChanOp *self, PyObject **res)
+{
+    PyObject *sg = self->sg;
+    self->sg = NULL;
+    self->state = OP_OVER;
+    PySendResult r = PYGEN_RETURN;
+    if (self->is_send) {
+        if (SLOT(sg, s_done) == Py_True)
+            *res = Py_NewRef(Py_None);
+        else {
+            PyErr_SetString(ChannelClosed, "send on closed channel");
+            r = PYGEN_ERROR;
+        }
+    }
+    else if (SLOT(sg, s_ok) == Py_True) {
+        *res = Py_NewRef(SLOT(sg, s_elem));
+    }
+    else {
+        PyErr_SetString(ChannelClosed, "receive from closed channel");
+        r = PYGEN_ERROR;
+    }
+    Py_DECREF(sg);
+    return r;
+}
+
+static PySendResult
+chanop_send(ChanOp *self, PyObject *arg, PyObject **res)
+{
+    switch (self->state) {
+    case OP_DELEGATED:
+        return PyIter_Send(self->sub, arg, res);
+    case OP_PARKED:
+        return chanop_outcome(self, res);
+    case OP_OVER:
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        return PYGEN_ERROR;
+    }
+    PyObject *p = running_p;
+    PyObject *g = p == NULL ? NULL : SLOT(p, p_curg);
+    if (g != NULL && g != Py_None) {
+        PyObject *lock = SLOT(self->ch, c_lock);
+        if (call_method0(lock, str_acquire) < 0)
+            return PYGEN_ERROR;
+        int r = self->is_send ? fast_send(self, p, g, lock, res) : fast_recv(self, p, g, lock, res);
+        if (r != NOT_FAST) {
+            self->state = r == PYGEN_NEXT ? OP_PARKED : OP_OVER;
+            return (PySendResult)r;
+        }
+    }
+    self->sub = self->is_send ? PyObject_CallMethodOneArg(self->ch, str__send, self->v)
+                              : PyObject_CallMethodNoArgs(self->ch, str__recv);
+    if (self->sub == NULL) {
+        self->state = OP_OVER;
+        return PYGEN_ERROR;
+    }
+    self->state = OP_DELEGATED;
+    return PyIter_Send(self->sub, arg, res);
+}
+
+static PyObject *
+chanop_iternext(ChanOp *self)
+{
+    PyObject *res = NULL;
+    PySendResult r = chanop_send(self, Py_None, &res);
+    return send_result(r, res);
+}
+
+static PyObject *
+chanop_send_method(ChanOp *self, PyObject *arg)
+{
+    PyObject *res = NULL;
+    PySendResult r = chanop_send(self, arg, &res);
+    return send_result(r, res);
+}
+
+/* throw(exc): delegated, chan.py's coroutine takes it. Parked: a CancelledError after a
+ * partner completed the operation is taken at the G's next wait instead (gopark_op's
+ * rule: no value is lost); anything else ends the operation with it. */
+static PyObject *
+chanop_throw(ChanOp *self, PyObject *args)
+{
+    if (self->state == OP_DELEGATED)
+        return PyObject_CallMethodObjArgs(self->sub, str_throw, PyTuple_GET_ITEM(args, 0),
+                                          PyTuple_GET_SIZE(args) > 1 ? PyTuple_GET_ITEM(args, 1)
+                                                                     : NULL,
+                                          NULL);
+    PyObject *typ, *val = NULL, *tb = NULL;
+    if (!PyArg_UnpackTuple(args, "throw", 1, 3, &typ, &val, &tb))
+        return NULL;
+    if (PyExceptionInstance_Check(typ))
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    else if (PyExceptionClass_Check(typ))
+        PyErr_SetObject(typ, val);
+    else
+        return PyErr_Format(PyExc_TypeError,
+                            "exceptions must be classes or instances deriving from BaseException");
+    PyObject *exc = PyErr_GetRaisedException();
+    if (self->state == OP_PARKED && PyObject_TypeCheck(exc, (PyTypeObject *)CancelledError) &&
+        SLOT(self->sg, s_done) == Py_True) {
+        Py_DECREF(exc);
+        slot_set(SLOT(self->sg, s_g), g_pend, M_DEFERRED);
+        PyObject *res = NULL;
+        PySendResult r = chanop_outcome(self, &res);
+        return send_result(r, res);
+    }
+    Py_CLEAR(self->sg);
+    self->state = OP_OVER;
+    PyErr_SetRaisedException(exc);
+    return NULL;
+}
+
+static PyObject *
+chanop_close(ChanOp *self, PyObject *Py_UNUSED(arg))
+{
+    if (self->state == OP_DELEGATED)
+        return PyObject_CallMethodNoArgs(self->sub, str_close);
+    Py_CLEAR(self->sg); /* a parked G's sudog is the G's wait queue's to take out */
+    self->state = OP_OVER;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+chanop_await(PyObject *self)
+{
+    return Py_NewRef(self);
+}
+
+static PyObject *
+chanop_repr(ChanOp *self)
+{
+    return PyUnicode_FromFormat("<Chan.%s of %R>", self->is_send ? "send" : "recv", self->ch);
+}
+
+static int
+chanop_traverse(ChanOp *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->ch);
+    Py_VISIT(self->v);
+    Py_VISIT(self->sg);
+    Py_VISIT(self->sub);
+    return 0;
+}
+
+static int
+chanop_clear(ChanOp *self)
+{
+    Py_CLEAR(self->ch);
+    Py_CLEAR(self->v);
+    Py_CLEAR(self->sg);
+    Py_CLEAR(self->sub);
+    return 0;
+}
+
+static void
+chanop_dealloc(ChanOp *self)
+{
+    PyObject_GC_UnTrack(self);
+    chanop_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyMethodDef chanop_methods[] = {
+    {"send", (PyCFunction)chanop_send_method, METH_O, NULL},
+    {"throw", (PyCFunction)chanop_throw, METH_VARARGS, NULL},
+    {"close", (PyCFunction)chanop_close, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+/* What inspect.getcoroutinestate and check_coroutine ask of a coroutine that has
+ * started: a ChanOp is never running when anyone can ask; it is suspended while parked
+ * or delegating (go() of it then refuses: its next step is its awaiter's). */
+static PyObject *
+chanop_get_running(ChanOp *Py_UNUSED(self), void *Py_UNUSED(closure))
+{
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+chanop_get_suspended(ChanOp *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->state == OP_PARKED || self->state == OP_DELEGATED);
+}
+
+static PyObject *
+chanop_get_await(ChanOp *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->state == OP_DELEGATED ? self->sub : Py_None);
+}
+
+static PyGetSetDef chanop_getset[] = {
+    {"cr_running", (getter)chanop_get_running, NULL, NULL, NULL},
+    {"cr_suspended", (getter)chanop_get_suspended, NULL, NULL, NULL},
+    {"cr_await", (getter)chanop_get_await, NULL, "chan.py's coroutine, once delegated to",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyAsyncMethods chanop_async = {.am_await = chanop_await, .am_send = (sendfunc)chanop_send};
+
+static PyTypeObject ChanOp_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.ChanOp",
+    .tp_basicsize = sizeof(ChanOp),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "ch.send(v) or ch.recv(), awaitable (a coroutine to asyncio)",
+    .tp_dealloc = (destructor)chanop_dealloc,
+    .tp_traverse = (traverseproc)chanop_traverse,
+    .tp_clear = (inquiry)chanop_clear,
+    .tp_repr = (reprfunc)chanop_repr,
+    .tp_as_async = &chanop_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)chanop_iternext,
+    .tp_methods = chanop_methods,
+    .tp_getset = chanop_getset,
+};
+
+static PyObject *
+new_chanop(PyObject *ch, PyObject *v)
+{
+    if (Chan_type == NULL)
+        return internal_error("the C channels were used before _core.bind_chan");
+    if (!PyObject_TypeCheck(ch, Chan_type))
+        return PyErr_Format(PyExc_TypeError, "ChanBase's methods take a Chan");
+    ChanOp *op = PyObject_GC_New(ChanOp, &ChanOp_type);
+    if (op == NULL)
+        return NULL;
+    op->ch = Py_NewRef(ch);
+    op->v = Py_XNewRef(v);
+    op->sg = op->sub = NULL;
+    op->is_send = v != NULL;
+    op->state = OP_NEW;
+    PyObject_GC_Track(op);
+    return (PyObject *)op;
+}
+
+static PyObject *
+chanbase_send(PyObject *ch, PyObject *v)
+{
+    return new_chanop(ch, v);
+}
+
+static PyObject *
+chanbase_recv(PyObject *ch, PyObject *Py_UNUSED(arg))
+{
+    return new_chanop(ch, NULL);
+}
+
+static PyMethodDef chanbase_methods[] = {
+    {"send", (PyCFunction)chanbase_send, METH_O,
+     "send(v): send v, waiting for room (or, unbuffered, for a receiver to take it)."},
+    {"recv", (PyCFunction)chanbase_recv, METH_NOARGS,
+     "recv(): receive a value, waiting for one. Raises ChannelClosed once the channel is "
+     "closed and drained."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ChanBase_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.ChanBase",
+    .tp_basicsize = sizeof(PyObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Chan's base in the C driver: send and recv (mnsched.chan.Chan holds the rest)",
+    .tp_methods = chanbase_methods,
     .tp_new = PyType_GenericNew,
 };
 
@@ -1293,6 +1772,67 @@ core_bind(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+
+static struct {
+    const char *name;
+    PyObject **var;
+} chan_objects[] = {
+    {"Chan", (PyObject **)&Chan_type},
+    {"Sudog", (PyObject **)&Sudog_type},
+    {"ChannelClosed", &ChannelClosed},
+    {"OP_SEND", &OP_SEND},
+    {"OP_RECV", &OP_RECV},
+    {"WAIT_CHAN_SEND", &WAIT_CHAN_SEND},
+    {"WAIT_CHAN_RECEIVE", &WAIT_CHAN_RECEIVE},
+};
+
+static struct {
+    PyTypeObject **tp;
+    const char *name;
+    Py_ssize_t *off;
+} chan_slots[] = {
+    {&Chan_type, "_buf", &c_buf},     {&Chan_type, "_cap", &c_cap},
+    {&Chan_type, "_closed", &c_closed}, {&Chan_type, "_lock", &c_lock},
+    {&Chan_type, "_recvq", &c_recvq}, {&Chan_type, "_sendq", &c_sendq},
+    {&Sudog_type, "case", &s_case},   {&Sudog_type, "done", &s_done},
+    {&Sudog_type, "elem", &s_elem},   {&Sudog_type, "fut", &s_fut},
+    {&Sudog_type, "g", &s_g},         {&Sudog_type, "ok", &s_ok},
+    {&Sudog_type, "op", &s_op},       {&Sudog_type, "owner", &s_owner},
+    {&Sudog_type, "q", &s_q},         {&Sudog_type, "sel", &s_sel},
+    {&Sudog_type, "sem", &s_sem},
+};
+
+static PyObject *
+core_bind_chan(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || kw == NULL)
+        return PyErr_Format(PyExc_TypeError, "_core.bind_chan takes keyword arguments only");
+    PyTypeObject *old = Chan_type;
+    Chan_type = NULL; /* unbound (ChanBase refuses) until all is checked */
+    Py_XDECREF(old);
+    size_t nobj = sizeof(chan_objects) / sizeof(chan_objects[0]);
+    for (size_t i = 0; i < nobj; i++) {
+        PyObject *v = PyDict_GetItemString(kw, chan_objects[i].name); /* borrowed */
+        if (v == NULL)
+            return PyErr_Format(PyExc_TypeError, "_core.bind_chan: missing %s",
+                                chan_objects[i].name);
+        Py_XSETREF(*chan_objects[i].var, Py_NewRef(v));
+    }
+    if ((size_t)PyDict_GET_SIZE(kw) != nobj || !PyType_Check(Chan_type) ||
+        !PyType_Check(Sudog_type) || !PyExceptionClass_Check(ChannelClosed)) {
+        Py_CLEAR(Chan_type);
+        return PyErr_Format(PyExc_TypeError, "_core.bind_chan: wrong names or kinds");
+    }
+    size_t nslots = sizeof(chan_slots) / sizeof(chan_slots[0]);
+    for (size_t i = 0; i < nslots; i++) {
+        if (slot_offset(*chan_slots[i].tp, chan_slots[i].name, chan_slots[i].off) < 0) {
+            Py_CLEAR(Chan_type);
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
     {"step", (PyCFunction)(void (*)(void))core_step, METH_FASTCALL,
      "step(p, g): step g once on p and act on what it yielded (P.step)."},
@@ -1304,6 +1844,8 @@ static PyMethodDef core_methods[] = {
      "go_here(coro, name): spawn from a goroutine (Sched.newproc), else None."},
     {"bind", (PyCFunction)(void (*)(void))core_bind, METH_VARARGS | METH_KEYWORDS,
      "bind(**names): give the driver mnsched's classes, constants and helpers."},
+    {"bind_chan", (PyCFunction)(void (*)(void))core_bind_chan, METH_VARARGS | METH_KEYWORDS,
+     "bind_chan(**names): give the channel fast path Chan, Sudog and their constants."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1349,6 +1891,8 @@ PyInit__core(void)
         {&str_globrunqget, "globrunqget"},
         {&str_reset_spinning, "reset_spinning"},
         {&str_findrunnable, "_findrunnable"},
+        {&str__send, "_send"},
+        {&str__recv, "_recv"},
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         if ((*strs[i].var = PyUnicode_InternFromString(strs[i].s)) == NULL)
@@ -1364,12 +1908,16 @@ PyInit__core(void)
     Py_DECREF(deque);
     if (deque_append == NULL || deque_popleft == NULL)
         return NULL;
-    if (PyType_Ready(&Awaiter_type) < 0 || PyType_Ready(&GBase_type) < 0)
+    if ((minus_one = PyLong_FromLong(-1)) == NULL || PyType_Ready(&Awaiter_type) < 0 ||
+        PyType_Ready(&GBase_type) < 0 || PyType_Ready(&ChanOp_type) < 0 ||
+        PyType_Ready(&ChanBase_type) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&core_module);
     if (mod == NULL)
         return NULL;
-    if (PyModule_AddObjectRef(mod, "GBase", (PyObject *)&GBase_type) < 0) {
+    if (PyModule_AddObjectRef(mod, "GBase", (PyObject *)&GBase_type) < 0 ||
+        PyModule_AddObjectRef(mod, "ChanBase", (PyObject *)&ChanBase_type) < 0 ||
+        PyModule_AddObjectRef(mod, "ChanOp", (PyObject *)&ChanOp_type) < 0) {
         Py_DECREF(mod);
         return NULL;
     }

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Coroutine
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import MnschedError
-from .g import PARKED, WAIT_CHAN_RECEIVE, WAIT_CHAN_SEND, goready
+from .g import CORE, PARKED, WAIT_CHAN_RECEIVE, WAIT_CHAN_SEND, goready
 from .m import m
 from .sudog import Sudog, wait, wait_blocking
 
@@ -30,7 +30,23 @@ class WouldBlock(MnschedError):
     """``try_send``/``try_recv`` could not complete at once."""
 
 
-class Chan(Generic[T]):
+# What a waiting party does, in deadlock reports ("send to <Chan ...>").
+OP_SEND, OP_RECV = "send to", "receive from"
+
+
+class _PureChanBase:
+    __slots__ = ()
+
+
+if TYPE_CHECKING:
+    _ChanBase = _PureChanBase
+else:
+    # The C driver's Chan base does send and recv (ChanBase, in C): their common cases
+    # in C, the rest by Chan._send/_recv.
+    _ChanBase = _PureChanBase if CORE is None else CORE.ChanBase
+
+
+class Chan(_ChanBase, Generic[T]):
     """A Go channel: ``Chan()`` is unbuffered (a send waits for a receiver to take the
     value), ``Chan(n)`` buffers n values.
 
@@ -125,7 +141,7 @@ class Chan(Generic[T]):
 
     # -- send --------------------------------------------------------------------------
 
-    async def send(self, v: T) -> None:
+    async def _send(self, v: T) -> None:
         """Send v, waiting for room (or, unbuffered, for a receiver to take it)."""
         p = m.p
         lock = self._lock
@@ -152,7 +168,7 @@ class Chan(Generic[T]):
                 if r is not True:
                     r.wake(p)
                 return
-        sg = Sudog(self, "send to", v)
+        sg = Sudog(self, OP_SEND, v)
         await wait(self, sg, self._sendq, WAIT_CHAN_SEND, p)  # releases the lock
         if not sg.done:
             raise ChannelClosed("send on closed channel")
@@ -175,7 +191,7 @@ class Chan(Generic[T]):
             self._lock.release()
             raise
         if r is False:
-            sg = Sudog(self, "send to", v)
+            sg = Sudog(self, OP_SEND, v)
             if not wait_blocking(
                 self, sg, self._sendq, timeout, "ch.send_blocking", "await ch.send(v)"
             ):
@@ -189,7 +205,7 @@ class Chan(Generic[T]):
 
     # -- receive -----------------------------------------------------------------------
 
-    async def recv(self) -> T:
+    async def _recv(self) -> T:
         """Receive a value, waiting for one. Raises ChannelClosed once the channel is
         closed and drained."""
         p = m.p
@@ -219,12 +235,16 @@ class Chan(Generic[T]):
             if sender is not None:
                 sender.wake(p)
         else:
-            me = Sudog(self, "receive from")
+            me = Sudog(self, OP_RECV)
             await wait(self, me, self._recvq, WAIT_CHAN_RECEIVE, p)  # releases the lock
             v, ok = me.elem, me.ok
         if not ok:
             raise ChannelClosed("receive from closed channel")
         return v
+
+    if TYPE_CHECKING or CORE is None:
+        send = _send
+        recv = _recv
 
     async def recv_ok(self) -> tuple[T | None, bool]:
         """Receive as Go's ``v, ok := <-ch``: (None, False) once closed and drained."""
@@ -255,7 +275,7 @@ class Chan(Generic[T]):
             if sg is not None:
                 sg.wake()
         else:
-            sg = Sudog(self, "receive from")
+            sg = Sudog(self, OP_RECV)
             if not wait_blocking(
                 self, sg, self._recvq, timeout, "ch.recv_blocking", "await ch.recv()"
             ):
@@ -295,3 +315,12 @@ class Chan(Generic[T]):
             if sg.sel is not None:
                 sg.sel.fired_closed = True
             sg.wake()
+
+
+if CORE is not None:
+    CORE.bind_chan(
+        Chan=Chan, Sudog=Sudog, ChannelClosed=ChannelClosed, OP_SEND=OP_SEND,
+        OP_RECV=OP_RECV, WAIT_CHAN_SEND=WAIT_CHAN_SEND, WAIT_CHAN_RECEIVE=WAIT_CHAN_RECEIVE,
+    )  # fmt: skip
+    # A ChanOp is a coroutine to asyncio (go(ch.recv()), create_task, wait_for).
+    Coroutine.register(CORE.ChanOp)

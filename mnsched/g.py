@@ -221,7 +221,11 @@ def check_coroutine(coro: object) -> None:
             raise_started(coro)
         return
     if asyncio.iscoroutine(coro):
-        return  # another implementation's coroutine (Cython's): its state is not known
+        # another implementation's (Cython's, the C core's channel operations): refused
+        # if it says it is running or suspended, else its state is not known
+        if getattr(coro, "cr_running", False) or getattr(coro, "cr_suspended", False):
+            raise_started(coro)
+        return
     if callable(coro):
         hint = " (call it: go(f(...)), or decorate an async def with @go)"
     elif hasattr(coro, "__await__"):

@@ -14,7 +14,7 @@ import random
 import threading
 from typing import Any
 
-from .chan import Chan, ChannelClosed
+from .chan import OP_RECV, OP_SEND, Chan, ChannelClosed
 from .errors import InternalError
 from .g import WAIT_SELECT, G, gopark_op, goready
 from .m import m
@@ -163,10 +163,10 @@ async def _select_wait(cases: tuple[Recv | Send, ...], chans: list[Chan[Any]]) -
     sel = Select()
     for i, c in enumerate(cases):
         if isinstance(c, Send):
-            sg = Sudog(c.ch, "send to", c.value)
+            sg = Sudog(c.ch, OP_SEND, c.value)
             sg.enqueue(c.ch._sendq)
         else:
-            sg = Sudog(c.ch, "receive from")
+            sg = Sudog(c.ch, OP_RECV)
             sg.enqueue(c.ch._recvq)
         sg.sel, sg.case, sg.g = sel, i, g
         sel.sudogs.append(sg)

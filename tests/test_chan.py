@@ -328,3 +328,76 @@ def test_bad_capacity():
     for bad in (-1, 1.5, "3", True):
         with pytest.raises(ValueError, match="capacity"):
             Chan(bad)
+
+
+# -- an operation is a coroutine: lazy, awaited once, usable wherever asyncio takes one
+# (the C core's ChanOp as chan.py's coroutine) ----------------------------------------
+
+
+@CAPS
+def test_an_operation_does_nothing_until_awaited(run, cap):
+    async def main():
+        ch: Chan[int] = Chan(cap)
+        for i in range(cap):
+            await ch.send(i)
+        recv, send = ch.recv(), ch.send(99)
+        assert asyncio.iscoroutine(recv) and asyncio.iscoroutine(send)
+        recv.close()  # never awaited: nothing taken, nothing sent
+        send.close()
+        assert len(ch) == cap
+        with pytest.raises(WouldBlock):
+            ch.try_send(-1)
+        return [ch.try_recv() for _ in range(cap)]
+
+    assert run(main()) == list(range(cap))
+
+
+def test_an_operation_is_awaited_once(run):
+    async def main():
+        ch: Chan[int] = Chan(1)
+        op = ch.send(1)
+        await op
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            await op
+        op = ch.recv()
+        assert await op == 1
+        with pytest.raises(RuntimeError, match="cannot reuse already awaited coroutine"):
+            await op
+        return True
+
+    assert run(main())
+
+
+def test_operations_as_tasks_and_under_wait_for(run):
+    async def main():
+        ch: Chan[int] = Chan()
+        with pytest.raises(TimeoutError):  # its task is cancelled: nobody left waiting
+            await asyncio.wait_for(ch.recv(), 0.01)
+        with pytest.raises(WouldBlock):
+            ch.try_send(1)
+        t = asyncio.create_task(ch.send(7))  # a task on this P's loop, not a goroutine
+        got = await ch.recv()
+        await t
+        g = mnsched.go(ch.send(8))  # a goroutine whose coroutine is the operation
+        return got, await ch.recv(), await g
+
+    assert run(main()) == (7, 8, None)
+
+
+def test_a_failed_or_closed_operation_raises_at_its_await(run):
+    async def main():
+        ch: Chan[int] = Chan()
+        r = mnsched.go(ch.recv())
+        s = mnsched.go(Chan().send(1))
+        await settle()
+        ch.close()
+        with pytest.raises(ChannelClosed, match="receive from closed channel"):
+            await r
+        with pytest.raises(ChannelClosed, match="send on closed channel"):
+            await ch.send(1)
+        s.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await s
+        return True
+
+    assert run(main())

@@ -51,7 +51,7 @@ def test_where_a_signal_interrupted_the_thread(where, inside):
 
 
 def test_real_frames():
-    coro = mnsched.Chan().recv()  # a frame of mnsched's code, not started
+    coro = mnsched.Chan()._recv()  # a frame of mnsched's code, not started
     try:
         assert interrupted_in_driver(coro.cr_frame)
     finally:
