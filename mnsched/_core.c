@@ -55,7 +55,7 @@ PyErr_SetRaisedException(PyObject *e)
 /* -- what bind() was given ------------------------------------------------------------ */
 
 static PyTypeObject *G_type, *P_type;
-static PyObject *LockType, *Call, *Join, *CancelledError, *m;
+static PyObject *Call, *Join, *CancelledError, *m;
 static PyObject *S_RUNNABLE, *S_RUNNING, *S_PARKED, *S_SYSCALL, *S_DONE; /* statuses */
 static PyObject *M_CANCEL, *M_DELIVERED, *M_DEFERRED;                    /* _pend marks */
 static PyObject *NEVER_QUEUED, *WAIT_GOROUTINE;
@@ -67,13 +67,21 @@ static PyObject *LOCK_MASK_o, *JOIN_WINDOW_o, *LOCAL_QUEUE_SIZE_o, *INLINE_JOIN_
 static Py_ssize_t lock_mask, join_window, local_queue_size, inline_join_depth,
     global_check_ticks, clock_every;
 
-static struct {
+/* What a bind function takes: objects by keyword, then the offsets of slots. */
+typedef struct {
     const char *name;
     PyObject **var;
-} bound_objects[] = {
+} BoundObject;
+
+typedef struct {
+    PyTypeObject **tp;
+    const char *name;
+    Py_ssize_t *off;
+} BoundSlot;
+
+static BoundObject bound_objects[] = {
     {"G", (PyObject **)&G_type},
     {"P", (PyObject **)&P_type},
-    {"LockType", &LockType},
     {"Call", &Call},
     {"Join", &Join},
     {"CancelledError", &CancelledError},
@@ -109,11 +117,7 @@ static Py_ssize_t p_curg, p_tick, p_loop, p_last_clock, p_sched, p_runq, p_runne
     p_retiring, p_active, p_nspawned, p_nfinished, p_npinned, p_njoin, p_njoined, p_njoinmiss,
     p_batch_deadline, p_slice_start, p_spinning;
 
-static struct {
-    PyTypeObject **tp;
-    const char *name;
-    Py_ssize_t *off;
-} bound_slots[] = {
+static BoundSlot bound_slots[] = {
     {&G_type, "_coro", &g_coro},
     {&G_type, "_ctx", &g_ctx},
     {&G_type, "_status", &g_status},
@@ -151,6 +155,11 @@ static struct {
     {&P_type, "slice_start", &p_slice_start},
     {&P_type, "spinning", &p_spinning},
 };
+
+/* Sched's slots (sched.py binds it: p is below sched). Until then, and for anything but
+ * a Sched, the attributes are looked up by name. */
+static PyTypeObject *Sched_type;
+static Py_ssize_t sc_allg, sc_closing, sc_idle, sc_nspinning, sc_all_done, sc_runq;
 
 /* Set at import. */
 static PyObject *deque_append, *deque_popleft; /* method descriptors of collections.deque */
@@ -325,20 +334,223 @@ cancelled_error(PyObject *g)
     return PyObject_CallOneArg(py_cancelled_error, g);
 }
 
+/* -- locks (mnsched._core.Lock) --------------------------------------------------------- */
+
+/* threading.Lock's semantics (any thread may release; not reentrant), made for the
+ * driver: the striped G locks, the state locks and every lock a park point yields are
+ * these in the C driver (g.new_lock), so that taking and dropping one costs a call into
+ * the OS lock, not a method call that parses its arguments (a third of a channel
+ * round trip's instructions went to those). Python code uses them as threading.Lock.
+ * The driver's own waits are short (a lock is held for a queue operation) and not
+ * interruptible; a Python caller's acquire is, as threading's, so that a signal handler
+ * runs while the main thread waits. */
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+    char locked; /* written by the holder only; read racily by locked(), as threading's */
+    PyObject *weakreflist;
+} Lock;
+
+static PyTypeObject Lock_type;
+static PyObject *ThreadLockType; /* _thread.LockType: a park point may yield one too */
+
+static inline void
+lock_take(Lock *l)
+{
+    if (PyThread_acquire_lock_timed(l->lock, 0, 0) != PY_LOCK_ACQUIRED) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock_timed(l->lock, -1, 0);
+        Py_END_ALLOW_THREADS
+    }
+    l->locked = 1;
+}
+
+static inline int
+lock_drop(Lock *l)
+{
+    if (!l->locked) {
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return -1;
+    }
+    l->locked = 0;
+    PyThread_release_lock(l->lock);
+    return 0;
+}
+
+/* Acquire or release a lock the driver holds: ours directly, any other by its methods. */
+static int
+lock_acquire(PyObject *lock)
+{
+    if (Py_IS_TYPE(lock, &Lock_type)) {
+        lock_take((Lock *)lock);
+        return 0;
+    }
+    return call_method0(lock, str_acquire);
+}
+
+static int
+lock_release(PyObject *lock)
+{
+    if (Py_IS_TYPE(lock, &Lock_type))
+        return lock_drop((Lock *)lock);
+    return call_method0(lock, str_release);
+}
+
+static inline int
+is_park_lock(PyObject *y)
+{
+    return Py_IS_TYPE(y, &Lock_type) || (PyObject *)Py_TYPE(y) == ThreadLockType;
+}
+
+static PyObject *
+lock_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kw != NULL && PyDict_GET_SIZE(kw) != 0))
+        return PyErr_Format(PyExc_TypeError, "Lock() takes no arguments");
+    Lock *l = (Lock *)type->tp_alloc(type, 0);
+    if (l == NULL)
+        return NULL;
+    l->lock = PyThread_allocate_lock();
+    if (l->lock == NULL) {
+        Py_DECREF(l);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)l;
+}
+
+static void
+lock_dealloc(Lock *l)
+{
+    if (l->weakreflist != NULL)
+        PyObject_ClearWeakRefs((PyObject *)l);
+    if (l->lock != NULL) {
+        if (l->locked)
+            PyThread_release_lock(l->lock);
+        PyThread_free_lock(l->lock);
+    }
+    PyTypeObject *tp = Py_TYPE(l);
+    tp->tp_free(l);
+}
+
+/* acquire(blocking=True, timeout=-1), as threading.Lock's. */
+static PyObject *
+lock_acquire_method(Lock *l, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) == 0 && kw == NULL &&
+        PyThread_acquire_lock_timed(l->lock, 0, 0) == PY_LOCK_ACQUIRED) {
+        l->locked = 1; /* the common case: free */
+        Py_RETURN_TRUE;
+    }
+    static char *kwlist[] = {"blocking", "timeout", NULL};
+    int blocking = 1;
+    double timeout = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|pd:acquire", kwlist, &blocking, &timeout))
+        return NULL;
+    if (!blocking && timeout != -1)
+        return PyErr_Format(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+    if (timeout < 0 && timeout != -1)
+        return PyErr_Format(PyExc_ValueError, "timeout value must be a non-negative number");
+    if (timeout > (double)PY_TIMEOUT_MAX / 1e6)
+        return PyErr_Format(PyExc_OverflowError, "timeout value is too large");
+    double deadline = timeout > 0 ? monotonic() + timeout : 0;
+    PY_TIMEOUT_T us = !blocking ? 0 : timeout < 0 ? -1 : (PY_TIMEOUT_T)(timeout * 1e6);
+    PyLockStatus r = PyThread_acquire_lock_timed(l->lock, 0, 0);
+    while (r != PY_LOCK_ACQUIRED && us != 0) {
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(l->lock, us, 1);
+        Py_END_ALLOW_THREADS
+        if (r != PY_LOCK_INTR)
+            break;
+        if (Py_MakePendingCalls() < 0) /* a signal handler raised */
+            return NULL;
+        if (us > 0) {
+            double left = deadline - monotonic();
+            us = left <= 0 ? 0 : (PY_TIMEOUT_T)(left * 1e6);
+            r = us == 0 ? PyThread_acquire_lock_timed(l->lock, 0, 0) : PY_LOCK_FAILURE;
+        }
+    }
+    if (r != PY_LOCK_ACQUIRED)
+        Py_RETURN_FALSE;
+    l->locked = 1;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+lock_release_method(Lock *l, PyObject *Py_UNUSED(arg))
+{
+    if (lock_drop(l) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lock_exit(Lock *l, PyObject *Py_UNUSED(args))
+{
+    return lock_release_method(l, NULL);
+}
+
+static PyObject *
+lock_locked(Lock *l, PyObject *Py_UNUSED(arg))
+{
+    return PyBool_FromLong(l->locked);
+}
+
+static PyObject *
+lock_repr(Lock *l)
+{
+    return PyUnicode_FromFormat("<%s mnsched._core.Lock object at %p>",
+                                l->locked ? "locked" : "unlocked", l);
+}
+
+static PyMethodDef lock_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))lock_acquire_method, METH_VARARGS | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1): as threading.Lock's."},
+    {"release", (PyCFunction)lock_release_method, METH_NOARGS, "release(): as threading.Lock's."},
+    {"locked", (PyCFunction)lock_locked, METH_NOARGS, "locked(): as threading.Lock's."},
+    {"__enter__", (PyCFunction)(void (*)(void))lock_acquire_method, METH_VARARGS | METH_KEYWORDS,
+     NULL},
+    {"__exit__", (PyCFunction)lock_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject Lock_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.Lock",
+    .tp_basicsize = sizeof(Lock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Lock(): threading.Lock, for the driver (taken and dropped without a call)",
+    .tp_new = lock_new,
+    .tp_dealloc = (destructor)lock_dealloc,
+    .tp_repr = (reprfunc)lock_repr,
+    .tp_methods = lock_methods,
+    .tp_weaklistoffset = offsetof(Lock, weakreflist),
+};
+
+/* sched.<name> (a new reference): its slot once Sched is bound, else by name. */
+static PyObject *
+sched_get(PyObject *sched, Py_ssize_t off, PyObject *name)
+{
+    if (Sched_type != NULL && Py_IS_TYPE(sched, Sched_type)) {
+        PyObject *v = SLOT(sched, off);
+        if (v != NULL)
+            return Py_NewRef(v);
+    }
+    return PyObject_GetAttr(sched, name);
+}
+
 /* -- making work runnable (P.runqput, P.ready_here, goready) ------------------------ */
 
 static int
 maybe_wakep(PyObject *sched)
 {
     /* Sched.maybe_wakep's unlocked test, then its wakep. */
-    PyObject *idle = PyObject_GetAttr(sched, str_idle);
+    PyObject *idle = sched_get(sched, sc_idle, str_idle);
     if (idle == NULL)
         return -1;
     int any = PyObject_IsTrue(idle);
     Py_DECREF(idle);
     if (any <= 0)
         return any;
-    PyObject *ns = PyObject_GetAttr(sched, str_nspinning);
+    PyObject *ns = sched_get(sched, sc_nspinning, str_nspinning);
     if (ns == NULL)
         return -1;
     int spinning = PyObject_IsTrue(ns);
@@ -439,7 +651,7 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
     if (slot_add(p, p_nfinished, 1) < 0)
         return -1;
     PyObject *sched = SLOT(g, g_sched);
-    PyObject *allg = PyObject_GetAttr(sched, str_allg);
+    PyObject *allg = sched_get(sched, sc_allg, str_allg);
     if (allg == NULL)
         return -1;
     if (PySet_Discard(allg, g) < 0) {
@@ -447,13 +659,13 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
         return -1;
     }
     PyObject *lock = stripe(locks, g);
-    if (lock == NULL || call_method0(lock, str_acquire) < 0) {
+    if (lock == NULL || lock_acquire(lock) < 0) {
         Py_DECREF(allg);
         return -1;
     }
     if (casgstatus(g, S_RUNNING, S_DONE) < 0) {
         PyObject *e = PyErr_GetRaisedException();
-        call_method0(lock, str_release);
+        lock_release(lock);
         PyErr_SetRaisedException(e);
         Py_DECREF(allg);
         return -1;
@@ -462,15 +674,15 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
     slot_set(g, g_exc, exc);
     PyObject *waiters = SLOT(g, g_waiters); /* taken: the slot gets None */
     SLOT(g, g_waiters) = Py_NewRef(Py_None);
-    int rc = call_method0(lock, str_release);
+    int rc = lock_release(lock);
     PyObject *home = SLOT(g, g_home);
     if (rc == 0 && home != Py_None)
         rc = slot_add(home, p_npinned, -1);
     if (rc == 0) {
-        PyObject *closing = PyObject_GetAttr(sched, str_closing);
+        PyObject *closing = sched_get(sched, sc_closing, str_closing);
         rc = closing == NULL ? -1 : 0;
         if (closing == Py_True && PySet_GET_SIZE(allg) == 0) {
-            PyObject *ev = PyObject_GetAttr(sched, str_all_done);
+            PyObject *ev = sched_get(sched, sc_all_done, str_all_done);
             rc = ev == NULL ? -1 : call_method0(ev, str_set); /* shutdown waits for it */
             Py_XDECREF(ev);
         }
@@ -578,14 +790,14 @@ static int
 park(PyObject *p, PyObject *g, PyObject *lock)
 {
     PyObject *sl = stripe(state_locks, g);
-    if (sl == NULL || call_method0(sl, str_acquire) < 0)
+    if (sl == NULL || lock_acquire(sl) < 0)
         return -1;
     PyObject *waitq = SLOT(g, g_waitq);
     PyObject *to = (waitq != NULL && (PyObject *)Py_TYPE(waitq) == Call) ? S_SYSCALL : S_PARKED;
     if (casgstatus(g, S_RUNNING, to) < 0) {
         PyObject *e = PyErr_GetRaisedException();
-        call_method0(sl, str_release);
-        call_method0(lock, str_release);
+        lock_release(sl);
+        lock_release(lock);
         PyErr_SetRaisedException(e);
         return -1;
     }
@@ -597,17 +809,17 @@ park(PyObject *p, PyObject *g, PyObject *lock)
         slot_set(g, g_pend, M_DELIVERED);
         waitq = SLOT(g, g_waitq);
         Py_XINCREF(waitq);
-        int rc = call_method0(sl, str_release);
+        int rc = lock_release(sl);
         if (rc == 0)
-            rc = call_method0(lock, str_release);
+            rc = lock_release(lock);
         if (rc == 0 && waitq != NULL && waitq != Py_None)
             rc = call_method1(waitq, str_cancel_wait, g);
         Py_XDECREF(waitq);
         return rc;
     }
-    if (call_method0(sl, str_release) < 0)
+    if (lock_release(sl) < 0)
         return -1;
-    return call_method0(lock, str_release);
+    return lock_release(lock);
 }
 
 /* Step g on p; prev (borrowed, or NULL) is the current task to restore after it. */
@@ -674,7 +886,7 @@ step(PyObject *p, PyObject *g, PyObject *prev)
             rc = call_method1(SLOT(p, p_sched), str_fatal_error, exc);
         Py_DECREF(exc);
     }
-    else if ((PyObject *)Py_TYPE(y) == LockType) {
+    else if (is_park_lock(y)) {
         rc = park(p, g, y);
         Py_DECREF(y);
     }
@@ -764,7 +976,7 @@ core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs
     double deadline = PyFloat_AsDouble(args[2]), time_slice = PyFloat_AsDouble(args[3]);
     if (check_bound(p, NULL, "run_batch") < 0 || PyErr_Occurred())
         return NULL;
-    PyObject *glob = PyObject_GetAttr(SLOT(p, p_sched), str_runq);
+    PyObject *glob = sched_get(SLOT(p, p_sched), sc_runq, str_runq);
     if (glob == NULL)
         return NULL;
     PyObject *now = Py_NewRef(args[1]), *result = NULL;
@@ -945,11 +1157,9 @@ fresh(PyObject *coro)
  * path). A coroutine that is not fresh, or a runtime closing, goes to Sched.newproc,
  * which says what is wrong. */
 static PyObject *
-core_go_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+go_here(PyObject *coro, PyObject *name)
 {
-    if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "_core.go_here(coro, name)");
-    PyObject *p = running_p, *coro = args[0], *name = args[1];
+    PyObject *p = running_p;
     if (p == NULL || !PyCoro_CheckExact(coro))
         Py_RETURN_NONE;
     PyObject *sched = SLOT(p, p_sched), *allg = NULL;
@@ -959,12 +1169,12 @@ core_go_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
     if (ok) {
         /* Sched.newproc's check; allp needs none here: a P is stepping a G, so only
          * closing can empty it. */
-        PyObject *closing = PyObject_GetAttr(sched, str_closing);
+        PyObject *closing = sched_get(sched, sc_closing, str_closing);
         if (closing == NULL)
             return NULL;
         ok = closing == Py_False;
         Py_DECREF(closing);
-        if (ok && (allg = PyObject_GetAttr(sched, str_allg)) == NULL)
+        if (ok && (allg = sched_get(sched, sc_allg, str_allg)) == NULL)
             return NULL;
         ok = ok && PySet_CheckExact(allg);
     }
@@ -1004,6 +1214,123 @@ core_go_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
     }
     return g;
 }
+
+static PyObject *
+core_go_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "_core.go_here(coro, name)");
+    return go_here(args[0], args[1]);
+}
+
+/* -- go() (api.go) -------------------------------------------------------------------- */
+
+/* ``mnsched.go`` in the C driver: ``go(coro)`` or ``go(coro, name=...)`` from a goroutine
+ * spawns through go_here without a Python frame; anything else (pin, context, a
+ * decorator use, a caller that is not a goroutine, a coroutine that is not fresh) calls
+ * api.go, the Python function it wraps (whose name, doc and signature it carries:
+ * functools.update_wrapper fills its __dict__). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *fallback;
+    PyObject *dict;
+    vectorcallfunc vectorcall;
+} Go;
+
+static PyObject *
+go_vectorcall(Go *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs == 1 && running_p != NULL) {
+        Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+        int plain = nkw == 0, named = nkw == 1 && PyUnicode_Check(PyTuple_GET_ITEM(kwnames, 0)) &&
+                                      PyUnicode_CompareWithASCIIString(
+                                          PyTuple_GET_ITEM(kwnames, 0), "name") == 0;
+        if (plain || named) {
+            PyObject *g = go_here(args[0], named ? args[1] : Py_None);
+            if (g != Py_None)
+                return g; /* the G, or NULL with the error */
+            Py_DECREF(g);
+        }
+    }
+    return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+}
+
+static PyObject *
+go_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *fallback;
+    if (kw != NULL && PyDict_GET_SIZE(kw) != 0)
+        return PyErr_Format(PyExc_TypeError, "Go(fallback) takes no keyword arguments");
+    if (!PyArg_UnpackTuple(args, "Go", 1, 1, &fallback))
+        return NULL;
+    if (!PyCallable_Check(fallback))
+        return PyErr_Format(PyExc_TypeError, "Go(fallback) needs a callable");
+    Go *self = (Go *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->fallback = Py_NewRef(fallback);
+    self->vectorcall = (vectorcallfunc)go_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+go_traverse(Go *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->dict);
+    return 0;
+}
+
+static int
+go_clear(Go *self)
+{
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->dict);
+    return 0;
+}
+
+static void
+go_dealloc(Go *self)
+{
+    PyObject_GC_UnTrack(self);
+    go_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyObject *
+go_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    return Py_NewRef(self); /* not a method: a class attribute stays the function */
+}
+
+static PyObject *
+go_repr(Go *self)
+{
+    return PyUnicode_FromFormat("<mnsched go() in C, over %R>", self->fallback);
+}
+
+static PyGetSetDef go_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Go_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.Go",
+    .tp_basicsize = sizeof(Go),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Go(fallback): go() with its goroutine fast path in C",
+    .tp_new = go_new,
+    .tp_dealloc = (destructor)go_dealloc,
+    .tp_traverse = (traverseproc)go_traverse,
+    .tp_clear = (inquiry)go_clear,
+    .tp_repr = (reprfunc)go_repr,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Go, vectorcall),
+    .tp_dictoffset = offsetof(Go, dict),
+    .tp_getset = go_getset,
+    .tp_descr_get = go_get,
+};
 
 /* -- awaiting a G (GBase.__await__) ------------------------------------------------------ */
 
@@ -1063,7 +1390,7 @@ awaiter_send(Awaiter *self, PyObject *Py_UNUSED(arg), PyObject **res)
             return PYGEN_ERROR; /* may run it to completion right here */
         if (!status_is(g, S_DONE)) {
             PyObject *lock = stripe(locks, g);
-            if (lock == NULL || call_method0(lock, str_acquire) < 0)
+            if (lock == NULL || lock_acquire(lock) < 0)
                 return PYGEN_ERROR;
             if (!status_is(g, S_DONE)) {
                 /* g._push_waiter(curg), then gopark(curg, lock, _Join(g, curg), ...) */
@@ -1093,7 +1420,7 @@ awaiter_send(Awaiter *self, PyObject *Py_UNUSED(arg), PyObject **res)
                 }
                 if (rc < 0) {
                     PyObject *e = PyErr_GetRaisedException();
-                    call_method0(lock, str_release);
+                    lock_release(lock);
                     PyErr_SetRaisedException(e);
                     return PYGEN_ERROR;
                 }
@@ -1104,7 +1431,7 @@ awaiter_send(Awaiter *self, PyObject *Py_UNUSED(arg), PyObject **res)
                 *res = Py_NewRef(lock); /* the driver parks curg, then releases it */
                 return PYGEN_NEXT;
             }
-            if (call_method0(lock, str_release) < 0)
+            if (lock_release(lock) < 0)
                 return PYGEN_ERROR;
         }
     }
@@ -1292,7 +1619,7 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
     Py_ssize_t nbuf = PyObject_Size(buf), nsend = PyObject_Size(sendq);
     if (nbuf > 0 && nsend == 0) { /* the common buffered case */
         PyObject *v = deque_call(deque_popleft, buf, NULL);
-        if (call_method0(lock, str_release) < 0) {
+        if (lock_release(lock) < 0) {
             Py_XDECREF(v);
             return PYGEN_ERROR;
         }
@@ -1308,7 +1635,7 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
             Py_XDECREF(r);
             if (r != NULL)
                 slot_set(sg, s_done, Py_True);
-            if (r == NULL || call_method0(lock, str_release) < 0 || wake_partner(p, sg) < 0) {
+            if (r == NULL || lock_release(lock) < 0 || wake_partner(p, sg) < 0) {
                 Py_DECREF(sg);
                 return PYGEN_ERROR;
             }
@@ -1324,7 +1651,7 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
         PyObject *r = sg == NULL ? NULL : deque_call(deque_append, recvq, sg);
         if (r == NULL) {
             PyObject *e = PyErr_GetRaisedException();
-            call_method0(lock, str_release);
+            lock_release(lock);
             PyErr_SetRaisedException(e);
             Py_XDECREF(sg);
             return PYGEN_ERROR;
@@ -1336,7 +1663,7 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
         *res = Py_NewRef(lock); /* the driver parks g, then releases it */
         return PYGEN_NEXT;
     }
-    if (call_method0(lock, str_release) < 0)
+    if (lock_release(lock) < 0)
         return PYGEN_ERROR;
     return NOT_FAST;
 }
@@ -1359,7 +1686,7 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
                     slot_set(sg, s_ok, Py_True);
                     slot_set(sg, s_done, Py_True);
                 }
-                int rc = r == NULL || call_method0(lock, str_release) < 0 ||
+                int rc = r == NULL || lock_release(lock) < 0 ||
                          wake_partner(p, sg) < 0;
                 Py_DECREF(sg);
                 if (rc)
@@ -1374,7 +1701,7 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
             Py_ssize_t cap = PyLong_AsSsize_t(SLOT(ch, c_cap));
             if (cap < 0) {
                 PyObject *e = PyErr_GetRaisedException();
-                call_method0(lock, str_release);
+                lock_release(lock);
                 PyErr_SetRaisedException(e);
                 return PYGEN_ERROR;
             }
@@ -1383,11 +1710,11 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
                 Py_XDECREF(r);
                 if (r == NULL) {
                     PyObject *e = PyErr_GetRaisedException();
-                    call_method0(lock, str_release);
+                    lock_release(lock);
                     PyErr_SetRaisedException(e);
                     return PYGEN_ERROR;
                 }
-                if (call_method0(lock, str_release) < 0)
+                if (lock_release(lock) < 0)
                     return PYGEN_ERROR;
                 *res = Py_NewRef(Py_None);
                 return PYGEN_RETURN;
@@ -1397,7 +1724,7 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
             PyObject *r = sg == NULL ? NULL : deque_call(deque_append, sendq, sg);
             if (r == NULL) {
                 PyObject *e = PyErr_GetRaisedException();
-                call_method0(lock, str_release);
+                lock_release(lock);
                 PyErr_SetRaisedException(e);
                 Py_XDECREF(sg);
                 return PYGEN_ERROR;
@@ -1410,7 +1737,7 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
             return PYGEN_NEXT;
         }
     }
-    if (call_method0(lock, str_release) < 0)
+    if (lock_release(lock) < 0)
         return PYGEN_ERROR;
     return NOT_FAST;
 }
@@ -1458,7 +1785,7 @@ chanop_send(ChanOp *self, PyObject *arg, PyObject **res)
     PyObject *g = p == NULL ? NULL : SLOT(p, p_curg);
     if (g != NULL && g != Py_None) {
         PyObject *lock = SLOT(self->ch, c_lock);
-        if (call_method0(lock, str_acquire) < 0)
+        if (lock_acquire(lock) < 0)
             return PYGEN_ERROR;
         int r = self->is_send ? fast_send(self, p, g, lock, res) : fast_recv(self, p, g, lock, res);
         if (r != NOT_FAST) {
@@ -1730,23 +2057,53 @@ as_size(PyObject *o, Py_ssize_t *out)
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* Take a bind function's keyword arguments into the table's variables: exactly its names. */
+static int
+take_objects(const char *who, PyObject *args, PyObject *kw, BoundObject *objs, size_t n)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || kw == NULL) {
+        PyErr_Format(PyExc_TypeError, "_core.%s takes keyword arguments only", who);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PyObject *v = PyDict_GetItemString(kw, objs[i].name); /* borrowed */
+        if (v == NULL) {
+            PyErr_Format(PyExc_TypeError, "_core.%s: missing %s", who, objs[i].name);
+            return -1;
+        }
+        Py_XSETREF(*objs[i].var, Py_NewRef(v));
+    }
+    if ((size_t)PyDict_GET_SIZE(kw) != n) {
+        PyErr_Format(PyExc_TypeError, "_core.%s: unexpected names", who);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+take_offsets(BoundSlot *slots, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!PyType_Check(*slots[i].tp)) {
+            PyErr_Format(PyExc_TypeError, "_core: %s's class is not a class", slots[i].name);
+            return -1;
+        }
+        if (slot_offset(*slots[i].tp, slots[i].name, slots[i].off) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+#define COUNT(table) (sizeof(table) / sizeof((table)[0]))
+
 static PyObject *
 core_bind(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || kw == NULL)
-        return PyErr_Format(PyExc_TypeError, "_core.bind takes keyword arguments only");
     PyTypeObject *old_p = P_type;
     P_type = NULL; /* unbound (every entry point refuses) until all is checked */
     Py_XDECREF(old_p);
-    size_t nobj = sizeof(bound_objects) / sizeof(bound_objects[0]);
-    for (size_t i = 0; i < nobj; i++) {
-        PyObject *v = PyDict_GetItemString(kw, bound_objects[i].name); /* borrowed */
-        if (v == NULL)
-            return PyErr_Format(PyExc_TypeError, "_core.bind: missing %s", bound_objects[i].name);
-        Py_XSETREF(*bound_objects[i].var, Py_NewRef(v));
-    }
-    if ((size_t)PyDict_GET_SIZE(kw) != nobj)
-        return PyErr_Format(PyExc_TypeError, "_core.bind: unexpected names");
+    if (take_objects("bind", args, kw, bound_objects, COUNT(bound_objects)) < 0)
+        return NULL;
     if (!PyType_Check(G_type) || !PyType_Check(P_type) || !PyType_Check(Join) ||
         !PyType_Check(CancelledError) || !PyDict_CheckExact(current_tasks) ||
         !PyTuple_CheckExact(locks) || !PyTuple_CheckExact(state_locks) ||
@@ -1762,21 +2119,15 @@ core_bind(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
             PyErr_SetString(PyExc_TypeError, "_core.bind: wrong kinds of arguments");
         return NULL;
     }
-    size_t nslots = sizeof(bound_slots) / sizeof(bound_slots[0]);
-    for (size_t i = 0; i < nslots; i++) {
-        if (slot_offset(*bound_slots[i].tp, bound_slots[i].name, bound_slots[i].off) < 0) {
-            Py_CLEAR(P_type);
-            return NULL;
-        }
+    if (take_offsets(bound_slots, COUNT(bound_slots)) < 0) {
+        Py_CLEAR(P_type);
+        return NULL;
     }
     Py_RETURN_NONE;
 }
 
 
-static struct {
-    const char *name;
-    PyObject **var;
-} chan_objects[] = {
+static BoundObject chan_objects[] = {
     {"Chan", (PyObject **)&Chan_type},
     {"Sudog", (PyObject **)&Sudog_type},
     {"ChannelClosed", &ChannelClosed},
@@ -1786,11 +2137,7 @@ static struct {
     {"WAIT_CHAN_RECEIVE", &WAIT_CHAN_RECEIVE},
 };
 
-static struct {
-    PyTypeObject **tp;
-    const char *name;
-    Py_ssize_t *off;
-} chan_slots[] = {
+static BoundSlot chan_slots[] = {
     {&Chan_type, "_buf", &c_buf},     {&Chan_type, "_cap", &c_cap},
     {&Chan_type, "_closed", &c_closed}, {&Chan_type, "_lock", &c_lock},
     {&Chan_type, "_recvq", &c_recvq}, {&Chan_type, "_sendq", &c_sendq},
@@ -1805,30 +2152,36 @@ static struct {
 static PyObject *
 core_bind_chan(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || kw == NULL)
-        return PyErr_Format(PyExc_TypeError, "_core.bind_chan takes keyword arguments only");
     PyTypeObject *old = Chan_type;
     Chan_type = NULL; /* unbound (ChanBase refuses) until all is checked */
     Py_XDECREF(old);
-    size_t nobj = sizeof(chan_objects) / sizeof(chan_objects[0]);
-    for (size_t i = 0; i < nobj; i++) {
-        PyObject *v = PyDict_GetItemString(kw, chan_objects[i].name); /* borrowed */
-        if (v == NULL)
-            return PyErr_Format(PyExc_TypeError, "_core.bind_chan: missing %s",
-                                chan_objects[i].name);
-        Py_XSETREF(*chan_objects[i].var, Py_NewRef(v));
-    }
-    if ((size_t)PyDict_GET_SIZE(kw) != nobj || !PyType_Check(Chan_type) ||
-        !PyType_Check(Sudog_type) || !PyExceptionClass_Check(ChannelClosed)) {
+    if (take_objects("bind_chan", args, kw, chan_objects, COUNT(chan_objects)) < 0 ||
+        !PyExceptionClass_Check(ChannelClosed) || take_offsets(chan_slots, COUNT(chan_slots)) < 0) {
         Py_CLEAR(Chan_type);
-        return PyErr_Format(PyExc_TypeError, "_core.bind_chan: wrong names or kinds");
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "_core.bind_chan: wrong kinds of arguments");
+        return NULL;
     }
-    size_t nslots = sizeof(chan_slots) / sizeof(chan_slots[0]);
-    for (size_t i = 0; i < nslots; i++) {
-        if (slot_offset(*chan_slots[i].tp, chan_slots[i].name, chan_slots[i].off) < 0) {
-            Py_CLEAR(Chan_type);
-            return NULL;
-        }
+    Py_RETURN_NONE;
+}
+
+static BoundObject sched_objects[] = {{"Sched", (PyObject **)&Sched_type}};
+static BoundSlot sched_slots[] = {
+    {&Sched_type, "allg", &sc_allg},         {&Sched_type, "closing", &sc_closing},
+    {&Sched_type, "idle", &sc_idle},         {&Sched_type, "nspinning", &sc_nspinning},
+    {&Sched_type, "all_done", &sc_all_done}, {&Sched_type, "runq", &sc_runq},
+};
+
+static PyObject *
+core_bind_sched(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
+{
+    PyTypeObject *old = Sched_type;
+    Sched_type = NULL;
+    Py_XDECREF(old);
+    if (take_objects("bind_sched", args, kw, sched_objects, COUNT(sched_objects)) < 0 ||
+        take_offsets(sched_slots, COUNT(sched_slots)) < 0) {
+        Py_CLEAR(Sched_type);
+        return NULL;
     }
     Py_RETURN_NONE;
 }
@@ -1846,6 +2199,8 @@ static PyMethodDef core_methods[] = {
      "bind(**names): give the driver mnsched's classes, constants and helpers."},
     {"bind_chan", (PyCFunction)(void (*)(void))core_bind_chan, METH_VARARGS | METH_KEYWORDS,
      "bind_chan(**names): give the channel fast path Chan, Sudog and their constants."},
+    {"bind_sched", (PyCFunction)(void (*)(void))core_bind_sched, METH_VARARGS | METH_KEYWORDS,
+     "bind_sched(Sched=Sched): give the driver Sched's slots."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1898,6 +2253,11 @@ PyInit__core(void)
         if ((*strs[i].var = PyUnicode_InternFromString(strs[i].s)) == NULL)
             return NULL;
     }
+    PyObject *thread = PyImport_ImportModule("_thread");
+    ThreadLockType = thread == NULL ? NULL : PyObject_GetAttrString(thread, "LockType");
+    Py_XDECREF(thread);
+    if (ThreadLockType == NULL)
+        return NULL;
     PyObject *collections = PyImport_ImportModule("collections");
     PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
     Py_XDECREF(collections);
@@ -1910,14 +2270,17 @@ PyInit__core(void)
         return NULL;
     if ((minus_one = PyLong_FromLong(-1)) == NULL || PyType_Ready(&Awaiter_type) < 0 ||
         PyType_Ready(&GBase_type) < 0 || PyType_Ready(&ChanOp_type) < 0 ||
-        PyType_Ready(&ChanBase_type) < 0)
+        PyType_Ready(&ChanBase_type) < 0 || PyType_Ready(&Lock_type) < 0 ||
+        PyType_Ready(&Go_type) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&core_module);
     if (mod == NULL)
         return NULL;
     if (PyModule_AddObjectRef(mod, "GBase", (PyObject *)&GBase_type) < 0 ||
         PyModule_AddObjectRef(mod, "ChanBase", (PyObject *)&ChanBase_type) < 0 ||
-        PyModule_AddObjectRef(mod, "ChanOp", (PyObject *)&ChanOp_type) < 0) {
+        PyModule_AddObjectRef(mod, "ChanOp", (PyObject *)&ChanOp_type) < 0 ||
+        PyModule_AddObjectRef(mod, "Lock", (PyObject *)&Lock_type) < 0 ||
+        PyModule_AddObjectRef(mod, "Go", (PyObject *)&Go_type) < 0) {
         Py_DECREF(mod);
         return NULL;
     }

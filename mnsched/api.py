@@ -15,7 +15,7 @@ import inspect
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .g import CORE, GOSCHED, WAIT_SLEEP, WAIT_SYSCALL, G, check_coroutine, gopark
 from .m import Call, m
@@ -80,6 +80,12 @@ def go(
         return p.sched.newproc(coro, name, pin=pin, context=context)
     check_coroutine(coro)  # before a default runtime is started for it
     return current_runtime().go(coro, name=name, pin=pin, context=context)
+
+
+if not TYPE_CHECKING and CORE is not None:
+    # go(coro) and go(coro, name=...) from a goroutine without this function's frame: the
+    # C core's Go, which calls the function above for everything else.
+    go = functools.update_wrapper(CORE.Go(go), go)
 
 
 @types.coroutine

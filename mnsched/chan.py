@@ -8,13 +8,12 @@ loses or duplicates a value: docs/design.md, "Channels".
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import MnschedError
-from .g import CORE, PARKED, WAIT_CHAN_RECEIVE, WAIT_CHAN_SEND, goready
+from .g import CORE, PARKED, WAIT_CHAN_RECEIVE, WAIT_CHAN_SEND, goready, new_lock
 from .m import m
 from .sudog import Sudog, wait, wait_blocking
 
@@ -70,7 +69,7 @@ class Chan(_ChanBase, Generic[T]):
             raise ValueError(f"channel capacity must be an int >= 0, not {capacity!r}")
         self._cap = capacity
         self._buf: deque[T] = deque()
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._recvq: deque[Sudog] = deque()
         self._sendq: deque[Sudog] = deque()
         self._closed = False

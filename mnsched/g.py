@@ -124,8 +124,13 @@ def casgstatus(g: G[Any], old: int, new: int) -> None:
 #    taking another lock.
 _NLOCKS = 64
 LOCK_MASK = _NLOCKS - 1
-LOCKS = tuple(threading.Lock() for _ in range(_NLOCKS))
-STATE_LOCKS = tuple(threading.Lock() for _ in range(_NLOCKS))
+# The locks a park point yields (the driver releases one once the G is parked) and the
+# striped G locks: the C core's Lock in the C driver, which takes and drops them without
+# a method call; threading's otherwise. The C driver also accepts a threading.Lock (a
+# Call's: m is below g).
+new_lock: Callable[[], threading.Lock] = threading.Lock if CORE is None else CORE.Lock
+LOCKS = tuple(new_lock() for _ in range(_NLOCKS))
+STATE_LOCKS = tuple(new_lock() for _ in range(_NLOCKS))
 LockType = type(LOCKS[0])
 
 

@@ -933,7 +933,7 @@ def _cancelled_error(g: G[Any]) -> CancelledError:
 
 if CORE is not None:
     CORE.bind(
-        G=G, P=P, LockType=LockType, Call=Call, Join=Join, CancelledError=CancelledError,
+        G=G, P=P, Call=Call, Join=Join, CancelledError=CancelledError,
         m=m, RUNNABLE=RUNNABLE, RUNNING=RUNNING, PARKED=PARKED, SYSCALL=SYSCALL, DONE=DONE,
         CANCEL=CANCEL, DELIVERED=DELIVERED, DEFERRED=DEFERRED, NEVER_QUEUED=NEVER_QUEUED,
         WAIT_GOROUTINE=WAIT_GOROUTINE, CURRENT_TASKS=CURRENT_TASKS, LOCKS=LOCKS,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .aio import install_all_tasks_hook
 from .errors import RuntimeClosedError, check
-from .g import RUNNABLE, SYSCALL, G, Unretrieved, casgstatus, check_coroutine
+from .g import CORE, RUNNABLE, SYSCALL, G, Unretrieved, casgstatus, check_coroutine
 from .m import Call, MPool, m
 from .p import P
 from .runq import LOCAL_QUEUE_SIZE
@@ -65,6 +65,14 @@ install_all_tasks_hook(_all_goroutines)
 
 
 class Sched:
+    # Slots: the C core reads allg, closing, idle, nspinning, all_done and runq at their
+    # offsets (bind_sched, below) instead of looking them up by name.
+    __slots__ = (
+        "__weakref__", "_goidgen", "all_done", "allg", "allp", "closing", "fatal", "idle",
+        "lock", "main", "make_loop", "mpool", "nspawned_outside", "nspinning", "nsyscall",
+        "order", "resize_lock", "retired", "rt", "runq", "spares", "unretrieved", "warm",
+    )  # fmt: skip
+
     def __init__(
         self, rt: Runtime, make_loop: Callable[[], asyncio.AbstractEventLoop], mpool: MPool
     ) -> None:
@@ -407,3 +415,7 @@ class Sched:
         self.retired.extend(gone)
         for p in gone:
             p.loop.call_soon_threadsafe(p.retire)
+
+
+if CORE is not None:
+    CORE.bind_sched(Sched=Sched)

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 from typing import Any
 
 from .chan import OP_RECV, OP_SEND, Chan, ChannelClosed
 from .errors import InternalError
-from .g import WAIT_SELECT, G, gopark_op, goready
+from .g import WAIT_SELECT, G, gopark_op, goready, new_lock
 from .m import m
 from .sudog import Sudog
 
@@ -60,7 +59,7 @@ class Select:
     __slots__ = ("claimed", "fired", "fired_closed", "lock", "sudogs")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = new_lock()
         self.claimed = False
         self.fired: Sudog | None = None
         self.fired_closed = False

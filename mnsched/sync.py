@@ -8,12 +8,11 @@ a channel does (sudog.py; docs/design.md, "Channels"), cancellation included.
 from __future__ import annotations
 
 import inspect
-import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .g import WAIT_MUTEX, WAIT_ONCE, WAIT_WAITGROUP
+from .g import WAIT_MUTEX, WAIT_ONCE, WAIT_WAITGROUP, new_lock
 from .m import m
 from .sudog import Sudog, wait, wait_blocking
 
@@ -22,7 +21,7 @@ class _Waitable:
     """A lock and a FIFO queue of waiting sudogs: a sudog's owner."""
 
     def __init__(self, reason: str) -> None:
-        self._lock = threading.Lock()
+        self._lock = new_lock()
         self._waiters: deque[Sudog] = deque()
         self._foreign = False
         self._reason = reason

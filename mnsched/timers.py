@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .aio import call_on_loop
 from .chan import Chan, WouldBlock
-from .g import PARKED, G, goready
+from .g import PARKED, G, goready, new_lock
 from .m import m
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class Timers:
     def __init__(self, p: P) -> None:
         self.p = p
         self.heap: list[tuple[float, int, Timer]] = []
-        self.lock = threading.Lock()
+        self.lock = new_lock()
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None  # armed for the earliest entry
         self._armed = math.inf

@@ -196,3 +196,74 @@ def test_drivers_print_the_same(seed):
 if __name__ == "__main__":
     sys.path.insert(0, HERE)
     print("\n".join(program(int(sys.argv[1]))))
+
+
+# -- the driver's lock (g.new_lock: the C core's Lock, or threading.Lock): threading's
+# semantics either way --------------------------------------------------------------
+
+
+def test_the_drivers_lock_behaves_as_threading_lock():
+    import threading
+
+    lock = gmod.new_lock()
+    assert type(lock) is gmod.LockType
+    assert not lock.locked() and "unlocked" in repr(lock)
+    assert lock.acquire() is True and lock.locked() and "locked" in repr(lock)
+    assert lock.acquire(False) is False
+    assert lock.acquire(blocking=False) is False
+    assert lock.acquire(timeout=0.01) is False
+    with pytest.raises(ValueError):
+        lock.acquire(False, 1)
+    with pytest.raises(ValueError):
+        lock.acquire(timeout=-2)
+    released = threading.Event()
+
+    def release_elsewhere() -> None:  # any thread may release it
+        lock.release()
+        released.set()
+
+    t = threading.Thread(target=release_elsewhere)
+    t.start()
+    t.join()
+    assert released.is_set() and not lock.locked()
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        lock.release()
+    with lock:
+        assert lock.locked()
+    assert not lock.locked()
+    import weakref
+
+    assert weakref.ref(lock)() is lock
+
+
+def test_a_blocked_acquire_lets_a_signal_handler_run():
+    # As threading.Lock's: the main thread waiting for a lock still runs a signal handler
+    # (and its exception ends the wait), so Ctrl-C reaches a program stuck on one.
+    import signal
+    import threading
+
+    lock = gmod.new_lock()
+    lock.acquire()
+    waiting, interrupted = threading.Event(), threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if waiting.is_set():  # once
+            waiting.clear()
+            raise ZeroDivisionError
+
+    def poke(main: int) -> None:  # until the wait has been interrupted: no timing bet
+        while not interrupted.wait(0.01):
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    old = signal.signal(signal.SIGUSR1, handler)
+    t = threading.Thread(target=poke, args=(threading.get_ident(),))
+    t.start()
+    try:
+        with pytest.raises(ZeroDivisionError):
+            waiting.set()
+            lock.acquire(timeout=30)
+    finally:
+        interrupted.set()
+        t.join()
+        signal.signal(signal.SIGUSR1, old)
+        lock.release()
