@@ -267,3 +267,35 @@ def test_a_blocked_acquire_lets_a_signal_handler_run():
         t.join()
         signal.signal(signal.SIGUSR1, old)
         lock.release()
+
+
+def test_go_is_the_same_function_to_its_callers():
+    # The C driver's go() (a Go over api.go) keeps its name, doc and signature.
+    import inspect
+
+    params = list(inspect.signature(mnsched.go).parameters)
+    assert params == ["coro", "name", "pin", "context"]
+    assert mnsched.go.__name__ == "go" and "Spawn a goroutine" in (mnsched.go.__doc__ or "")
+
+
+def test_go_takes_every_form_from_a_goroutine(run):
+    async def double(x: int) -> int:
+        return 2 * x
+
+    spawn = mnsched.go(double)  # as a decorator
+
+    async def main():
+        gs = [
+            mnsched.go(double(1)),
+            mnsched.go(double(2), name="two"),
+            mnsched.go(double(3), name=None),
+            mnsched.go(double(4), pin=True),
+            mnsched.go(coro=double(5)),
+            spawn(6),
+        ]
+        assert gs[1].name == "two"
+        with pytest.raises(TypeError, match="a goroutine needs a coroutine"):
+            mnsched.go(42)
+        return [await g for g in gs]
+
+    assert run(main()) == [2, 4, 6, 8, 10, 12]
