@@ -1608,6 +1608,36 @@ new_sudog(PyObject *ch, PyObject *op, PyObject *elem, PyObject *q, PyObject *g)
     return sg;
 }
 
+/* The channel lock is held and something failed: release it, keep the error. */
+static int
+unlock_failed(PyObject *lock)
+{
+    PyObject *e = PyErr_GetRaisedException();
+    lock_release(lock);
+    PyErr_SetRaisedException(e);
+    return PYGEN_ERROR;
+}
+
+/* Queue a new Sudog for g in q and yield the lock: the driver parks g, then releases it
+ * (sudog.wait and gopark_op). */
+static int
+park(ChanOp *self, PyObject *g, PyObject *lock, PyObject *q, PyObject *op, PyObject *elem,
+     PyObject *reason, PyObject **res)
+{
+    PyObject *sg = new_sudog(self->ch, op, elem, q, g);
+    PyObject *r = sg == NULL ? NULL : deque_call(deque_append, q, sg);
+    if (r == NULL) {
+        Py_XDECREF(sg);
+        return unlock_failed(lock);
+    }
+    Py_DECREF(r);
+    self->sg = sg;
+    slot_set(g, g_waitq, sg);
+    slot_set(g, g_waitreason, reason);
+    *res = Py_NewRef(lock);
+    return PYGEN_NEXT;
+}
+
 /* Outcomes: PYGEN_RETURN with *res, PYGEN_NEXT (parked: *res is the lock), PYGEN_ERROR,
  * or -2: not a case for the fast path (the lock released, nothing done). */
 #define NOT_FAST -2
@@ -1646,22 +1676,7 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
         Py_DECREF(sg);
     }
     else if (nbuf == 0 && nsend == 0 && SLOT(ch, c_closed) == Py_False) { /* wait */
-        PyObject *recvq = SLOT(ch, c_recvq);
-        PyObject *sg = new_sudog(ch, OP_RECV, Py_None, recvq, g);
-        PyObject *r = sg == NULL ? NULL : deque_call(deque_append, recvq, sg);
-        if (r == NULL) {
-            PyObject *e = PyErr_GetRaisedException();
-            lock_release(lock);
-            PyErr_SetRaisedException(e);
-            Py_XDECREF(sg);
-            return PYGEN_ERROR;
-        }
-        Py_DECREF(r);
-        self->sg = sg;
-        slot_set(g, g_waitq, sg);
-        slot_set(g, g_waitreason, WAIT_CHAN_RECEIVE);
-        *res = Py_NewRef(lock); /* the driver parks g, then releases it */
-        return PYGEN_NEXT;
+        return park(self, g, lock, SLOT(ch, c_recvq), OP_RECV, Py_None, WAIT_CHAN_RECEIVE, res);
     }
     if (lock_release(lock) < 0)
         return PYGEN_ERROR;
@@ -1699,42 +1714,20 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
         else {
             PyObject *buf = SLOT(ch, c_buf);
             Py_ssize_t cap = PyLong_AsSsize_t(SLOT(ch, c_cap));
-            if (cap < 0) {
-                PyObject *e = PyErr_GetRaisedException();
-                lock_release(lock);
-                PyErr_SetRaisedException(e);
-                return PYGEN_ERROR;
-            }
+            if (cap < 0)
+                return unlock_failed(lock);
             if (PyObject_Size(buf) < cap) { /* room in the buffer, no receiver waiting */
                 PyObject *r = deque_call(deque_append, buf, self->v);
                 Py_XDECREF(r);
-                if (r == NULL) {
-                    PyObject *e = PyErr_GetRaisedException();
-                    lock_release(lock);
-                    PyErr_SetRaisedException(e);
-                    return PYGEN_ERROR;
-                }
+                if (r == NULL)
+                    return unlock_failed(lock);
                 if (lock_release(lock) < 0)
                     return PYGEN_ERROR;
                 *res = Py_NewRef(Py_None);
                 return PYGEN_RETURN;
             }
-            PyObject *sendq = SLOT(ch, c_sendq); /* full (or unbuffered): wait */
-            PyObject *sg = new_sudog(ch, OP_SEND, self->v, sendq, g);
-            PyObject *r = sg == NULL ? NULL : deque_call(deque_append, sendq, sg);
-            if (r == NULL) {
-                PyObject *e = PyErr_GetRaisedException();
-                lock_release(lock);
-                PyErr_SetRaisedException(e);
-                Py_XDECREF(sg);
-                return PYGEN_ERROR;
-            }
-            Py_DECREF(r);
-            self->sg = sg;
-            slot_set(g, g_waitq, sg);
-            slot_set(g, g_waitreason, WAIT_CHAN_SEND);
-            *res = Py_NewRef(lock);
-            return PYGEN_NEXT;
+            /* full (or unbuffered): wait */
+            return park(self, g, lock, SLOT(ch, c_sendq), OP_SEND, self->v, WAIT_CHAN_SEND, res);
         }
     }
     if (lock_release(lock) < 0)
