@@ -1649,23 +1649,28 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
     Py_ssize_t nbuf = PyObject_Size(buf), nsend = PyObject_Size(sendq);
     if (nbuf > 0 && nsend == 0) { /* the common buffered case */
         PyObject *v = deque_call(deque_popleft, buf, NULL);
+        if (v == NULL)
+            return unlock_failed(lock);
         if (lock_release(lock) < 0) {
-            Py_XDECREF(v);
+            Py_DECREF(v);
             return PYGEN_ERROR;
         }
         *res = v;
-        return v == NULL ? PYGEN_ERROR : PYGEN_RETURN;
+        return PYGEN_RETURN;
     }
     if (nsend > 0 && nbuf == 0) { /* unbuffered: from the first sender, unless a select */
         PyObject *sg = deque_head(sendq);
         if (sg == NULL)
-            return PYGEN_ERROR;
+            return unlock_failed(lock);
         if (SLOT(sg, s_sel) == Py_None) {
             PyObject *r = deque_call(deque_popleft, sendq, NULL);
-            Py_XDECREF(r);
-            if (r != NULL)
-                slot_set(sg, s_done, Py_True);
-            if (r == NULL || lock_release(lock) < 0 || wake_partner(p, sg) < 0) {
+            if (r == NULL) {
+                Py_DECREF(sg);
+                return unlock_failed(lock);
+            }
+            Py_DECREF(r);
+            slot_set(sg, s_done, Py_True);
+            if (lock_release(lock) < 0 || wake_partner(p, sg) < 0) {
                 Py_DECREF(sg);
                 return PYGEN_ERROR;
             }
@@ -1692,17 +1697,18 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
         if (nrecv > 0) { /* straight to the first waiting receiver, unless a select */
             PyObject *sg = deque_head(recvq);
             if (sg == NULL)
-                return PYGEN_ERROR;
+                return unlock_failed(lock);
             if (SLOT(sg, s_sel) == Py_None) {
                 PyObject *r = deque_call(deque_popleft, recvq, NULL);
-                Py_XDECREF(r);
-                if (r != NULL) {
-                    slot_set(sg, s_elem, self->v);
-                    slot_set(sg, s_ok, Py_True);
-                    slot_set(sg, s_done, Py_True);
+                if (r == NULL) {
+                    Py_DECREF(sg);
+                    return unlock_failed(lock);
                 }
-                int rc = r == NULL || lock_release(lock) < 0 ||
-                         wake_partner(p, sg) < 0;
+                Py_DECREF(r);
+                slot_set(sg, s_elem, self->v);
+                slot_set(sg, s_ok, Py_True);
+                slot_set(sg, s_done, Py_True);
+                int rc = lock_release(lock) < 0 || wake_partner(p, sg) < 0;
                 Py_DECREF(sg);
                 if (rc)
                     return PYGEN_ERROR;
