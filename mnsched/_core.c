@@ -1621,8 +1621,8 @@ unlock_failed(PyObject *lock)
 /* Queue a new Sudog for g in q and yield the lock: the driver parks g, then releases it
  * (sudog.wait and gopark_op). */
 static int
-park(ChanOp *self, PyObject *g, PyObject *lock, PyObject *q, PyObject *op, PyObject *elem,
-     PyObject *reason, PyObject **res)
+chan_park(ChanOp *self, PyObject *g, PyObject *lock, PyObject *q, PyObject *op,
+          PyObject *elem, PyObject *reason, PyObject **res)
 {
     PyObject *sg = new_sudog(self->ch, op, elem, q, g);
     PyObject *r = sg == NULL ? NULL : deque_call(deque_append, q, sg);
@@ -1681,7 +1681,8 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
         Py_DECREF(sg);
     }
     else if (nbuf == 0 && nsend == 0 && SLOT(ch, c_closed) == Py_False) { /* wait */
-        return park(self, g, lock, SLOT(ch, c_recvq), OP_RECV, Py_None, WAIT_CHAN_RECEIVE, res);
+        return chan_park(self, g, lock, SLOT(ch, c_recvq), OP_RECV, Py_None, WAIT_CHAN_RECEIVE,
+                         res);
     }
     if (lock_release(lock) < 0)
         return PYGEN_ERROR;
@@ -1733,7 +1734,8 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
                 return PYGEN_RETURN;
             }
             /* full (or unbuffered): wait */
-            return park(self, g, lock, SLOT(ch, c_sendq), OP_SEND, self->v, WAIT_CHAN_SEND, res);
+            return chan_park(self, g, lock, SLOT(ch, c_sendq), OP_SEND, self->v, WAIT_CHAN_SEND,
+                             res);
         }
     }
     if (lock_release(lock) < 0)
