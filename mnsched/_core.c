@@ -396,6 +396,16 @@ lock_release(PyObject *lock)
     return call_method0(lock, str_release);
 }
 
+/* Something failed with lock held: release it, keep the error; -1 (PYGEN_ERROR). */
+static int
+unlock_failed(PyObject *lock)
+{
+    PyObject *e = PyErr_GetRaisedException();
+    lock_release(lock);
+    PyErr_SetRaisedException(e);
+    return -1;
+}
+
 static inline int
 is_park_lock(PyObject *y)
 {
@@ -484,12 +494,6 @@ lock_release_method(Lock *l, PyObject *Py_UNUSED(arg))
 }
 
 static PyObject *
-lock_exit(Lock *l, PyObject *Py_UNUSED(args))
-{
-    return lock_release_method(l, NULL);
-}
-
-static PyObject *
 lock_locked(Lock *l, PyObject *Py_UNUSED(arg))
 {
     return PyBool_FromLong(l->locked);
@@ -509,7 +513,7 @@ static PyMethodDef lock_methods[] = {
     {"locked", (PyCFunction)lock_locked, METH_NOARGS, "locked(): as threading.Lock's."},
     {"__enter__", (PyCFunction)(void (*)(void))lock_acquire_method, METH_VARARGS | METH_KEYWORDS,
      NULL},
-    {"__exit__", (PyCFunction)lock_exit, METH_VARARGS, NULL},
+    {"__exit__", (PyCFunction)lock_release_method, METH_VARARGS, NULL}, /* args unused */
     {NULL, NULL, 0, NULL},
 };
 
@@ -664,11 +668,8 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
         return -1;
     }
     if (casgstatus(g, S_RUNNING, S_DONE) < 0) {
-        PyObject *e = PyErr_GetRaisedException();
-        lock_release(lock);
-        PyErr_SetRaisedException(e);
         Py_DECREF(allg);
-        return -1;
+        return unlock_failed(lock);
     }
     slot_set(g, g_result, result);
     slot_set(g, g_exc, exc);
@@ -795,11 +796,8 @@ park(PyObject *p, PyObject *g, PyObject *lock)
     PyObject *waitq = SLOT(g, g_waitq);
     PyObject *to = (waitq != NULL && (PyObject *)Py_TYPE(waitq) == Call) ? S_SYSCALL : S_PARKED;
     if (casgstatus(g, S_RUNNING, to) < 0) {
-        PyObject *e = PyErr_GetRaisedException();
-        lock_release(sl);
-        lock_release(lock);
-        PyErr_SetRaisedException(e);
-        return -1;
+        unlock_failed(sl);
+        return unlock_failed(lock);
     }
     slot_set(g, g_waitsince, SLOT(p, p_last_clock));
     PyObject *pend = SLOT(g, g_pend);
@@ -1418,12 +1416,8 @@ awaiter_send(Awaiter *self, PyObject *Py_UNUSED(arg), PyObject **res)
                     jq = PyObject_CallFunctionObjArgs(Join, g, curg, NULL);
                     rc = jq == NULL ? -1 : 0;
                 }
-                if (rc < 0) {
-                    PyObject *e = PyErr_GetRaisedException();
-                    lock_release(lock);
-                    PyErr_SetRaisedException(e);
-                    return PYGEN_ERROR;
-                }
+                if (rc < 0)
+                    return unlock_failed(lock);
                 slot_set(curg, g_waitq, jq);
                 Py_DECREF(jq);
                 slot_set(curg, g_waitreason, WAIT_GOROUTINE);
@@ -1606,16 +1600,6 @@ new_sudog(PyObject *ch, PyObject *op, PyObject *elem, PyObject *q, PyObject *g)
     SLOT(sg, s_fut) = Py_NewRef(Py_None);
     SLOT(sg, s_sem) = Py_NewRef(Py_None);
     return sg;
-}
-
-/* The channel lock is held and something failed: release it, keep the error. */
-static int
-unlock_failed(PyObject *lock)
-{
-    PyObject *e = PyErr_GetRaisedException();
-    lock_release(lock);
-    PyErr_SetRaisedException(e);
-    return PYGEN_ERROR;
 }
 
 /* Queue a new Sudog for g in q and yield the lock: the driver parks g, then releases it

@@ -94,14 +94,15 @@ class SignalGuard:
 
     def _wrap(self, handler: Handler) -> Handler:
         def guarded(signum: int, frame: FrameType | None) -> Any:
-            if not self._pending and not interrupted_in_driver(frame):
+            pending = self._pending
+            if not pending and not interrupted_in_driver(frame):
                 return handler(signum, frame)  # 1.
-            if self._pending:  # 3. an earlier one never reached a safe point
-                self._pending.append((handler, signum, frame))
+            earlier = bool(pending)
+            pending.append((handler, signum, frame))
+            if earlier:  # 3. an earlier one never reached a safe point
                 self.deliver()
                 return None
-            self._pending.append((handler, signum, frame))  # 2.
-            try:
+            try:  # 2.
                 self._loop.call_soon_threadsafe(self.deliver)
             except RuntimeError:  # the loop is closed: restore() delivers it
                 pass
@@ -114,8 +115,7 @@ class SignalGuard:
         """Run the queued handlers, oldest first (one that raises leaves the rest queued)."""
         pending = self._pending
         while pending:
-            handler, signum, frame = pending[0]
-            pending.popleft()
+            handler, signum, frame = pending.popleft()
             handler(signum, frame)
 
     def restore(self) -> None:
