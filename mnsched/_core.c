@@ -16,12 +16,14 @@
  * share one G and one P, and a slot read costs a load instead of a descriptor call.
  * ``bind`` checks that every slot it needs is a plain object slot of exactly those
  * classes, and every entry point that it was given exactly a P and a G: any other layout
- * would make the offsets meaningless.
+ * would make the offsets meaningless. The integers updated per goroutine (a P's
+ * counters, a G's queue stamp) are C fields of their C bases, PBase and GBase, and a P's
+ * run queues are this module's RunQ rings.
  *
  * Free-threaded builds: the state transitions here are the Python driver's, under the
  * same locks (the striped G locks and state locks of design.md, "Locks"); what the GIL
- * still covers is listed in design.md ("The C core: without the GIL"): the slot stores,
- * and the run-queue reads that join makes between two deque calls.
+ * still covers is listed in design.md ("The C core: without the GIL"): the slot stores and
+ * the counters' racy reads. Run-queue operations run in the queue's critical section.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -110,12 +112,31 @@ static BoundObject bound_objects[] = {
     {"CLOCK_EVERY", &CLOCK_EVERY_o},
 };
 
+/* A P's counters and a G's queue stamp are C integers in their classes' C bases (PBase,
+ * GBase; Python reads them as attributes): a Python int per update cost ~130
+ * instructions, several per goroutine. Only the owning P's thread writes them, as in the
+ * pure driver; sysmon and stats() read them from other threads. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t tick, qseq, nspawned, nfinished, npinned, njoin, njoined, njoinmiss;
+} PBase;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t qpos; /* P.qseq when it was last pushed to a local queue (see join) */
+} GBase;
+
+#define PB(p) ((PBase *)(p))
+#define GB(g) ((GBase *)(g))
+
+static PyTypeObject PBase_type, GBase_type;
+static Py_ssize_t never_queued; /* g.NEVER_QUEUED */
+
 /* Slot offsets. */
 static Py_ssize_t g_coro, g_ctx, g_status, g_pend, g_waitq, g_waitsince, g_abandoned, g_sched,
-    g_p, g_home, g_waiters, g_futw, g_qpos, g_name, g_result, g_exc, g_waitreason;
-static Py_ssize_t p_curg, p_tick, p_loop, p_last_clock, p_sched, p_runq, p_runnext, p_qseq,
-    p_retiring, p_active, p_nspawned, p_nfinished, p_npinned, p_njoin, p_njoined, p_njoinmiss,
-    p_batch_deadline, p_slice_start, p_spinning;
+    g_p, g_home, g_waiters, g_futw, g_name, g_result, g_exc, g_waitreason;
+static Py_ssize_t p_curg, p_loop, p_last_clock, p_sched, p_runq, p_runnext, p_retiring,
+    p_active, p_batch_deadline, p_slice_start, p_spinning;
 
 static BoundSlot bound_slots[] = {
     {&G_type, "_coro", &g_coro},
@@ -130,27 +151,18 @@ static BoundSlot bound_slots[] = {
     {&G_type, "_home", &g_home},
     {&G_type, "_waiters", &g_waiters},
     {&G_type, "_futw", &g_futw},
-    {&G_type, "_qpos", &g_qpos},
     {&G_type, "_name", &g_name},
     {&G_type, "_result", &g_result},
     {&G_type, "_exc", &g_exc},
     {&G_type, "_waitreason", &g_waitreason},
     {&P_type, "curg", &p_curg},
-    {&P_type, "tick", &p_tick},
     {&P_type, "loop", &p_loop},
     {&P_type, "last_clock", &p_last_clock},
     {&P_type, "sched", &p_sched},
     {&P_type, "runq", &p_runq},
     {&P_type, "runnext", &p_runnext},
-    {&P_type, "qseq", &p_qseq},
     {&P_type, "retiring", &p_retiring},
     {&P_type, "active", &p_active},
-    {&P_type, "nspawned", &p_nspawned},
-    {&P_type, "nfinished", &p_nfinished},
-    {&P_type, "npinned", &p_npinned},
-    {&P_type, "njoin", &p_njoin},
-    {&P_type, "njoined", &p_njoined},
-    {&P_type, "njoinmiss", &p_njoinmiss},
     {&P_type, "batch_deadline", &p_batch_deadline},
     {&P_type, "slice_start", &p_slice_start},
     {&P_type, "spinning", &p_spinning},
@@ -186,35 +198,6 @@ slot_set(PyObject *obj, Py_ssize_t off, PyObject *v)
     Py_XINCREF(v);
     SLOT(obj, off) = v;
     Py_XDECREF(old);
-}
-
-/* Add d to an int slot (P's counters). */
-static int
-slot_add(PyObject *obj, Py_ssize_t off, long d)
-{
-    PyObject *v = SLOT(obj, off);
-    long x = v == NULL ? -1 : PyLong_AsLong(v);
-    if (x == -1 && (v == NULL || PyErr_Occurred())) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_AttributeError, "a P counter is unset");
-        return -1;
-    }
-    PyObject *n = PyLong_FromLong(x + d);
-    if (n == NULL)
-        return -1;
-    Py_SETREF(SLOT(obj, off), n);
-    return 0;
-}
-
-static long
-slot_long(PyObject *obj, Py_ssize_t off)
-{
-    PyObject *v = SLOT(obj, off);
-    if (v == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "an int slot is unset");
-        return -1;
-    }
-    return PyLong_AsLong(v);
 }
 
 static PyObject *
@@ -308,14 +291,382 @@ deque_call(PyObject *meth, PyObject *q, PyObject *arg)
 }
 
 /* popleft, or NULL without an error if the deque is empty (a thief or sysmon took it). */
-static PyObject *
-deque_popleft_or_null(PyObject *q)
+/* -- the local run queue (runq.RunQ) ----------------------------------------------------- */
+
+/* A P's local run queue and its runnext slot: a ring of references (Go: runtime2.go's
+ * ``runq [256]guintptr``) that grows, because pinned Gs may exceed LOCAL_QUEUE_SIZE,
+ * with the deque methods the Python code uses and the thieves' steal_half. The driver
+ * works on it directly (a deque method call cost ~280 instructions, a removal in the
+ * middle a rotation); join takes a G from anywhere in it by shifting the shorter side.
+ * The owner pushes; the owner, a thief and sysmon may pop at once: every operation runs
+ * whole inside the queue's critical section (the GIL on default builds; the object's
+ * lock, Py_BEGIN_CRITICAL_SECTION, on free-threaded ones), so every G leaves once. */
+typedef struct {
+    PyObject_HEAD
+    PyObject **ring; /* cap slots; items at head, head+1, ... (mod cap) */
+    Py_ssize_t cap;  /* a power of two, or 0 before the first push */
+    Py_ssize_t head;
+    Py_ssize_t len;
+} RunQ;
+
+static PyTypeObject RunQ_type;
+
+#if PY_VERSION_HEX >= 0x030D0000
+#define RQ_BEGIN(q) Py_BEGIN_CRITICAL_SECTION(q)
+#define RQ_END() Py_END_CRITICAL_SECTION()
+#else
+#define RQ_BEGIN(q) {
+#define RQ_END() }
+#endif
+
+#define RQ_AT(q, i) ((q)->ring[((q)->head + (i)) & ((q)->cap - 1)])
+#define RUNQ_FIRST_CAP 16 /* grows by doubling: 16, 32, ... LOCAL_QUEUE_SIZE and beyond */
+
+static int
+rq_grow(RunQ *q)
 {
-    PyObject *x = deque_call(deque_popleft, q, NULL);
-    if (x == NULL && PyErr_ExceptionMatches(PyExc_IndexError))
-        PyErr_Clear();
+    Py_ssize_t cap = q->cap ? q->cap * 2 : RUNQ_FIRST_CAP;
+    PyObject **ring = PyMem_New(PyObject *, cap);
+    if (ring == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < q->len; i++)
+        ring[i] = RQ_AT(q, i);
+    PyMem_Free(q->ring);
+    q->ring = ring;
+    q->cap = cap;
+    q->head = 0;
+    return 0;
+}
+
+/* Append (at the tail) or prepend x, a new reference taken. */
+static int
+rq_push(RunQ *q, PyObject *x, int front)
+{
+    if (q->len == q->cap && rq_grow(q) < 0)
+        return -1;
+    if (front)
+        q->head = (q->head - 1) & (q->cap - 1);
+    RQ_AT(q, front ? 0 : q->len) = Py_NewRef(x);
+    q->len++;
+    return 0;
+}
+
+/* The head (a new reference), or NULL, without an error, when empty. */
+static PyObject *
+rq_pop(RunQ *q)
+{
+    if (q->len == 0)
+        return NULL;
+    PyObject *x = RQ_AT(q, 0);
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->len--;
     return x;
 }
+
+/* Take item i out (a new reference), moving the shorter side of the ring over it. */
+static PyObject *
+rq_take(RunQ *q, Py_ssize_t i)
+{
+    PyObject *x = RQ_AT(q, i);
+    if (i < q->len / 2) {
+        for (Py_ssize_t k = i; k > 0; k--)
+            RQ_AT(q, k) = RQ_AT(q, k - 1);
+        q->head = (q->head + 1) & (q->cap - 1);
+    }
+    else {
+        for (Py_ssize_t k = i; k < q->len - 1; k++)
+            RQ_AT(q, k) = RQ_AT(q, k + 1);
+    }
+    q->len--;
+    return x;
+}
+
+/* What the driver holds as a run queue must be one (P.__init__ makes them). */
+static RunQ *
+as_runq(PyObject *o)
+{
+    if (!Py_IS_TYPE(o, &RunQ_type)) {
+        internal_error("a P's runq or runnext is not a runq.RunQ");
+        return NULL;
+    }
+    return (RunQ *)o;
+}
+
+/* rq_pop in the queue's critical section (the driver's). */
+static PyObject *
+runq_pop(PyObject *o)
+{
+    RunQ *q = as_runq(o);
+    if (q == NULL)
+        return NULL;
+    PyObject *x;
+    RQ_BEGIN(q);
+    x = rq_pop(q);
+    RQ_END();
+    return x;
+}
+
+static PyObject *
+runq_new(PyTypeObject *tp, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kw != NULL && PyDict_GET_SIZE(kw) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "RunQ() takes no arguments");
+        return NULL;
+    }
+    return tp->tp_alloc(tp, 0); /* empty: no ring until the first push */
+}
+
+static int
+runq_traverse(RunQ *q, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < q->len; i++)
+        Py_VISIT(RQ_AT(q, i));
+    return 0;
+}
+
+static void
+rq_drain(RunQ *q)
+{
+    PyObject *x;
+    while ((x = rq_pop(q)) != NULL)
+        Py_DECREF(x);
+}
+
+static int
+runq_clear(RunQ *q)
+{
+    RQ_BEGIN(q);
+    rq_drain(q);
+    RQ_END();
+    return 0;
+}
+
+static void
+runq_dealloc(RunQ *q)
+{
+    PyObject_GC_UnTrack(q);
+    rq_drain(q);
+    PyMem_Free(q->ring);
+    Py_TYPE(q)->tp_free((PyObject *)q);
+}
+
+static Py_ssize_t
+runq_len(RunQ *q)
+{
+    Py_ssize_t n;
+    RQ_BEGIN(q);
+    n = q->len;
+    RQ_END();
+    return n;
+}
+
+static PyObject *
+runq_item(RunQ *q, Py_ssize_t i)
+{
+    PyObject *x = NULL;
+    RQ_BEGIN(q);
+    if (i >= 0 && i < q->len)
+        x = Py_NewRef(RQ_AT(q, i));
+    RQ_END();
+    if (x == NULL)
+        PyErr_SetString(PyExc_IndexError, "run queue index out of range");
+    return x;
+}
+
+static int
+runq_ass_item(RunQ *q, Py_ssize_t i, PyObject *v)
+{
+    if (v != NULL) {
+        PyErr_SetString(PyExc_TypeError, "a run queue's items are only pushed and taken");
+        return -1;
+    }
+    PyObject *x = NULL;
+    RQ_BEGIN(q);
+    if (i >= 0 && i < q->len)
+        x = rq_take(q, i);
+    RQ_END();
+    if (x == NULL) {
+        PyErr_SetString(PyExc_IndexError, "run queue index out of range");
+        return -1;
+    }
+    Py_DECREF(x);
+    return 0;
+}
+
+/* The items, oldest first, as a list taken at once. */
+static PyObject *
+runq_list(RunQ *q, Py_ssize_t n)
+{
+    PyObject *out = NULL;
+    RQ_BEGIN(q);
+    if (n > q->len)
+        n = q->len;
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++)
+        PyList_SET_ITEM(out, i, Py_NewRef(RQ_AT(q, i)));
+    RQ_END();
+    return out;
+}
+
+static PyObject *
+runq_iter(RunQ *q)
+{
+    PyObject *items = runq_list(q, PY_SSIZE_T_MAX);
+    PyObject *it = items == NULL ? NULL : PyObject_GetIter(items);
+    Py_XDECREF(items);
+    return it;
+}
+
+static PyObject *
+runq_append(RunQ *q, PyObject *x)
+{
+    int rc;
+    RQ_BEGIN(q);
+    rc = rq_push(q, x, 0);
+    RQ_END();
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *
+runq_appendleft(RunQ *q, PyObject *x)
+{
+    int rc;
+    RQ_BEGIN(q);
+    rc = rq_push(q, x, 1);
+    RQ_END();
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *
+runq_extend(RunQ *q, PyObject *items)
+{
+    PyObject *seq = PySequence_Fast(items, "RunQ.extend takes an iterable");
+    if (seq == NULL)
+        return NULL;
+    int rc = 0;
+    RQ_BEGIN(q);
+    for (Py_ssize_t i = 0; rc == 0 && i < PySequence_Fast_GET_SIZE(seq); i++)
+        rc = rq_push(q, PySequence_Fast_GET_ITEM(seq, i), 0);
+    RQ_END();
+    Py_DECREF(seq);
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *
+runq_popleft(RunQ *q, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *x;
+    RQ_BEGIN(q);
+    x = rq_pop(q);
+    RQ_END();
+    if (x == NULL)
+        PyErr_SetString(PyExc_IndexError, "pop from an empty run queue");
+    return x;
+}
+
+static PyObject *
+runq_clear_method(RunQ *q, PyObject *Py_UNUSED(ignored))
+{
+    runq_clear(q);
+    Py_RETURN_NONE;
+}
+
+/* index(x, start=0): where x is, by identity (Gs compare by identity anyway). */
+static PyObject *
+runq_index(RunQ *q, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t start = 0, found = -1;
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "RunQ.index takes an item and an optional start");
+        return NULL;
+    }
+    if (nargs == 2 && (start = PyLong_AsSsize_t(args[1])) == -1 && PyErr_Occurred())
+        return NULL;
+    RQ_BEGIN(q);
+    for (Py_ssize_t i = start < 0 ? 0 : start; found < 0 && i < q->len; i++)
+        if (RQ_AT(q, i) == args[0])
+            found = i;
+    RQ_END();
+    if (found < 0) {
+        PyErr_SetString(PyExc_ValueError, "not in the run queue");
+        return NULL;
+    }
+    return PyLong_FromSsize_t(found);
+}
+
+/* Pop n items from the head at once into a list: what a thief (steal_half, Go's
+ * runqgrab) or an overflow (take_half_for_global, Go's runqputslow) takes. */
+static PyObject *
+rq_take_head(RunQ *q, int half_of_full)
+{
+    PyObject *out = NULL;
+    RQ_BEGIN(q);
+    Py_ssize_t n = half_of_full ? q->len / 2 : q->len - q->len / 2;
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++)
+        PyList_SET_ITEM(out, i, rq_pop(q));
+    RQ_END();
+    return out;
+}
+
+static PyObject *
+runq_steal_half(RunQ *q, PyObject *Py_UNUSED(ignored))
+{
+    return rq_take_head(q, 0);
+}
+
+static PyObject *
+runq_take_half_for_global(RunQ *q, PyObject *Py_UNUSED(ignored))
+{
+    return rq_take_head(q, 1);
+}
+
+static PyObject *
+runq_repr(RunQ *q)
+{
+    PyObject *items = runq_list(q, PY_SSIZE_T_MAX);
+    PyObject *r = items == NULL ? NULL : PyUnicode_FromFormat("RunQ(%R)", items);
+    Py_XDECREF(items);
+    return r;
+}
+
+static PyMethodDef runq_methods[] = {
+    {"append", (PyCFunction)runq_append, METH_O, "Push at the tail."},
+    {"appendleft", (PyCFunction)runq_appendleft, METH_O, "Push at the head."},
+    {"extend", (PyCFunction)runq_extend, METH_O, "Push each, at the tail."},
+    {"popleft", (PyCFunction)runq_popleft, METH_NOARGS, "Take the head (IndexError if empty)."},
+    {"clear", (PyCFunction)runq_clear_method, METH_NOARGS, "Drop every item."},
+    {"index", (PyCFunction)(void (*)(void))runq_index, METH_FASTCALL,
+     "Where an item is, by identity (ValueError if absent)."},
+    {"steal_half", (PyCFunction)runq_steal_half, METH_NOARGS,
+     "Take half of the queue, rounded up, from the head (Go: runqgrab)."},
+    {"take_half_for_global", (PyCFunction)runq_take_half_for_global, METH_NOARGS,
+     "Take half of a full queue from the head (Go: runqputslow)."},
+    {NULL},
+};
+
+static PySequenceMethods runq_as_sequence = {
+    .sq_length = (lenfunc)runq_len,
+    .sq_item = (ssizeargfunc)runq_item,
+    .sq_ass_item = (ssizeobjargproc)runq_ass_item,
+};
+
+static PyTypeObject RunQ_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.RunQ",
+    .tp_basicsize = sizeof(RunQ),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A P's local run queue (or runnext): a growing ring, FIFO, stealable by half",
+    .tp_new = runq_new,
+    .tp_dealloc = (destructor)runq_dealloc,
+    .tp_traverse = (traverseproc)runq_traverse,
+    .tp_clear = (inquiry)runq_clear,
+    .tp_repr = (reprfunc)runq_repr,
+    .tp_iter = (getiterfunc)runq_iter,
+    .tp_as_sequence = &runq_as_sequence,
+    .tp_methods = runq_methods,
+};
 
 /* The striped lock of g (lock_of/state_lock_of), borrowed. */
 static PyObject *
@@ -567,20 +918,19 @@ maybe_wakep(PyObject *sched)
 static int
 runqput(PyObject *p, PyObject *g)
 {
-    PyObject *q = SLOT(p, p_runq);
-    Py_ssize_t n = PyObject_Size(q);
-    if (n < 0)
+    RunQ *q = as_runq(SLOT(p, p_runq));
+    if (q == NULL)
         return -1;
-    if (n >= local_queue_size && SLOT(g, g_home) == Py_None)
+    int rc = 1;
+    RQ_BEGIN(q);
+    if (q->len < local_queue_size || SLOT(g, g_home) != Py_None) {
+        GB(g)->qpos = PB(p)->qseq++;
+        rc = rq_push(q, g, 0);
+    }
+    RQ_END();
+    if (rc > 0)
         return call_method1(p, str_runqput, g); /* full: half of it to the global queue */
-    slot_set(g, g_qpos, SLOT(p, p_qseq));
-    if (slot_add(p, p_qseq, 1) < 0)
-        return -1;
-    PyObject *r = deque_call(deque_append, q, g);
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return rc;
 }
 
 static int
@@ -589,23 +939,23 @@ ready_here(PyObject *p, PyObject *g)
     if (SLOT(p, p_retiring) == Py_True && SLOT(g, g_home) == Py_None)
         return call_method1(p, str_ready_here, g); /* to the global queue */
     slot_set(g, g_p, p);
-    PyObject *rn = SLOT(p, p_runnext);
-    PyObject *r = deque_call(deque_append, rn, g);
-    if (r == NULL)
+    RunQ *rn = as_runq(SLOT(p, p_runnext));
+    if (rn == NULL)
         return -1;
-    Py_DECREF(r);
-    if (PyObject_Size(rn) > 1) {
-        PyObject *prev = deque_popleft_or_null(rn);
-        if (prev == NULL) {
-            if (PyErr_Occurred())
-                return -1;
-        }
-        else {
-            int rc = runqput(p, prev);
-            Py_DECREF(prev);
-            if (rc < 0 || maybe_wakep(SLOT(p, p_sched)) < 0)
-                return -1;
-        }
+    PyObject *prev = NULL;
+    int rc;
+    RQ_BEGIN(rn);
+    rc = rq_push(rn, g, 0);
+    if (rc == 0 && rn->len > 1)
+        prev = rq_pop(rn); /* NULL if sysmon took it meanwhile */
+    RQ_END();
+    if (rc < 0)
+        return -1;
+    if (prev != NULL) {
+        rc = runqput(p, prev);
+        Py_DECREF(prev);
+        if (rc < 0 || maybe_wakep(SLOT(p, p_sched)) < 0)
+            return -1;
     }
     if (SLOT(p, p_active) != Py_True)
         return call_method0(p, str_wake);
@@ -652,8 +1002,7 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
     }
     /* Out of the counts before it is seen DONE (a waiter on another P's thread that
      * finds it done must not then count it live). */
-    if (slot_add(p, p_nfinished, 1) < 0)
-        return -1;
+    PB(p)->nfinished++;
     PyObject *sched = SLOT(g, g_sched);
     PyObject *allg = sched_get(sched, sc_allg, str_allg);
     if (allg == NULL)
@@ -678,7 +1027,7 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
     int rc = lock_release(lock);
     PyObject *home = SLOT(g, g_home);
     if (rc == 0 && home != Py_None)
-        rc = slot_add(home, p_npinned, -1);
+        PB(home)->npinned--;
     if (rc == 0) {
         PyObject *closing = sched_get(sched, sc_closing, str_closing);
         rc = closing == NULL ? -1 : 0;
@@ -824,16 +1173,15 @@ park(PyObject *p, PyObject *g, PyObject *lock)
 static int
 step(PyObject *p, PyObject *g, PyObject *prev)
 {
-    PyObject *loop = SLOT(p, p_loop), *tick = SLOT(p, p_tick);
-    if (loop == NULL || tick == NULL) {
+    PyObject *loop = SLOT(p, p_loop);
+    if (loop == NULL) {
         internal_error("stepping on a P without a loop");
         return -1;
     }
     if (casgstatus(g, S_RUNNABLE, S_RUNNING) < 0)
         return -1;
     slot_set(p, p_curg, g);
-    if (slot_add(p, p_tick, 1) < 0)
-        return -1;
+    PB(p)->tick++;
     Py_INCREF(loop);
     if (PyDict_SetItem(current_tasks, loop, g) < 0) {
         Py_DECREF(loop);
@@ -923,10 +1271,9 @@ next_g(PyObject *p, PyObject *glob, PyObject *now)
 {
     /* 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first. */
     Py_ssize_t nglob = PyObject_Size(glob);
-    long tick = slot_long(p, p_tick);
-    if (nglob < 0 || (tick == -1 && PyErr_Occurred()))
+    if (nglob < 0)
         return NULL;
-    if (nglob > 0 && tick % global_check_ticks == 0) {
+    if (nglob > 0 && PB(p)->tick % global_check_ticks == 0) {
         PyObject *one = PyLong_FromLong(1);
         PyObject *a[3] = {SLOT(p, p_sched), p, one};
         PyObject *g = one == NULL ? NULL : PyObject_VectorcallMethod(str_globrunqget, a, 3, NULL);
@@ -945,12 +1292,12 @@ next_g(PyObject *p, PyObject *glob, PyObject *now)
         Py_DECREF(g);
     }
     /* 3. runnext, in the current time slice. */
-    PyObject *g = deque_popleft_or_null(SLOT(p, p_runnext));
+    PyObject *g = runq_pop(SLOT(p, p_runnext));
     if (g != NULL || PyErr_Occurred())
         return g;
     slot_set(p, p_slice_start, now);
     /* 4. The local queue. */
-    g = deque_popleft_or_null(SLOT(p, p_runq));
+    g = runq_pop(SLOT(p, p_runq));
     if (g != NULL || PyErr_Occurred())
         return g;
     /* 5-8. Elsewhere, or park. */
@@ -1001,7 +1348,7 @@ core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs
                 break;
             if (t - start >= time_slice) {
                 /* The runnext chain used up its slice: to the back of the queue. */
-                PyObject *x = deque_popleft_or_null(SLOT(p, p_runnext));
+                PyObject *x = runq_pop(SLOT(p, p_runnext));
                 rc = x == NULL ? (PyErr_Occurred() ? -1 : 0) : runqput(p, x);
                 Py_XDECREF(x);
                 if (rc < 0)
@@ -1020,73 +1367,55 @@ core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs
 
 /* -- the inline join (P.join) ------------------------------------------------------------ */
 
-/* Where g is in q between [lo, hi), by identity (no comparisons, no ValueError), or -1. */
+/* Where join finds g in q, or -1: at the head; in the last JOIN_WINDOW slots if g was
+ * pushed recently (*from_tail is then set); in the first ones. As P.join does. */
 static Py_ssize_t
-find(PyObject *q, PyObject *g, Py_ssize_t lo, Py_ssize_t hi, int from_tail)
+join_find(RunQ *q, PyObject *g, Py_ssize_t dist, int *from_tail)
 {
-    for (Py_ssize_t k = 0; k < hi - lo; k++) {
-        Py_ssize_t i = from_tail ? hi - 1 - k : lo + k;
-        PyObject *x = PySequence_GetItem(q, i);
-        if (x == NULL)
-            return -2;
-        Py_DECREF(x); /* only its identity is used */
-        if (x == g)
+    Py_ssize_t n = q->len, w = join_window;
+    if (n == 0)
+        return -1;
+    if (RQ_AT(q, 0) == g)
+        return 0;
+    if (dist < w)
+        for (Py_ssize_t i = n - 1; i >= (n > w ? n - w : 0); i--)
+            if (RQ_AT(q, i) == g) {
+                *from_tail = 1;
+                return i;
+            }
+    for (Py_ssize_t i = 1; i < (n < w ? n : w); i++)
+        if (RQ_AT(q, i) == g)
             return i;
-    }
     return -1;
 }
 
 static int
 join(PyObject *p, PyObject *g)
 {
-    PyObject *rn = SLOT(p, p_runnext);
-    Py_ssize_t nrn = PyObject_Size(rn);
-    if (nrn < 0)
+    RunQ *rn = as_runq(SLOT(p, p_runnext)), *q = rn == NULL ? NULL : as_runq(SLOT(p, p_runq));
+    if (q == NULL)
         return -1;
-    PyObject *first = nrn ? PySequence_GetItem(rn, 0) : NULL;
-    if (nrn && first == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_IndexError))
-            return -1;
-        PyErr_Clear(); /* sysmon took it */
-    }
-    Py_XDECREF(first);
-    if (first != NULL && first == g) {
-        PyObject *x = deque_popleft_or_null(rn);
-        if (x == NULL)
-            return PyErr_Occurred() ? -1 : slot_add(p, p_njoinmiss, 1);
-        Py_DECREF(x);
-    }
-    else {
-        PyObject *q = SLOT(p, p_runq);
-        Py_ssize_t n = PyObject_Size(q), i = -1;
+    PyObject *x = NULL;
+    RQ_BEGIN(rn);
+    if (rn->len > 0 && RQ_AT(rn, 0) == g)
+        x = rq_pop(rn);
+    RQ_END();
+    if (x == NULL) {
         int from_tail = 0;
-        if (n < 0)
-            return -1;
-        long dist = slot_long(p, p_qseq) - slot_long(g, g_qpos);
-        if (PyErr_Occurred())
-            return -1;
-        if (n) {
-            i = find(q, g, 0, 1, 0);
-            if (i == -1 && dist < join_window) {
-                i = find(q, g, n > join_window ? n - join_window : 0, n, 1);
-                from_tail = i >= 0;
-            }
-            if (i == -1)
-                i = find(q, g, 1, n < join_window ? n : join_window, 0);
-        }
-        if (i == -2)
-            return -1;
-        if (i < 0)
-            return slot_add(p, p_njoinmiss, 1); /* in the middle of the queue */
-        if (PySequence_DelItem(q, i) < 0)
-            return -1;
-        /* Those before it are now one nearer the tail (P.join). */
-        if (from_tail && slot_add(p, p_qseq, -1) < 0)
-            return -1;
+        RQ_BEGIN(q);
+        Py_ssize_t i = join_find(q, g, PB(p)->qseq - GB(g)->qpos, &from_tail);
+        if (i >= 0)
+            x = rq_take(q, i);
+        RQ_END();
+        if (from_tail)
+            PB(p)->qseq--; /* those before it are now one nearer the tail (P.join) */
     }
-    long depth = slot_long(p, p_njoin);
-    if (depth == -1 && PyErr_Occurred())
-        return -1;
+    if (x == NULL) {
+        PB(p)->njoinmiss++; /* in the middle of the queue, or elsewhere */
+        return 0;
+    }
+    Py_DECREF(x);
+    Py_ssize_t depth = PB(p)->njoin;
     double now, deadline = PyFloat_AsDouble(SLOT(p, p_batch_deadline));
     if (deadline == -1.0 && PyErr_Occurred())
         return -1;
@@ -1096,26 +1425,20 @@ join(PyObject *p, PyObject *g)
     if (clock == NULL)
         return -1;
     Py_SETREF(SLOT(p, p_last_clock), clock);
-    if (PyObject_Size(rn) > 0) {
-        /* g takes runnext's turn: what sits there goes where a thief can take it. */
-        PyObject *nxt = deque_popleft_or_null(rn);
-        if (nxt == NULL && PyErr_Occurred())
+    /* g takes runnext's turn: what sits there goes where a thief can take it. */
+    PyObject *nxt = runq_pop((PyObject *)rn);
+    if (nxt != NULL) {
+        int rc = runqput(p, nxt);
+        Py_DECREF(nxt);
+        if (rc < 0 || maybe_wakep(SLOT(p, p_sched)) < 0)
             return -1;
-        if (nxt != NULL) {
-            int rc = runqput(p, nxt);
-            Py_DECREF(nxt);
-            if (rc < 0 || maybe_wakep(SLOT(p, p_sched)) < 0)
-                return -1;
-        }
     }
-    if (slot_add(p, p_njoin, 1) < 0 || slot_add(p, p_njoined, 1) < 0)
+    else if (PyErr_Occurred())
         return -1;
+    PB(p)->njoin++;
+    PB(p)->njoined++;
     int rc = step_eagerly(p, g);
-    PyObject *e = rc < 0 ? PyErr_GetRaisedException() : NULL;
-    if (slot_add(p, p_njoin, -1) < 0 && e == NULL)
-        return -1;
-    if (e != NULL)
-        PyErr_SetRaisedException(e);
+    PB(p)->njoin--;
     return rc;
 }
 
@@ -1199,14 +1522,16 @@ go_here(PyObject *coro, PyObject *name)
     SLOT(g, g_waitq) = Py_NewRef(Py_None);
     SLOT(g, g_pend) = Py_NewRef(Py_None);
     SLOT(g, g_futw) = Py_NewRef(Py_None);
-    SLOT(g, g_qpos) = Py_NewRef(NEVER_QUEUED);
+    GB(g)->qpos = never_queued;
     if (name != Py_None)
         SLOT(g, g_name) = Py_NewRef(name);
     /* The spawner is a live G: shutdown cannot find allg empty before this add
      * (runtime.py, step 2). */
     int rc = PySet_Add(allg, g);
     Py_DECREF(allg);
-    if (rc < 0 || slot_add(p, p_nspawned, 1) < 0 || ready_here(p, g) < 0) {
+    if (rc == 0)
+        PB(p)->nspawned++;
+    if (rc < 0 || ready_here(p, g) < 0) {
         Py_DECREF(g);
         return NULL;
     }
@@ -1521,12 +1846,35 @@ g_await(PyObject *g)
 
 static PyAsyncMethods gbase_async = {.am_await = (unaryfunc)g_await};
 
+static PyMemberDef gbase_members[] = {
+    {"_qpos", T_PYSSIZET, offsetof(GBase, qpos), 0, NULL},
+    {NULL},
+};
+
 static PyTypeObject GBase_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.GBase",
-    .tp_basicsize = sizeof(PyObject),
+    .tp_basicsize = sizeof(GBase),
+    .tp_members = gbase_members,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "G's base in the C driver: its await (mnsched.g.G holds the rest)",
     .tp_as_async = &gbase_async,
+    .tp_new = PyType_GenericNew,
+};
+
+#define PBASE_COUNTER(name) {#name, T_PYSSIZET, offsetof(PBase, name), 0, NULL}
+
+static PyMemberDef pbase_members[] = {
+    PBASE_COUNTER(tick),     PBASE_COUNTER(qseq),   PBASE_COUNTER(nspawned),
+    PBASE_COUNTER(nfinished), PBASE_COUNTER(npinned), PBASE_COUNTER(njoin),
+    PBASE_COUNTER(njoined),  PBASE_COUNTER(njoinmiss), {NULL},
+};
+
+static PyTypeObject PBase_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.PBase",
+    .tp_basicsize = sizeof(PBase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "P's base in the C driver: its counters as C integers (mnsched.p.P holds the rest)",
+    .tp_members = pbase_members,
     .tp_new = PyType_GenericNew,
 };
 
@@ -2089,7 +2437,9 @@ core_bind(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
     Py_XDECREF(old_p);
     if (take_objects("bind", args, kw, bound_objects, COUNT(bound_objects)) < 0)
         return NULL;
-    if (!PyType_Check(G_type) || !PyType_Check(P_type) || !PyType_Check(Join) ||
+    if (!PyType_Check(G_type) || !PyType_Check(P_type) ||
+        !PyType_IsSubtype(G_type, &GBase_type) || !PyType_IsSubtype(P_type, &PBase_type) ||
+        as_size(NEVER_QUEUED, &never_queued) < 0 || !PyType_Check(Join) ||
         !PyType_Check(CancelledError) || !PyDict_CheckExact(current_tasks) ||
         !PyTuple_CheckExact(locks) || !PyTuple_CheckExact(state_locks) ||
         as_size(LOCK_MASK_o, &lock_mask) < 0 || as_size(JOIN_WINDOW_o, &join_window) < 0 ||
@@ -2254,7 +2604,9 @@ PyInit__core(void)
     if (deque_append == NULL || deque_popleft == NULL)
         return NULL;
     if ((minus_one = PyLong_FromLong(-1)) == NULL || PyType_Ready(&Awaiter_type) < 0 ||
-        PyType_Ready(&GBase_type) < 0 || PyType_Ready(&ChanOp_type) < 0 ||
+        PyType_Ready(&GBase_type) < 0 || PyType_Ready(&PBase_type) < 0 ||
+        PyType_Ready(&RunQ_type) < 0 ||
+        PyType_Ready(&ChanOp_type) < 0 ||
         PyType_Ready(&ChanBase_type) < 0 || PyType_Ready(&Lock_type) < 0 ||
         PyType_Ready(&Go_type) < 0)
         return NULL;
@@ -2262,6 +2614,8 @@ PyInit__core(void)
     if (mod == NULL)
         return NULL;
     if (PyModule_AddObjectRef(mod, "GBase", (PyObject *)&GBase_type) < 0 ||
+        PyModule_AddObjectRef(mod, "PBase", (PyObject *)&PBase_type) < 0 ||
+        PyModule_AddObjectRef(mod, "RunQ", (PyObject *)&RunQ_type) < 0 ||
         PyModule_AddObjectRef(mod, "ChanBase", (PyObject *)&ChanBase_type) < 0 ||
         PyModule_AddObjectRef(mod, "ChanOp", (PyObject *)&ChanOp_type) < 0 ||
         PyModule_AddObjectRef(mod, "Lock", (PyObject *)&Lock_type) < 0 ||

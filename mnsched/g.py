@@ -57,7 +57,9 @@ DRIVER = "python" if CORE is None else "c"
 
 
 class _PureGBase:
-    __slots__ = ()
+    # P.qseq when it was last pushed into a local queue (see P.join); a C integer in
+    # the C driver's GBase.
+    __slots__ = ("_qpos",)
 
 
 if TYPE_CHECKING:
@@ -292,7 +294,6 @@ class G(_GBase, Generic[T]):
         "_home",  # the P it is pinned to, once it has used asyncio there
         "_p",  # the P that holds it (queued) or runs it; None in the global queue
         "_pend",  # an exception, CANCEL or DELIVERED, to throw in at the next resumption
-        "_qpos",  # P.qseq when it was last pushed into a local queue (see P.join)
         "_sched",
         "_status",
         "_waiters",  # what to wake when it finishes: None, one G or callback, or a list

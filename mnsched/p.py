@@ -110,9 +110,30 @@ class Resource:
             await result
 
 
-class P:
-    # Slots: the C driver reads and writes curg, tick, loop, last_clock and sched at
-    # their offsets (mnsched/_core.c), and counters in a dict cost a hash per store.
+class _PurePBase:
+    # The counters: C integers in the C driver's PBase (there, making a Python int per
+    # update cost ~130 instructions, several times per goroutine).
+    __slots__ = (
+        "nfinished",
+        "njoin",
+        "njoined",
+        "njoinmiss",
+        "npinned",
+        "nspawned",
+        "qseq",
+        "tick",
+    )
+
+
+if TYPE_CHECKING:
+    _PBase = _PurePBase
+else:
+    _PBase = _PurePBase if CORE is None else CORE.PBase
+
+
+class P(_PBase):
+    # Slots: the C driver reads and writes curg, loop, last_clock and sched at their
+    # offsets (mnsched/_core.c), and counters in a dict cost a hash per store.
     __slots__ = (
         "_closing",
         "_make_loop",
@@ -126,15 +147,8 @@ class P:
         "inbox",
         "last_clock",
         "loop",
-        "nfinished",
-        "njoin",
-        "njoined",
-        "njoinmiss",
-        "npinned",
-        "nspawned",
         "nsteals",
         "nstolen",
-        "qseq",
         "rand",
         "resources",
         "retiring",
@@ -150,7 +164,6 @@ class P:
         "stuck_since",
         "thread",
         "thread_ident",
-        "tick",
         "timers",
     )
 
@@ -160,10 +173,10 @@ class P:
         self._make_loop = make_loop
         self.loop: asyncio.AbstractEventLoop  # set by create_loop, on the P's thread
         self.thread: threading.Thread | None = None
-        # The G to run next, just spawned or woken here: a one-slot deque, because sysmon
-        # may take it from another thread while this P's thread is stuck in a step that
-        # spawns. Its append and popleft are atomic, so a G leaves it exactly once.
-        self.runnext: deque[G[Any]] = deque()
+        # The G to run next, just spawned or woken here: a run queue holding at most one,
+        # because sysmon may take it from another thread while this P's thread is stuck
+        # in a step that spawns. Its append and popleft are atomic, so a G leaves it once.
+        self.runnext = RunQ()
         self.runq = RunQ()  # local FIFO run queue, stealable
         self.inbox: deque[G[Any]] = deque()  # Gs readied for this P by other threads
         self.timers = Timers(self)

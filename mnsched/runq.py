@@ -1,14 +1,18 @@
-"""A P's local run queue: FIFO, bounded, and stealable by half.
+"""A P's local run queue (and its runnext slot): FIFO, bounded, and stealable by half.
 
-Go keeps a 256-slot lock-free ring per P (runtime2.go: ``runq [256]guintptr``). Here a
-``collections.deque`` plays the ring: its append/popleft are atomic (under the GIL, and
-under per-object locking on free-threaded builds), so the owner and a thief may pop the
-head at the same time and every item still leaves exactly once.
+Go keeps a 256-slot lock-free ring per P (runtime2.go: ``runq [256]guintptr``). The C
+driver has a ring too (``_core.RunQ``: every operation whole under the queue's critical
+section). In the pure driver a ``collections.deque`` plays the ring: its append/popleft
+are atomic (under the GIL, and under per-object locking on free-threaded builds), so the
+owner and a thief may pop the head at the same time and every item still leaves exactly
+once.
 """
 
 import threading
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .g import CORE
 
 # Go: len(p.runq) == 256. When the local queue is full, half of it moves to the global
 # queue (runqputslow), so other Ps can find it without stealing.
@@ -21,7 +25,7 @@ LOCAL_QUEUE_SIZE = 256
 JOIN_WINDOW = 16
 
 
-class RunQ(deque[Any]):
+class _PureRunQ(deque[Any]):
     """The owner appends and pops the head; thieves take half from the head.
 
     ``lock`` is taken only by thieves, so that two grabs at once each take their half.
@@ -61,3 +65,7 @@ class RunQ(deque[Any]):
         except IndexError:
             pass
         return out
+
+
+# The driver's: the C driver works on its ring directly.
+RunQ = _PureRunQ if TYPE_CHECKING or CORE is None else CORE.RunQ

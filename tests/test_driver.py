@@ -77,6 +77,43 @@ def test_spawn_then_await_in_order_joins_inline(run, monkeypatch):
     assert many[1] == 0 and many[0] > 1_000, many
 
 
+@at_procs(1)
+@pytest.mark.parametrize("order", ["spawn order", "reverse", "shuffled"])
+def test_fork_join_behind_other_work_joins_inline(run, monkeypatch, order):
+    # A fork-join parent awaits its newest children while older Gs wait at the head of
+    # the queue: each child is taken from the queue's tail window, in any order, and the
+    # rest keep their order (the C ring moves the shorter side over the gap).
+    monkeypatch.setattr(pmod, "BATCH_TIME", 1e9)
+    ran: list[int] = []
+
+    async def filler(i):
+        ran.append(i)
+
+    async def child(i):
+        return i
+
+    async def main():
+        fillers = [mnsched.go(filler(i)) for i in range(20)]  # queued ahead, not awaited yet
+        before = mnsched.stats()
+        gs = [mnsched.go(child(i)) for i in range(12)]
+        idx = list(range(12))
+        if order == "reverse":
+            idx.reverse()
+        elif order == "shuffled":
+            random.Random(7).shuffle(idx)
+        got = [await gs[i] for i in idx]
+        after = mnsched.stats()
+        assert ran == []  # the joins ran inline, inside this step
+        for f in fillers:
+            await f
+        return got, idx, [after[k] - before[k] for k in ("joins_inline", "join_misses")]
+
+    got, idx, joins = run(main(), sysmon=False)
+    assert got == idx
+    assert ran == list(range(20))  # the queue kept its order around the taken children
+    assert joins == [12, 0]
+
+
 def _rss_kib() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
