@@ -171,7 +171,7 @@ static BoundSlot bound_slots[] = {
 /* Sched's slots (sched.py binds it: p is below sched). Until then, and for anything but
  * a Sched, the attributes are looked up by name. */
 static PyTypeObject *Sched_type;
-static Py_ssize_t sc_allg, sc_closing, sc_idle, sc_nspinning, sc_all_done, sc_runq;
+static Py_ssize_t sc_allg, sc_closing, sc_idle, sc_nspinning, sc_all_done, sc_runq, sc_lock;
 
 /* Set at import. */
 static PyObject *deque_append, *deque_popleft; /* method descriptors of collections.deque */
@@ -180,7 +180,7 @@ static PyObject *str_trap, *str_fatal_error, *str_acquire, *str_release, *str_th
     *str_wakep, *str_idle, *str_nspinning, *str_allg, *str_closing, *str_all_done, *str_set,
     *str_ready_remote, *str_newproc, *str_retrieved, *str_await_foreign, *str_p,
     *str_cr_frame, *str_cr_running, *str_cr_suspended, *str_runq, *str_globrunqget,
-    *str_reset_spinning, *str_findrunnable;
+    *str_reset_spinning, *str_findrunnable, *str_stop_if_drained;
 
 /* The P whose G this thread is stepping (borrowed; NULL outside a step): what m.p and
  * p.curg say together, without the thread-local lookup. */
@@ -1473,6 +1473,32 @@ fresh(PyObject *coro)
 #endif
 }
 
+/* G.__init__(coro, sched, p, name), slot by slot, in a copy of the current context. */
+static PyObject *
+new_g(PyObject *p, PyObject *coro, PyObject *name)
+{
+    PyObject *g = G_type->tp_alloc(G_type, 0);
+    PyObject *ctx = g == NULL ? NULL : PyContext_CopyCurrent();
+    if (ctx == NULL) {
+        Py_XDECREF(g);
+        return NULL;
+    }
+    SLOT(g, g_coro) = Py_NewRef(coro);
+    SLOT(g, g_ctx) = ctx;
+    SLOT(g, g_sched) = Py_NewRef(SLOT(p, p_sched));
+    SLOT(g, g_p) = Py_NewRef(p);
+    SLOT(g, g_status) = Py_NewRef(S_RUNNABLE);
+    SLOT(g, g_home) = Py_NewRef(Py_None);
+    SLOT(g, g_waiters) = Py_NewRef(Py_None);
+    SLOT(g, g_waitq) = Py_NewRef(Py_None);
+    SLOT(g, g_pend) = Py_NewRef(Py_None);
+    SLOT(g, g_futw) = Py_NewRef(Py_None);
+    GB(g)->qpos = never_queued;
+    if (name != Py_None)
+        SLOT(g, g_name) = Py_NewRef(name);
+    return g;
+}
+
 /* go_here(coro, name): go(coro) from a goroutine's step (on running_p), or None if
  * this is not one, or coro is not a coroutine object (the caller then takes api.go's
  * path). A coroutine that is not fresh, or a runtime closing, goes to Sched.newproc,
@@ -1504,27 +1530,11 @@ go_here(PyObject *coro, PyObject *name)
         PyObject *a[3] = {sched, coro, name};
         return PyObject_VectorcallMethod(str_newproc, a, 3, NULL);
     }
-    /* G.__init__(coro, sched, p, name), slot by slot. */
-    PyObject *g = G_type->tp_alloc(G_type, 0);
-    PyObject *ctx = g == NULL ? NULL : PyContext_CopyCurrent();
-    if (ctx == NULL) {
-        Py_XDECREF(g);
+    PyObject *g = new_g(p, coro, name);
+    if (g == NULL) {
         Py_DECREF(allg);
         return NULL;
     }
-    SLOT(g, g_coro) = Py_NewRef(coro);
-    SLOT(g, g_ctx) = ctx;
-    SLOT(g, g_sched) = Py_NewRef(sched);
-    SLOT(g, g_p) = Py_NewRef(p);
-    SLOT(g, g_status) = Py_NewRef(S_RUNNABLE);
-    SLOT(g, g_home) = Py_NewRef(Py_None);
-    SLOT(g, g_waiters) = Py_NewRef(Py_None);
-    SLOT(g, g_waitq) = Py_NewRef(Py_None);
-    SLOT(g, g_pend) = Py_NewRef(Py_None);
-    SLOT(g, g_futw) = Py_NewRef(Py_None);
-    GB(g)->qpos = never_queued;
-    if (name != Py_None)
-        SLOT(g, g_name) = Py_NewRef(name);
     /* The spawner is a live G: shutdown cannot find allg empty before this add
      * (runtime.py, step 2). */
     int rc = PySet_Add(allg, g);
@@ -1544,6 +1554,89 @@ core_go_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
     if (nargs != 2)
         return PyErr_Format(PyExc_TypeError, "_core.go_here(coro, name)");
     return go_here(args[0], args[1]);
+}
+
+/* spawn_here(coro, name): serve.spawn_here's fast path, Sched.newproc(coro, name,
+ * pin=True, eager=True) from a task or callback on a P's thread (aiohttp's task for a
+ * request): a G pinned to this P, stepped at once (P.step_from_callback). None when this
+ * is not that case (no P here, a step running, not a fresh coroutine, the runtime
+ * closing): the caller then takes newproc, which says what is wrong. */
+static PyObject *
+core_spawn_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "_core.spawn_here(coro, name)");
+    PyObject *coro = args[0], *name = args[1];
+    if (P_type == NULL || Sched_type == NULL || running_p != NULL || !PyCoro_CheckExact(coro))
+        Py_RETURN_NONE;
+    PyObject *p = PyObject_GetAttr(m, str_p); /* m.p: this thread's P, or None */
+    if (p == NULL)
+        return NULL;
+    PyObject *sched = Py_IS_TYPE(p, P_type) ? SLOT(p, p_sched) : NULL;
+    int ok = sched != NULL && Py_IS_TYPE(sched, Sched_type) && SLOT(p, p_curg) == Py_None;
+    if (ok && (ok = fresh(coro)) < 0) {
+        Py_DECREF(p);
+        return NULL;
+    }
+    PyObject *g = ok ? new_g(p, coro, name) : NULL;
+    if (g == NULL) {
+        Py_DECREF(p);
+        if (ok)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    /* Sched._add_outside: the closing check and the add under sched.lock, which shutdown
+     * takes to set closing and look at allg (runtime.py, step 1). */
+    PyObject *lock = SLOT(sched, sc_lock), *allg = SLOT(sched, sc_allg);
+    int rc = lock_acquire(lock);
+    if (rc == 0) {
+        ok = SLOT(sched, sc_closing) == Py_False && PySet_CheckExact(allg);
+        rc = ok ? PySet_Add(allg, g) : 0;
+        rc = rc < 0 ? unlock_failed(lock) : lock_release(lock);
+    }
+    if (rc < 0 || !ok) {
+        Py_DECREF(g);
+        Py_DECREF(p);
+        if (rc < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    PB(p)->nspawned++;
+    slot_set(g, g_home, p); /* P.pin */
+    PB(p)->npinned++;
+    PyObject *clock = PyFloat_FromDouble(monotonic()); /* for sysmon: a step starts now */
+    if (clock != NULL) {
+        Py_SETREF(SLOT(p, p_last_clock), clock);
+        rc = step_eagerly(p, g);
+    }
+    if (clock == NULL || rc < 0) {
+        /* It never ran: queue it rather than lose it. */
+        PyObject *e = PyErr_GetRaisedException();
+        if (status_is(g, S_RUNNABLE) && ready_here(p, g) < 0)
+            PyErr_Clear(); /* the first error is the one to report */
+        PyErr_SetRaisedException(e);
+        Py_DECREF(g);
+        Py_DECREF(p);
+        return NULL;
+    }
+    if (SLOT(p, p_active) != Py_True) {
+        /* g queued work (gosched, a retry) while the P was idle, or a retiring P may be
+         * drained (P.step_from_callback). */
+        RunQ *q = as_runq(SLOT(p, p_runq)), *rn = q == NULL ? NULL : as_runq(SLOT(p, p_runnext));
+        Py_ssize_t nglob = rn == NULL ? -1 : PyObject_Size(SLOT(sched, sc_runq));
+        if (nglob < 0)
+            rc = -1;
+        else if (nglob || runq_len(q) || runq_len(rn))
+            rc = call_method0(p, str_wake);
+        else if (SLOT(p, p_retiring) == Py_True)
+            rc = call_method0(p, str_stop_if_drained);
+    }
+    Py_DECREF(p);
+    if (rc < 0) {
+        Py_DECREF(g);
+        return NULL;
+    }
+    return g;
 }
 
 /* -- go() (api.go) -------------------------------------------------------------------- */
@@ -2505,6 +2598,7 @@ static BoundSlot sched_slots[] = {
     {&Sched_type, "allg", &sc_allg},         {&Sched_type, "closing", &sc_closing},
     {&Sched_type, "idle", &sc_idle},         {&Sched_type, "nspinning", &sc_nspinning},
     {&Sched_type, "all_done", &sc_all_done}, {&Sched_type, "runq", &sc_runq},
+    {&Sched_type, "lock", &sc_lock},
 };
 
 static PyObject *
@@ -2528,6 +2622,9 @@ static PyMethodDef core_methods[] = {
      "run_batch(p, now, deadline, time_slice): P._schedule's loop; False if p parked."},
     {"goready", (PyCFunction)(void (*)(void))core_goready, METH_FASTCALL,
      "goready(g, old=PARKED, p=None): make a waiting g runnable (g.goready)."},
+    {"spawn_here", (PyCFunction)(void (*)(void))core_spawn_here, METH_FASTCALL,
+     "spawn_here(coro, name): a pinned G stepped at once, from a P's loop (serve.spawn_here), "
+     "else None."},
     {"go_here", (PyCFunction)(void (*)(void))core_go_here, METH_FASTCALL,
      "go_here(coro, name): spawn from a goroutine (Sched.newproc), else None."},
     {"bind", (PyCFunction)(void (*)(void))core_bind, METH_VARARGS | METH_KEYWORDS,
@@ -2581,6 +2678,7 @@ PyInit__core(void)
         {&str_globrunqget, "globrunqget"},
         {&str_reset_spinning, "reset_spinning"},
         {&str_findrunnable, "_findrunnable"},
+        {&str_stop_if_drained, "stop_if_drained"},
         {&str__send, "_send"},
         {&str__recv, "_recv"},
     };

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from .aio import install_all_tasks_hook
 from .errors import RuntimeClosedError, check
-from .g import CORE, RUNNABLE, SYSCALL, G, Unretrieved, casgstatus, check_coroutine
+from .g import CORE, RUNNABLE, SYSCALL, G, Unretrieved, casgstatus, check_coroutine, new_lock
 from .m import Call, MPool, m
 from .p import P
 from .runq import LOCAL_QUEUE_SIZE
@@ -65,8 +65,8 @@ install_all_tasks_hook(_all_goroutines)
 
 
 class Sched:
-    # Slots: the C core reads allg, closing, idle, nspinning, all_done and runq at their
-    # offsets (bind_sched, below) instead of looking them up by name.
+    # Slots: the C core reads allg, closing, idle, nspinning, all_done, runq and lock at
+    # their offsets (bind_sched, below) instead of looking them up by name.
     __slots__ = (
         "__weakref__", "_goidgen", "all_done", "allg", "allp", "closing", "fatal", "idle",
         "lock", "main", "make_loop", "mpool", "nspawned_outside", "nspinning", "nsyscall",
@@ -79,7 +79,7 @@ class Sched:
         self.rt = rt  # the Runtime this belongs to (what current_runtime() answers on a P)
         self.make_loop = make_loop
         self.mpool = mpool
-        self.lock = threading.Lock()  # guards idle, nspinning, P.active and the id generator
+        self.lock = new_lock()  # guards idle, nspinning, P.active and the id generator
         self.runq: deque[G[Any]] = deque()  # the global run queue; pinned Gs never enter it
         # The running Ps and their steal order, swapped together by procresize.
         self.allp: tuple[P, ...] = ()

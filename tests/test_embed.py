@@ -17,7 +17,7 @@ from aiohttp import web
 import mnsched
 from conftest import at_procs
 from mnsched.log import GoroutineFilter
-from mnsched.serve import serve_aiohttp, start_server
+from mnsched.serve import serve_aiohttp, spawn_here, start_server
 
 HOST_RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 
@@ -386,6 +386,117 @@ def test_unmarked_blocking_handler_stalls_only_its_own_p():
     light_times = [t for t, _ in out[1:]]
     # light requests on the other P's connections finish while the handler blocks
     assert min(light_times) < blocked_done - 0.5
+
+
+def _on_this_p(fn):
+    """Run fn() in a plain task on the calling goroutine's P (where spawn_here runs)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+
+    async def task():
+        try:
+            fut.set_result(await fn())
+        except BaseException as e:  # to the goroutine, which re-raises it
+            fut.set_exception(e)
+
+    loop.call_soon(lambda: loop.create_task(task()))
+    return fut
+
+
+def test_spawn_here_steps_a_pinned_goroutine_at_once(run):
+    ch = mnsched.Chan()
+
+    async def quick(x):
+        return x * 2, asyncio.current_task()
+
+    async def waits():
+        return await ch.recv()
+
+    async def fails():
+        raise KeyError("handler")
+
+    def pinned():
+        return sum(mnsched.stats()["pinned"])
+
+    async def in_task():
+        before = pinned()  # main, pinned by the future it awaits on this loop
+        g = spawn_here(quick(21), name="quick")
+        assert g.done() and g.name == "quick"  # stepped inside the call: no loop trip
+        value, task = await g
+        assert value == 42 and task is g
+        slow = spawn_here(waits())
+        bad = spawn_here(fails())
+        assert not slow.done() and bad.done()  # a failure stays in its goroutine
+        return slow, bad, before, pinned()
+
+    async def main():
+        slow, bad, before, during = await _on_this_p(in_task)
+        assert during == before + 1  # slow, pinned where it was spawned, until it ends
+        await ch.send("late")
+        assert await slow == "late"
+        with pytest.raises(KeyError):
+            await bad
+        return pinned() - before
+
+    assert run(main()) == 0
+
+
+def test_spawn_here_refuses_what_it_cannot_run(run):
+    async def body():
+        return 1
+
+    async def in_task():
+        finished = body()
+        with pytest.raises(StopIteration):
+            finished.send(None)
+        with pytest.raises(RuntimeError, match="already"):
+            spawn_here(finished)  # not a fresh coroutine
+        with pytest.raises(TypeError, match="call it"):
+            spawn_here(body)  # the function, not a coroutine
+        return await spawn_here(body())
+
+    def refused(coro):
+        try:
+            spawn_here(coro)
+        except RuntimeError as e:
+            return str(e)
+        finally:
+            coro.close()
+
+    async def main():
+        assert "outside goroutines" in refused(body())  # from a goroutine: go() is the way
+        assert "P's thread" in await mnsched.syscall(refused, body())  # from an M thread
+        return await _on_this_p(in_task)
+
+    assert run(main()) == 1
+
+
+@pytest.mark.timeout(120)
+def test_aiohttp_requests_run_as_goroutines_through_the_middlewares(procs):
+    # The goroutine runs the application's whole handling: the user's middlewares see
+    # the goroutine as the current task, as the handler does.
+    seen = []
+
+    @web.middleware
+    async def record(request, handler):
+        seen.append(("middleware", type(asyncio.current_task()).__name__))
+        return await handler(request)
+
+    def app():
+        a = _make_app()
+        a.middlewares.append(record)
+        return a
+
+    async def main():
+        srv = await serve_aiohttp(app)
+        out = await mnsched.syscall(lambda: asyncio.run(_fetch_all(srv.port, ["/light?n=1"] * 20)))
+        await srv.close()
+        await srv.wait_closed()
+        return out, srv.nhandled
+
+    out, handled = mnsched.run(main(), procs=procs)
+    assert [text for _, text in out] == ['{"n": 2}'] * 20 and handled == 20
+    assert seen == [("middleware", "G")] * 20
 
 
 # -- contextvars and logging ----------------------------------------------------------------------
