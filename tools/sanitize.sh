@@ -26,6 +26,7 @@ export PYTHONMALLOC=malloc PYTHONPATH="$work" MNSCHED_PURE=0
 LD_PRELOAD="$asan" python3 -c "import mnsched.g as g; assert g.DRIVER == 'c', 'the C core did not load'"
 if [ $# -eq 0 ]; then
   set -- tests/test_driver.py tests/test_runtime.py tests/test_chan.py tests/test_select.py \
-    tests/test_sync.py tests/test_sched.py tests/stress/test_cancel_races.py -q -p no:cacheprovider
+    tests/test_sync.py tests/test_sched.py tests/test_runq.py tests/test_embed.py \
+    tests/stress/test_cancel_races.py -q -p no:cacheprovider
 fi
 LD_PRELOAD="$asan" python3 -m pytest "$@"
