@@ -519,24 +519,27 @@ runq_iter(RunQ *q)
     return it;
 }
 
+/* append and appendleft: rq_push in the critical section, None or NULL. */
 static PyObject *
-runq_append(RunQ *q, PyObject *x)
+rq_push_method(RunQ *q, PyObject *x, int front)
 {
     int rc;
     RQ_BEGIN(q);
-    rc = rq_push(q, x, 0);
+    rc = rq_push(q, x, front);
     RQ_END();
     return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 static PyObject *
+runq_append(RunQ *q, PyObject *x)
+{
+    return rq_push_method(q, x, 0);
+}
+
+static PyObject *
 runq_appendleft(RunQ *q, PyObject *x)
 {
-    int rc;
-    RQ_BEGIN(q);
-    rc = rq_push(q, x, 1);
-    RQ_END();
-    return rc < 0 ? NULL : Py_NewRef(Py_None);
+    return rq_push_method(q, x, 1);
 }
 
 static PyObject *
