@@ -13,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -28,26 +28,37 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    """Until the server accepts connections; fail if it exits or takes too long."""
+def _listens(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _wait_until_ready(
+    port: int, proc: subprocess.Popen[bytes], what: str, ready: Callable[[], bool]
+) -> None:
+    """Until the server listens and says it is ready; fail if it exits or takes too long.
+    (PostgreSQL listens before it accepts sessions: "the database system is starting up".)"""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode} while starting")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        if _listens(port) and ready():
             return
-        except OSError:
-            time.sleep(0.05)  # polling a process we do not control: no event to wait on
-    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} in {START_TIMEOUT} s")
+        time.sleep(0.05)  # polling a process we do not control: no event to wait on
+    raise RuntimeError(f"{what} was not ready on 127.0.0.1:{port} in {START_TIMEOUT} s")
 
 
 @contextmanager
-def _running(argv: list[str], port: int, what: str) -> Iterator[None]:
-    """Run a server process for the block, once it listens on port; then stop it."""
+def _running(
+    argv: list[str], port: int, what: str, ready: Callable[[], bool] = lambda: True
+) -> Iterator[None]:
+    """Run a server process for the block, once it is ready on port; then stop it."""
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for_port(port, proc, what)
+        _wait_until_ready(port, proc, what, ready)
         yield
     finally:
         proc.terminate()
@@ -62,7 +73,7 @@ def _pg_bin() -> str | None:
     """The directory of Debian's PostgreSQL server binaries (not on PATH there)."""
     found = shutil.which("initdb")
     if found:
-        return os.path.dirname(found)
+        return os.path.dirname(os.path.realpath(found))  # a link's own directory lacks the rest
     dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[4]))
     return dirs[-1] if dirs and os.path.exists(f"{dirs[-1]}/initdb") else None
 
@@ -96,7 +107,12 @@ def postgres() -> Iterator[str]:
         port = free_port()
         argv = [*as_user, f"{bindir}/postgres", "-D", data, "-h", "127.0.0.1", "-p", str(port)]
         argv += ["-k", tmp, "-c", "max_connections=300", "-c", "fsync=off"]
-        with _running(argv, port, "postgres"):
+        isready = [f"{bindir}/pg_isready", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+
+        def accepts_sessions() -> bool:  # pg_isready exits 0 once it does
+            return subprocess.run(isready, capture_output=True, timeout=10).returncode == 0
+
+        with _running(argv, port, "postgres", accepts_sessions):
             yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
