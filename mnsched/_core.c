@@ -290,7 +290,6 @@ deque_call(PyObject *meth, PyObject *q, PyObject *arg)
     return PyObject_Vectorcall(meth, args, arg == NULL ? 1 : 2, NULL);
 }
 
-/* popleft, or NULL without an error if the deque is empty (a thief or sysmon took it). */
 /* -- the local run queue (runq.RunQ) ----------------------------------------------------- */
 
 /* A P's local run queue and its runnext slot: a ring of references (Go: runtime2.go's
@@ -394,18 +393,24 @@ as_runq(PyObject *o)
     return (RunQ *)o;
 }
 
-/* rq_pop in the queue's critical section (the driver's). */
+/* rq_pop in the queue's critical section: the head, or NULL without an error. */
 static PyObject *
-runq_pop(PyObject *o)
+rq_pop_locked(RunQ *q)
 {
-    RunQ *q = as_runq(o);
-    if (q == NULL)
-        return NULL;
     PyObject *x;
     RQ_BEGIN(q);
     x = rq_pop(q);
     RQ_END();
     return x;
+}
+
+/* The driver's pop from a P's runq or runnext slot (NULL with an error if it is not a
+ * RunQ). */
+static PyObject *
+runq_pop(PyObject *o)
+{
+    RunQ *q = as_runq(o);
+    return q == NULL ? NULL : rq_pop_locked(q);
 }
 
 static PyObject *
@@ -560,10 +565,7 @@ runq_extend(RunQ *q, PyObject *items)
 static PyObject *
 runq_popleft(RunQ *q, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *x;
-    RQ_BEGIN(q);
-    x = rq_pop(q);
-    RQ_END();
+    PyObject *x = rq_pop_locked(q);
     if (x == NULL)
         PyErr_SetString(PyExc_IndexError, "pop from an empty run queue");
     return x;
@@ -1429,15 +1431,13 @@ join(PyObject *p, PyObject *g)
         return -1;
     Py_SETREF(SLOT(p, p_last_clock), clock);
     /* g takes runnext's turn: what sits there goes where a thief can take it. */
-    PyObject *nxt = runq_pop((PyObject *)rn);
+    PyObject *nxt = rq_pop_locked(rn);
     if (nxt != NULL) {
         int rc = runqput(p, nxt);
         Py_DECREF(nxt);
         if (rc < 0 || maybe_wakep(SLOT(p, p_sched)) < 0)
             return -1;
     }
-    else if (PyErr_Occurred())
-        return -1;
     PB(p)->njoin++;
     PB(p)->njoined++;
     int rc = step_eagerly(p, g);
