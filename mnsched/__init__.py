@@ -11,6 +11,7 @@ from .errors import (
     RuntimeClosedError,
 )
 from .g import G
+from .goroutines import GoroutineInfo, dump, stacks
 from .perp import PerP
 from .runtime import Runtime, current_runtime, run
 from .selectgo import Recv, Send, select
@@ -23,6 +24,7 @@ __all__ = [
     "ChannelClosed",
     "Deadlock",
     "G",
+    "GoroutineInfo",
     "InternalError",
     "MnschedError",
     "Mutex",
@@ -38,6 +40,7 @@ __all__ = [
     "after",
     "blocking",
     "current_runtime",
+    "dump",
     "go",
     "gomaxprocs",
     "gosched",
@@ -45,6 +48,7 @@ __all__ = [
     "run",
     "select",
     "sleep",
+    "stacks",
     "stats",
     "syscall",
     "tick",

@@ -14,6 +14,8 @@ handoff and a monitor that defeats CPU hogs.
 commands:
   bench    run the same workloads under plain asyncio, uvloop and mnsched, side
            by side (mnsched bench --help for its options)
+  trace    run a script with the execution trace on: mnsched trace -o out.json
+           [--plot out.png] script.py [args] (open out.json in ui.perfetto.dev)
 
 Docs: README.md (start here) and docs/design.md (how it works).
 """
@@ -25,6 +27,11 @@ def main(argv: list[str] | None = None) -> None:
         from .bench.cli import main as bench_main
 
         bench_main(args[1:])
+        return
+    if args[:1] == ["trace"]:
+        from .tracetool import main as trace_main
+
+        trace_main(args[1:])
         return
     if args[:1] in (["-h"], ["--help"], ["help"]):
         print(USAGE, end="")

@@ -116,14 +116,29 @@ static BoundObject bound_objects[] = {
  * GBase; Python reads them as attributes): a Python int per update cost ~130
  * instructions, several per goroutine. Only the owning P's thread writes them, as in the
  * pure driver; sysmon and stats() read them from other threads. */
+/* The metrics' histograms (Go's /sched/latencies:seconds): log2 buckets of microseconds,
+ * bucket 0 below 1 us, bucket i in [2^(i-1), 2^i) us, the last one everything above
+ * (2^24 us, about 17 s). p.py's METRICS_BUCKETS is the same number. */
+#define HIST_BUCKETS 26
+/* Go (proc.go, gTrackingPeriod = 8) measures a G's scheduling latency on every 8th
+ * transition; here every 8th readying is timed (runnable -> running) and every 8th
+ * step's duration, so that a clock read is not added to every goroutine. A power of 2. */
+#define METRICS_SAMPLE 8
+
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t tick, qseq, nspawned, nfinished, npinned, njoin, njoined, njoinmiss;
+    Py_ssize_t tick, qseq, nspawned, nfinished, npinned, njoin, njoined, njoinmiss, nparks;
+    Py_ssize_t lat[HIST_BUCKETS];      /* scheduling latency, sampled */
+    Py_ssize_t steptime[HIST_BUCKETS]; /* step duration, sampled */
 } PBase;
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t qpos; /* P.qseq when it was last pushed to a local queue (see join) */
+    Py_ssize_t qpos;    /* P.qseq when it was last pushed to a local queue (see join) */
+    Py_ssize_t goid;    /* the goroutine id, in spawn order (newgoid) */
+    Py_ssize_t golasti; /* where the spawner was in its code (_gocode), or -1 */
+    Py_ssize_t goparent; /* the spawning goroutine's id, or 0 */
+    long long readyts;   /* when it became runnable (ns), if sampled for latency; else 0 */
 } GBase;
 
 #define PB(p) ((PBase *)(p))
@@ -134,9 +149,9 @@ static Py_ssize_t never_queued; /* g.NEVER_QUEUED */
 
 /* Slot offsets. */
 static Py_ssize_t g_coro, g_ctx, g_status, g_pend, g_waitq, g_waitsince, g_abandoned, g_sched,
-    g_p, g_home, g_waiters, g_futw, g_name, g_result, g_exc, g_waitreason;
+    g_p, g_home, g_waiters, g_futw, g_name, g_result, g_exc, g_waitreason, g_gocode;
 static Py_ssize_t p_curg, p_loop, p_last_clock, p_sched, p_runq, p_runnext, p_retiring,
-    p_active, p_batch_deadline, p_slice_start, p_spinning;
+    p_active, p_batch_deadline, p_slice_start, p_spinning, p_id;
 
 static BoundSlot bound_slots[] = {
     {&G_type, "_coro", &g_coro},
@@ -155,6 +170,7 @@ static BoundSlot bound_slots[] = {
     {&G_type, "_result", &g_result},
     {&G_type, "_exc", &g_exc},
     {&G_type, "_waitreason", &g_waitreason},
+    {&G_type, "_gocode", &g_gocode},
     {&P_type, "curg", &p_curg},
     {&P_type, "loop", &p_loop},
     {&P_type, "last_clock", &p_last_clock},
@@ -166,12 +182,14 @@ static BoundSlot bound_slots[] = {
     {&P_type, "batch_deadline", &p_batch_deadline},
     {&P_type, "slice_start", &p_slice_start},
     {&P_type, "spinning", &p_spinning},
+    {&P_type, "id", &p_id},
 };
 
 /* Sched's slots (sched.py binds it: p is below sched). Until then, and for anything but
  * a Sched, the attributes are looked up by name. */
 static PyTypeObject *Sched_type;
-static Py_ssize_t sc_allg, sc_closing, sc_idle, sc_nspinning, sc_all_done, sc_runq, sc_lock;
+static Py_ssize_t sc_allg, sc_closing, sc_idle, sc_nspinning, sc_all_done, sc_runq, sc_lock,
+    sc_instr;
 
 /* Set at import. */
 static PyObject *deque_append, *deque_popleft; /* method descriptors of collections.deque */
@@ -180,7 +198,8 @@ static PyObject *str_trap, *str_fatal_error, *str_acquire, *str_release, *str_th
     *str_wakep, *str_idle, *str_nspinning, *str_allg, *str_closing, *str_all_done, *str_set,
     *str_ready_remote, *str_newproc, *str_retrieved, *str_await_foreign, *str_p,
     *str_cr_frame, *str_cr_running, *str_cr_suspended, *str_runq, *str_globrunqget,
-    *str_reset_spinning, *str_findrunnable, *str_stop_if_drained;
+    *str_reset_spinning, *str_findrunnable, *str_stop_if_drained, *str_spawned,
+    *str_before_step, *str_after_step, *str_parked, *str_readied, *str_exited;
 
 /* The P whose G this thread is stepping (borrowed; NULL outside a step): what m.p and
  * p.curg say together, without the thread-local lookup. */
@@ -241,6 +260,32 @@ monotonic(void)
 
 /* casgstatus(g, old, new): the check inline, the report (an InternalError naming the
  * statuses) from the Python one. */
+static inline long long
+now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t); /* time.perf_counter_ns's clock */
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static inline int
+hist_bucket(long long ns)
+{
+    unsigned long long us = ns > 0 ? (unsigned long long)ns / 1000 : 0;
+    int b = us == 0 ? 0 : 64 - __builtin_clzll(us);
+    return b < HIST_BUCKETS ? b : HIST_BUCKETS - 1;
+}
+
+/* g became runnable: time its wait for a P on every METRICS_SAMPLE-th readying. */
+static unsigned long ready_ctr;
+
+static inline void
+sample_ready(PyObject *g)
+{
+    if ((__atomic_add_fetch(&ready_ctr, 1, __ATOMIC_RELAXED) & (METRICS_SAMPLE - 1)) == 0)
+        GB(g)->readyts = now_ns();
+}
+
 static int
 casgstatus(PyObject *g, PyObject *old, PyObject *new)
 {
@@ -897,6 +942,255 @@ sched_get(PyObject *sched, Py_ssize_t off, PyObject *name)
     return PyObject_GetAttr(sched, name);
 }
 
+/* -- instruments (mnsched/instrument.py) and the trace buffer (mnsched/trace.py) ------- */
+
+/* The driver's own events, as the trace records them (trace.py's kinds: the same
+ * numbers, checked there against TRACE_KINDS). */
+enum { TR_BEGIN, TR_END, TR_SPAWN, TR_PARK, TR_READY, TR_EXIT, TR_NKINDS };
+
+/* One event: 48 bytes, no Python object made while tracing but the reason's reference. */
+typedef struct {
+    long long ts;         /* CLOCK_MONOTONIC ns: time.perf_counter_ns's and monotonic's clock */
+    void *sched;          /* the runtime (its id() when drained) */
+    Py_ssize_t tid;       /* the P's id, or -1 (then thread says where) */
+    unsigned long thread; /* the thread's ident */
+    Py_ssize_t a, b;      /* the goroutine id; the spawner's id (spawn) */
+    PyObject *obj;        /* the wait reason (park) or the given name (spawn), or NULL */
+    int kind;
+} TraceEv;
+
+/* The Tracer's base in the C driver: the driver's events go straight into this array
+ * (an event costs a clock read and a few stores, where a Python hook call cost ~1 us and
+ * multiplied skynet's time by eight); the Python side drains it when the trace stops.
+ * Appends run in the buffer's critical section (the GIL, or the object's lock on
+ * free-threaded builds). */
+typedef struct {
+    PyObject_HEAD
+    TraceEv *ev;
+    Py_ssize_t len, cap;
+} TraceBuf;
+
+static PyTypeObject TraceBuf_type;
+
+static int
+tb_add(PyObject *self, int kind, PyObject *p, PyObject *g, Py_ssize_t b, PyObject *obj)
+{
+    TraceBuf *tb = (TraceBuf *)self;
+    long long ts = now_ns();
+    Py_ssize_t tid = -1;
+    if (p != NULL && P_type != NULL && Py_IS_TYPE(p, P_type)) {
+        tid = PyLong_AsSsize_t(SLOT(p, p_id));
+        if (tid == -1 && PyErr_Occurred())
+            return -1;
+    }
+    int rc = 0;
+    RQ_BEGIN(self);
+    if (tb->len == tb->cap) {
+        Py_ssize_t cap = tb->cap ? tb->cap * 2 : 4096;
+        TraceEv *ev = PyMem_Realloc(tb->ev, (size_t)cap * sizeof(TraceEv));
+        if (ev == NULL)
+            rc = -1;
+        else {
+            tb->ev = ev;
+            tb->cap = cap;
+        }
+    }
+    if (rc == 0) {
+        TraceEv *e = &tb->ev[tb->len++];
+        e->ts = ts;
+        e->sched = SLOT(g, g_sched);
+        e->tid = tid;
+        e->thread = PyThread_get_thread_ident();
+        e->a = GB(g)->goid;
+        e->b = b;
+        e->obj = Py_XNewRef(obj);
+        e->kind = kind;
+    }
+    RQ_END();
+    if (rc < 0)
+        PyErr_NoMemory();
+    return rc;
+}
+
+/* The runtime's instruments (Sched.instr, a new reference), or NULL with no error when
+ * it has none: the one check the hot path pays for them. */
+static inline PyObject *
+instr_of(PyObject *sched)
+{
+    if (__builtin_expect(Sched_type == NULL || !Py_IS_TYPE(sched, Sched_type), 0))
+        return NULL;
+    PyObject *h = SLOT(sched, sc_instr);
+    if (__builtin_expect(h == Py_None || h == NULL, 1))
+        return NULL;
+    return Py_NewRef(h);
+}
+
+/* Tell ins of an event (consumes ins): into the trace buffer if ins is the tracer,
+ * else ins.<name>(g[, p or reason]). An instrument's failure is handled in Instruments
+ * (logged, the instrument removed): an error here is the scheduler's. p is where it
+ * happens, if known; arg is the hook's second argument, if it has one. */
+static int
+fire(PyObject *ins, int kind, PyObject *name, PyObject *p, PyObject *g, PyObject *arg)
+{
+    int rc;
+    if (PyObject_TypeCheck(ins, &TraceBuf_type)) {
+        Py_ssize_t b = 0;
+        PyObject *obj = kind == TR_PARK ? arg : NULL;
+        if (kind == TR_SPAWN) {
+            obj = SLOT(g, g_name); /* NULL unless it was given one */
+            b = GB(g)->goparent;
+        }
+        rc = tb_add(ins, kind, p, g, b, obj);
+    }
+    else {
+        PyObject *args[3] = {ins, g, arg};
+        PyObject *r = PyObject_VectorcallMethod(name, args, arg == NULL ? 2 : 3, NULL);
+        rc = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(ins);
+    return rc;
+}
+
+/* TraceBuf's hooks, for calls from Python (the Python paths of the driver, or the
+ * Instruments fan-out when other instruments run beside the tracer): where it happens
+ * is the P given, else this thread's. */
+static PyObject *
+tb_hook(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int kind, int with_p)
+{
+    if (nargs != 1 + with_p || !PyObject_TypeCheck(args[0], &GBase_type) || G_type == NULL ||
+        !Py_IS_TYPE(args[0], G_type))
+        return PyErr_Format(PyExc_TypeError, "TraceBuf: a hook takes a G%s", with_p ? " and a P" : "");
+    PyObject *p = with_p ? Py_NewRef(args[1]) : PyObject_GetAttr(m, str_p);
+    if (p == NULL)
+        return NULL;
+    PyObject *g = args[0];
+    int rc = tb_add(self, kind, p, g, kind == TR_SPAWN ? GB(g)->goparent : 0,
+                    kind == TR_SPAWN ? SLOT(g, g_name) : NULL);
+    Py_DECREF(p);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+#define TB_HOOK(fn, kind, with_p)                                                           \
+    static PyObject *fn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)            \
+    {                                                                                       \
+        return tb_hook(self, args, nargs, kind, with_p);                                    \
+    }
+TB_HOOK(tb_spawned, TR_SPAWN, 0)
+TB_HOOK(tb_before_step, TR_BEGIN, 1)
+TB_HOOK(tb_after_step, TR_END, 1)
+TB_HOOK(tb_readied, TR_READY, 0)
+TB_HOOK(tb_exited, TR_EXIT, 0)
+
+static PyObject *
+tb_parked(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || G_type == NULL || !Py_IS_TYPE(args[0], G_type))
+        return PyErr_Format(PyExc_TypeError, "TraceBuf.parked(g, reason)");
+    PyObject *p = PyObject_GetAttr(m, str_p);
+    if (p == NULL)
+        return NULL;
+    int rc = tb_add(self, TR_PARK, p, args[0], 0, args[1]);
+    Py_DECREF(p);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static void
+tb_clear(TraceBuf *tb)
+{
+    for (Py_ssize_t i = 0; i < tb->len; i++)
+        Py_CLEAR(tb->ev[i].obj);
+    tb->len = 0;
+}
+
+/* _drain(): the events so far as (kind, ts, id(sched), where, goid, b, obj) tuples, and
+ * empty the buffer. where is the P's id, or (thread ident,) for an event on no P. */
+static PyObject *
+tb_drain(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    TraceBuf *tb = (TraceBuf *)self;
+    PyObject *out = NULL;
+    RQ_BEGIN(self);
+    out = PyList_New(tb->len);
+    for (Py_ssize_t i = 0; out != NULL && i < tb->len; i++) {
+        TraceEv *e = &tb->ev[i];
+        PyObject *where = e->tid >= 0 ? PyLong_FromSsize_t(e->tid)
+                                      : Py_BuildValue("(k)", e->thread); /* (ident,) */
+        PyObject *t = where == NULL ? NULL
+                                    : Py_BuildValue("(iLnNnnO)", e->kind, e->ts,
+                                                    (Py_ssize_t)(intptr_t)e->sched, where, e->a,
+                                                    e->b, e->obj ? e->obj : Py_None);
+        if (t == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, t);
+    }
+    if (out != NULL)
+        tb_clear(tb);
+    RQ_END();
+    return out;
+}
+
+static void
+tb_dealloc(PyObject *self)
+{
+    TraceBuf *tb = (TraceBuf *)self;
+    tb_clear(tb);
+    PyMem_Free(tb->ev);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static PyMethodDef tb_methods[] = {
+    {"spawned", (PyCFunction)(void (*)(void))tb_spawned, METH_FASTCALL, NULL},
+    {"before_step", (PyCFunction)(void (*)(void))tb_before_step, METH_FASTCALL, NULL},
+    {"after_step", (PyCFunction)(void (*)(void))tb_after_step, METH_FASTCALL, NULL},
+    {"parked", (PyCFunction)(void (*)(void))tb_parked, METH_FASTCALL, NULL},
+    {"readied", (PyCFunction)(void (*)(void))tb_readied, METH_FASTCALL, NULL},
+    {"exited", (PyCFunction)(void (*)(void))tb_exited, METH_FASTCALL, NULL},
+    {"_drain", (PyCFunction)tb_drain, METH_NOARGS,
+     "_drain(): the driver's events so far, as tuples; empties the buffer."},
+    {NULL},
+};
+
+static PyTypeObject TraceBuf_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.TraceBuf",
+    .tp_basicsize = sizeof(TraceBuf),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "The tracer's base in the C driver: the driver's events, recorded in C",
+    .tp_methods = tb_methods,
+    .tp_new = PyType_GenericNew,
+    .tp_dealloc = tb_dealloc,
+};
+
+/* A goroutine id: process-wide and in spawn order, as Go's goid (atomic: any thread
+ * may spawn). */
+static Py_ssize_t goidgen;
+
+static inline Py_ssize_t
+newgoid(void)
+{
+    return __atomic_add_fetch(&goidgen, 1, __ATOMIC_RELAXED);
+}
+
+static PyObject *
+core_newgoid(PyObject *Py_UNUSED(mod), PyObject *Py_UNUSED(arg))
+{
+    return PyLong_FromSsize_t(newgoid());
+}
+
+static PyObject *
+core_sample_ready(PyObject *Py_UNUSED(mod), PyObject *g)
+{
+    if (!PyObject_TypeCheck(g, &GBase_type))
+        return PyErr_Format(PyExc_TypeError, "sample_ready takes a G");
+    sample_ready(g);
+    Py_RETURN_NONE;
+}
+
 /* -- making work runnable (P.runqput, P.ready_here, goready) ------------------------ */
 
 static int
@@ -974,12 +1268,18 @@ goready(PyObject *p, PyObject *w, PyObject *old)
     if (casgstatus(w, old, S_RUNNABLE) < 0)
         return -1;
     slot_set(w, g_waitq, Py_None);
+    sample_ready(w);
     PyObject *mp = NULL;
     if (p == NULL) {
         mp = PyObject_GetAttr(m, str_p);
         if (mp == NULL)
             return -1;
         p = mp;
+    }
+    PyObject *ins = instr_of(SLOT(w, g_sched));
+    if (ins != NULL && fire(ins, TR_READY, str_readied, p, w, NULL) < 0) {
+        Py_XDECREF(mp);
+        return -1;
     }
     PyObject *home = SLOT(w, g_home);
     int rc;
@@ -1030,6 +1330,11 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
     PyObject *waiters = SLOT(g, g_waiters); /* taken: the slot gets None */
     SLOT(g, g_waiters) = Py_NewRef(Py_None);
     int rc = lock_release(lock);
+    PyObject *ins = instr_of(sched);
+    if (ins != NULL && rc == 0)
+        rc = fire(ins, TR_EXIT, str_exited, p, g, NULL);
+    else
+        Py_XDECREF(ins);
     PyObject *home = SLOT(g, g_home);
     if (rc == 0 && home != Py_None)
         PB(home)->npinned--;
@@ -1154,6 +1459,12 @@ park(PyObject *p, PyObject *g, PyObject *lock)
         return unlock_failed(lock);
     }
     slot_set(g, g_waitsince, SLOT(p, p_last_clock));
+    PB(p)->nparks++;
+    PyObject *ins = instr_of(SLOT(p, p_sched));
+    if (ins != NULL && fire(ins, TR_PARK, str_parked, p, g, SLOT(g, g_waitreason)) < 0) {
+        unlock_failed(sl);
+        return unlock_failed(lock);
+    }
     PyObject *pend = SLOT(g, g_pend);
     if (pend == M_CANCEL || pend == M_DEFERRED) {
         /* cancel() came first: we deliver it. The queue is read under its lock: once it
@@ -1186,7 +1497,22 @@ step(PyObject *p, PyObject *g, PyObject *prev)
     if (casgstatus(g, S_RUNNABLE, S_RUNNING) < 0)
         return -1;
     slot_set(p, p_curg, g);
-    PB(p)->tick++;
+    Py_ssize_t tick = ++PB(p)->tick;
+    long long t0 = 0, rts = GB(g)->readyts;
+    if (rts != 0 || (tick & (METRICS_SAMPLE - 1)) == 0) {
+        t0 = now_ns();
+        if (rts != 0) {
+            GB(g)->readyts = 0;
+            PB(p)->lat[hist_bucket(t0 - rts)]++;
+        }
+        if ((tick & (METRICS_SAMPLE - 1)) != 0)
+            t0 = 0; /* only the latency was sampled */
+    }
+    PyObject *ins = instr_of(SLOT(p, p_sched));
+    if (ins != NULL && fire(Py_NewRef(ins), TR_BEGIN, str_before_step, p, g, p) < 0) {
+        Py_DECREF(ins);
+        return -1;
+    }
     Py_INCREF(loop);
     if (PyDict_SetItem(current_tasks, loop, g) < 0) {
         Py_DECREF(loop);
@@ -1196,6 +1522,8 @@ step(PyObject *p, PyObject *g, PyObject *prev)
     running_p = p;
     PySendResult r = resume(g, &y);
     running_p = outer;
+    if (t0 != 0)
+        PB(p)->steptime[hist_bucket(now_ns() - t0)]++;
     PyObject *exc = r == PYGEN_ERROR ? PyErr_GetRaisedException() : NULL;
     /* Back to what ran before: nothing (from the scheduling loop or a callback), or the
      * task or G that stepped aside for this one (step_eagerly). */
@@ -1203,6 +1531,10 @@ step(PyObject *p, PyObject *g, PyObject *prev)
                            : PyDict_SetItem(current_tasks, loop, prev);
     Py_DECREF(loop);
     slot_set(p, p_curg, Py_None);
+    if (ins != NULL && bad == 0)
+        bad = fire(ins, TR_END, str_after_step, p, g, p);
+    else
+        Py_XDECREF(ins);
     if (bad < 0) {
         Py_XDECREF(y);
         Py_XDECREF(exc);
@@ -1497,9 +1829,26 @@ new_g(PyObject *p, PyObject *coro, PyObject *name)
     SLOT(g, g_pend) = Py_NewRef(Py_None);
     SLOT(g, g_futw) = Py_NewRef(Py_None);
     GB(g)->qpos = never_queued;
+    GB(g)->goid = newgoid();
+    sample_ready(g);
+    /* Where it was created (Go's "created by"): the spawner's code and offset; the
+     * line is worked out only when a dump asks. */
+    PyFrameObject *f = PyEval_GetFrame();
+    SLOT(g, g_gocode) = f == NULL ? Py_NewRef(Py_None) : (PyObject *)PyFrame_GetCode(f);
+    GB(g)->golasti = f == NULL ? -1 : PyFrame_GetLasti(f);
+    PyObject *parent = SLOT(p, p_curg);
+    GB(g)->goparent = Py_IS_TYPE(parent, G_type) ? GB(parent)->goid : 0;
     if (name != Py_None)
         SLOT(g, g_name) = Py_NewRef(name);
     return g;
+}
+
+/* After a spawn: the runtime's instruments hear of it. */
+static inline int
+spawned(PyObject *p, PyObject *g)
+{
+    PyObject *ins = instr_of(SLOT(p, p_sched));
+    return ins == NULL ? 0 : fire(ins, TR_SPAWN, str_spawned, p, g, NULL);
 }
 
 /* go_here(coro, name): go(coro) from a goroutine's step (on running_p), or None if
@@ -1544,7 +1893,7 @@ go_here(PyObject *coro, PyObject *name)
     Py_DECREF(allg);
     if (rc == 0)
         PB(p)->nspawned++;
-    if (rc < 0 || ready_here(p, g) < 0) {
+    if (rc < 0 || spawned(p, g) < 0 || ready_here(p, g) < 0) {
         Py_DECREF(g);
         return NULL;
     }
@@ -1607,8 +1956,8 @@ core_spawn_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t narg
     PB(p)->nspawned++;
     slot_set(g, g_home, p); /* P.pin */
     PB(p)->npinned++;
-    PyObject *clock = PyFloat_FromDouble(monotonic()); /* for sysmon: a step starts now */
-    if (clock != NULL) {
+    PyObject *clock = spawned(p, g) < 0 ? NULL : PyFloat_FromDouble(monotonic());
+    if (clock != NULL) { /* for sysmon: a step starts now */
         Py_SETREF(SLOT(p, p_last_clock), clock);
         rc = step_eagerly(p, g);
     }
@@ -1944,6 +2293,10 @@ static PyAsyncMethods gbase_async = {.am_await = (unaryfunc)g_await};
 
 static PyMemberDef gbase_members[] = {
     {"_qpos", T_PYSSIZET, offsetof(GBase, qpos), 0, NULL},
+    {"_goid", T_PYSSIZET, offsetof(GBase, goid), 0, NULL},
+    {"_golasti", T_PYSSIZET, offsetof(GBase, golasti), 0, NULL},
+    {"_goparent", T_PYSSIZET, offsetof(GBase, goparent), 0, NULL},
+    {"_readyts", T_LONGLONG, offsetof(GBase, readyts), 0, NULL},
     {NULL},
 };
 
@@ -1962,7 +2315,40 @@ static PyTypeObject GBase_type = {
 static PyMemberDef pbase_members[] = {
     PBASE_COUNTER(tick),     PBASE_COUNTER(qseq),   PBASE_COUNTER(nspawned),
     PBASE_COUNTER(nfinished), PBASE_COUNTER(npinned), PBASE_COUNTER(njoin),
-    PBASE_COUNTER(njoined),  PBASE_COUNTER(njoinmiss), {NULL},
+    PBASE_COUNTER(njoined),  PBASE_COUNTER(njoinmiss), PBASE_COUNTER(nparks), {NULL},
+};
+
+static PyObject *
+hist_tuple(const Py_ssize_t *h)
+{
+    PyObject *t = PyTuple_New(HIST_BUCKETS);
+    for (Py_ssize_t i = 0; t != NULL && i < HIST_BUCKETS; i++) {
+        PyObject *n = PyLong_FromSsize_t(h[i]); /* a racy read: a counter, not a state */
+        if (n == NULL)
+            Py_CLEAR(t);
+        else
+            PyTuple_SET_ITEM(t, i, n);
+    }
+    return t;
+}
+
+/* _histograms(): (scheduling latency, step duration) bucket counts (HIST_BUCKETS each). */
+static PyObject *
+pbase_histograms(PyObject *self, PyObject *Py_UNUSED(arg))
+{
+    PyObject *lat = hist_tuple(PB(self)->lat);
+    PyObject *st = lat == NULL ? NULL : hist_tuple(PB(self)->steptime);
+    if (st == NULL) {
+        Py_XDECREF(lat);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", lat, st);
+}
+
+static PyMethodDef pbase_methods[] = {
+    {"_histograms", (PyCFunction)pbase_histograms, METH_NOARGS,
+     "_histograms(): (scheduling latency, step duration) counts per log2-us bucket."},
+    {NULL},
 };
 
 static PyTypeObject PBase_type = {
@@ -1971,6 +2357,7 @@ static PyTypeObject PBase_type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "P's base in the C driver: its counters as C integers (mnsched.p.P holds the rest)",
     .tp_members = pbase_members,
+    .tp_methods = pbase_methods,
     .tp_new = PyType_GenericNew,
 };
 
@@ -2601,7 +2988,7 @@ static BoundSlot sched_slots[] = {
     {&Sched_type, "allg", &sc_allg},         {&Sched_type, "closing", &sc_closing},
     {&Sched_type, "idle", &sc_idle},         {&Sched_type, "nspinning", &sc_nspinning},
     {&Sched_type, "all_done", &sc_all_done}, {&Sched_type, "runq", &sc_runq},
-    {&Sched_type, "lock", &sc_lock},
+    {&Sched_type, "lock", &sc_lock},         {&Sched_type, "instr", &sc_instr},
 };
 
 static PyObject *
@@ -2628,6 +3015,10 @@ static PyMethodDef core_methods[] = {
     {"spawn_here", (PyCFunction)(void (*)(void))core_spawn_here, METH_FASTCALL,
      "spawn_here(coro, name): a pinned G stepped at once, from a P's loop (serve.spawn_here), "
      "else None."},
+    {"sample_ready", (PyCFunction)core_sample_ready, METH_O,
+     "sample_ready(g): g became runnable (from Python): maybe time its latency."},
+    {"newgoid", (PyCFunction)core_newgoid, METH_NOARGS,
+     "newgoid(): the next goroutine id (process-wide, in spawn order)."},
     {"go_here", (PyCFunction)(void (*)(void))core_go_here, METH_FASTCALL,
      "go_here(coro, name): spawn from a goroutine (Sched.newproc), else None."},
     {"bind", (PyCFunction)(void (*)(void))core_bind, METH_VARARGS | METH_KEYWORDS,
@@ -2682,6 +3073,12 @@ PyInit__core(void)
         {&str_reset_spinning, "reset_spinning"},
         {&str_findrunnable, "_findrunnable"},
         {&str_stop_if_drained, "stop_if_drained"},
+        {&str_spawned, "spawned"},
+        {&str_before_step, "before_step"},
+        {&str_after_step, "after_step"},
+        {&str_parked, "parked"},
+        {&str_readied, "readied"},
+        {&str_exited, "exited"},
         {&str__send, "_send"},
         {&str__recv, "_recv"},
     };
@@ -2706,6 +3103,7 @@ PyInit__core(void)
         return NULL;
     if ((minus_one = PyLong_FromLong(-1)) == NULL || PyType_Ready(&Awaiter_type) < 0 ||
         PyType_Ready(&GBase_type) < 0 || PyType_Ready(&PBase_type) < 0 ||
+        PyType_Ready(&TraceBuf_type) < 0 ||
         PyType_Ready(&RunQ_type) < 0 ||
         PyType_Ready(&ChanOp_type) < 0 ||
         PyType_Ready(&ChanBase_type) < 0 || PyType_Ready(&Lock_type) < 0 ||
@@ -2714,15 +3112,25 @@ PyInit__core(void)
     PyObject *mod = PyModule_Create(&core_module);
     if (mod == NULL)
         return NULL;
+    PyObject *kinds = Py_BuildValue("(iiiiii)", TR_BEGIN, TR_END, TR_SPAWN, TR_PARK, TR_READY,
+                                    TR_EXIT);
+    if (kinds == NULL) {
+        Py_DECREF(mod);
+        return NULL;
+    }
     if (PyModule_AddObjectRef(mod, "GBase", (PyObject *)&GBase_type) < 0 ||
         PyModule_AddObjectRef(mod, "PBase", (PyObject *)&PBase_type) < 0 ||
         PyModule_AddObjectRef(mod, "RunQ", (PyObject *)&RunQ_type) < 0 ||
+        PyModule_AddObjectRef(mod, "TraceBuf", (PyObject *)&TraceBuf_type) < 0 ||
+        PyModule_AddObjectRef(mod, "TRACE_KINDS", kinds) < 0 ||
         PyModule_AddObjectRef(mod, "ChanBase", (PyObject *)&ChanBase_type) < 0 ||
         PyModule_AddObjectRef(mod, "ChanOp", (PyObject *)&ChanOp_type) < 0 ||
         PyModule_AddObjectRef(mod, "Lock", (PyObject *)&Lock_type) < 0 ||
         PyModule_AddObjectRef(mod, "Go", (PyObject *)&Go_type) < 0) {
+        Py_DECREF(kinds);
         Py_DECREF(mod);
         return NULL;
     }
+    Py_DECREF(kinds);
     return mod;
 }

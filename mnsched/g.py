@@ -13,8 +13,10 @@ import asyncio
 import contextvars
 import importlib
 import inspect
+import itertools
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -57,9 +59,11 @@ DRIVER = "python" if CORE is None else "c"
 
 
 class _PureGBase:
-    # P.qseq when it was last pushed into a local queue (see P.join); a C integer in
-    # the C driver's GBase.
-    __slots__ = ("_qpos",)
+    # C integers in the C driver's GBase: P.qseq when it was last pushed into a local
+    # queue (see P.join), the goroutine id, where it was spawned (the offset in _gocode),
+    # the spawning goroutine's id (0: none), and when it became runnable if that is being
+    # timed (sample_ready; 0: not).
+    __slots__ = ("_goid", "_golasti", "_goparent", "_qpos", "_readyts")
 
 
 if TYPE_CHECKING:
@@ -242,6 +246,29 @@ def check_coroutine(coro: object) -> None:
     raise TypeError(f"a goroutine needs a coroutine, not {type(coro).__name__} {coro!r}{hint}")
 
 
+def coro_frames(coro: Any, limit: int | None = None) -> list[types.FrameType]:
+    """The frames of a suspended coroutine chain, outermost first (following what each
+    awaits: cr_await, or a generator's gi_yieldfrom)."""
+    frames: list[types.FrameType] = []
+    while coro is not None and (limit is None or len(frames) < limit):
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
+def user_frames(frames: list[types.FrameType]) -> list[traceback.FrameSummary]:
+    """Frames as a traceback lists them, without mnsched's own (where a goroutine parks
+    inside a channel or a sleep: noise to the user)."""
+    return [
+        traceback.FrameSummary(f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
+        for f in frames
+        if not f.f_code.co_filename.startswith(_PACKAGE_DIR)
+    ]
+
+
 def raise_started(coro: Coroutine[Any, Any, Any] | types.GeneratorType[Any, Any, Any]) -> None:
     """A coroutine already started cannot be a goroutine: its next step belongs to
     whoever runs it now (another goroutine or task awaiting it), and taking it would lose
@@ -265,12 +292,66 @@ def _goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
     otherwise to its home P or the global queue."""
     casgstatus(g, old, RUNNABLE)
     g._waitq = None
+    sample_ready(g)
+    if (ins := g._sched.instr) is not None:
+        ins.readied(g)
     if p is None:
         p = m.p
     if p is not None and p.sched is g._sched and (g._home is None or g._home is p):
         p.ready_here(g)
     else:
         g._sched.ready_remote(g)
+
+
+_goids = itertools.count(1)
+_goid_lock = threading.Lock()
+
+
+def _newgoid() -> int:
+    with _goid_lock:  # next() on a count is not atomic without the GIL
+        return next(_goids)
+
+
+# Goroutine ids: process-wide and in spawn order, as Go's goid (the C driver's counter
+# when it runs, so that Gs made in C and in Python share one sequence).
+newgoid: Callable[[], int] = _newgoid if CORE is None else CORE.newgoid
+
+
+# Go (proc.go, gTrackingPeriod = 8) times a G's scheduling latency on every 8th
+# transition: here every 8th readying is timed until its next step (the C driver's
+# METRICS_SAMPLE). A power of 2.
+METRICS_SAMPLE = 8
+_ready_ctr = itertools.count()
+
+
+def _sample_ready(g: G[Any]) -> None:
+    if next(_ready_ctr) & (METRICS_SAMPLE - 1) == 0:
+        g._readyts = time.perf_counter_ns()
+
+
+# g became runnable: maybe time how long it waits for a P (p.py's step reads it).
+sample_ready: Callable[[G[Any]], None] = _sample_ready if CORE is None else CORE.sample_ready
+
+
+def spawn_site(g: G[Any]) -> tuple[str, int] | None:
+    """Where g was spawned: (file, line) of the ``go`` call, or None if unknown."""
+    code = g._gocode
+    lasti = g._golasti
+    if code is None or lasti < 0:
+        return None
+    line = None
+    for start, end, lineno in code.co_lines():
+        if start <= lasti < end:
+            line = lineno
+            break
+    return code.co_filename, line if line is not None else code.co_firstlineno
+
+
+def _caller_outside_package() -> types.FrameType | None:
+    f: types.FrameType | None = sys._getframe(2)
+    while f is not None and f.f_code.co_filename.startswith(_PACKAGE_DIR):
+        f = f.f_back
+    return f
 
 
 # The driver's goready: the C one (the same, in mnsched/_core.c), or _goready.
@@ -290,6 +371,7 @@ class G(_GBase, Generic[T]):
         "__weakref__",
         "_coro",
         "_ctx",
+        "_gocode",  # the code that spawned it (with _golasti: the spawn site), or None
         "_futw",  # the asyncio future it awaits
         "_home",  # the P it is pinned to, once it has used asyncio there
         "_p",  # the P that holds it (queued) or runs it; None in the global queue
@@ -302,7 +384,6 @@ class G(_GBase, Generic[T]):
         "_abandoned",  # shutdown gave up on it: close its coroutine at its next step
         "_cancel_msg",
         "_exc",
-        "_id",
         "_name",
         "_ncancel",
         "_result",
@@ -315,7 +396,6 @@ class G(_GBase, Generic[T]):
     _abandoned: bool
     _cancel_msg: Any
     _exc: BaseException | None
-    _id: int
     _name: str
     _ncancel: int
     _result: Any
@@ -343,6 +423,14 @@ class G(_GBase, Generic[T]):
         self._pend: BaseException | _Marker | None = None
         self._futw: asyncio.Future[Any] | None = None
         self._qpos = NEVER_QUEUED
+        self._goid = newgoid()
+        self._readyts = 0
+        sample_ready(self)
+        f = _caller_outside_package()
+        self._gocode = None if f is None else f.f_code
+        self._golasti = -1 if f is None else f.f_lasti
+        cur = p.curg if p is not None else None
+        self._goparent = 0 if cur is None else cur._goid
         if name is not None:
             self._name = name
 
@@ -350,15 +438,8 @@ class G(_GBase, Generic[T]):
 
     @property
     def id(self) -> int:
-        """The goroutine id, unique within its runtime (Go's goid); given out on first use."""
-        try:
-            return self._id
-        except AttributeError:
-            goid = self._sched.newgoid()
-            with state_lock_of(self):
-                if not hasattr(self, "_id"):
-                    self._id = goid
-            return self._id
+        """The goroutine id (Go's goid): unique in the process, in spawn order."""
+        return self._goid
 
     @property
     def name(self) -> str:
@@ -623,28 +704,12 @@ class G(_GBase, Generic[T]):
         self._name = str(value)
 
     def get_stack(self, *, limit: int | None = None) -> list[Any]:
-        frames: list[Any] = []
-        coro: Any = self._coro
-        while coro is not None and (limit is None or len(frames) < limit):
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if frame is None:
-                break
-            frames.append(frame)
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        return frames
+        return coro_frames(self._coro, limit)
 
     def format_stack(self) -> str:
         """Its coroutine chain, outermost frame first, as a traceback prints it, without
         mnsched's own frames (where it parks inside a channel or a sleep)."""
-        return "".join(
-            traceback.format_list(
-                [
-                    traceback.FrameSummary(f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
-                    for f in self.get_stack()
-                    if not f.f_code.co_filename.startswith(_PACKAGE_DIR)
-                ]
-            )
-        ).rstrip()
+        return "".join(traceback.format_list(user_frames(self.get_stack()))).rstrip()
 
     def add_done_callback(
         self, fn: Callable[[G[Any]], object], *, context: contextvars.Context | None = None
@@ -725,8 +790,10 @@ def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:
         g._unretrieved = unretrieved = Unretrieved(exc)  # type: ignore[arg-type]
     lock.release()
     if unretrieved is not None:
-        unretrieved.desc = repr(g)  # outside the lock: it may number the G
+        unretrieved.desc = repr(g)
         g._sched.unretrieved.add(unretrieved)
+    if (ins := sched.instr) is not None:
+        ins.exited(g)
     if g._home is not None:
         g._home.npinned -= 1
     if sched.closing and not sched.allg:

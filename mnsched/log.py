@@ -1,10 +1,26 @@
-"""Logging: a filter that tells which goroutine, and which P, wrote each record."""
+"""Logging: a filter that tells which goroutine, and which P, wrote each record; and
+where mnsched's debug output goes."""
 
 from __future__ import annotations
 
 import logging
+import sys
 
 from .m import m
+
+logger = logging.getLogger("mnsched")
+
+
+def debug_output(level: int, msg: str) -> None:
+    """Debug output (schedtrace lines, hog reports): a record of the ``mnsched`` logger
+    when the application has configured logging (a handler on it or above), so that it
+    lands in its logs with the rest; printed to stderr as Go prints it otherwise (logging's
+    last resort would drop the INFO lines)."""
+    if logger.hasHandlers():
+        logger.log(level, msg)
+    else:
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
 
 
 class GoroutineFilter(logging.Filter):

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .aio import complete_future
+from .instrument import notify_global
 
 if TYPE_CHECKING:
     from .g import G
@@ -63,11 +64,13 @@ def share_gil(who: object, on: bool) -> None:
             if not _sharers:
                 _saved_switch = sys.getswitchinterval()
                 sys.setswitchinterval(min(_saved_switch, SHARED_SWITCH_INTERVAL))
+                notify_global("switch_interval", sys.getswitchinterval())
             _sharers.add(who)
         elif not on and who in _sharers:
             _sharers.discard(who)
             if not _sharers:
                 sys.setswitchinterval(_saved_switch)
+                notify_global("switch_interval", _saved_switch)
 
 
 class _M(threading.local):
@@ -99,11 +102,17 @@ class Call:
         self.loopfut: asyncio.Future[Any] | None = None  # for callers that are not goroutines
 
     def run(self) -> None:
+        g0 = self.g
+        ins = g0._sched.instr if g0 is not None else None
+        if ins is not None:
+            ins.syscall_start(g0)
         try:
             result = self.ctx.run(self.fn, *self.args, **self.kwargs)
             exc = None
         except BaseException as e:  # delivered to the caller, never swallowed here
             result, exc = None, e
+        if ins is not None:
+            ins.syscall_end(g0)
         with self.lock:
             self.result, self.exc = result, exc
             g, self.g = self.g, None

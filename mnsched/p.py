@@ -34,6 +34,7 @@ from .g import (
     GOSCHED,
     LOCK_MASK,
     LOCKS,
+    METRICS_SAMPLE,
     NEVER_QUEUED,
     PARKED,
     RUNNABLE,
@@ -110,19 +111,58 @@ class Resource:
             await result
 
 
+# The metrics' histograms: log2 buckets of microseconds (bucket 0 below 1 us, bucket i
+# in [2^(i-1), 2^i) us, the last one all above); the C driver's HIST_BUCKETS.
+METRICS_BUCKETS = 26
+
+
+def hist_bucket(ns: int) -> int:
+    return min(max(ns // 1000, 0).bit_length(), METRICS_BUCKETS - 1)
+
+
+# Each bucket's upper bound in microseconds (the last one has none: infinity).
+BUCKET_BOUNDS_US = tuple([float(1 << i) for i in range(METRICS_BUCKETS - 1)] + [float("inf")])
+
+
+def histograms(ps: tuple[P, ...] | list[P]) -> dict[str, dict[str, Any]]:
+    """The sampled latency and step-duration histograms of ps, summed (stats())."""
+    lat = [0] * METRICS_BUCKETS
+    step = [0] * METRICS_BUCKETS
+    for p in ps:
+        pl, pst = p._histograms()
+        for i in range(METRICS_BUCKETS):
+            lat[i] += pl[i]
+            step[i] += pst[i]
+    bounds = list(BUCKET_BOUNDS_US)
+    return {
+        "sched_latency": {"bounds_us": bounds, "counts": lat},
+        "step_time": {"bounds_us": bounds, "counts": step},
+    }
+
+
 class _PurePBase:
-    # The counters: C integers in the C driver's PBase (there, making a Python int per
-    # update cost ~130 instructions, several times per goroutine).
+    # The counters and histograms: C integers in the C driver's PBase (there, making a
+    # Python int per update cost ~130 instructions, several times per goroutine).
     __slots__ = (
+        "_lat",
+        "_steptime",
         "nfinished",
         "njoin",
         "njoined",
         "njoinmiss",
+        "nparks",
         "npinned",
         "nspawned",
         "qseq",
         "tick",
     )
+
+    def __init__(self) -> None:
+        self._lat = [0] * METRICS_BUCKETS  # scheduling latency (sampled: METRICS_SAMPLE)
+        self._steptime = [0] * METRICS_BUCKETS  # step duration (every 8th step)
+
+    def _histograms(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return tuple(self._lat), tuple(self._steptime)
 
 
 if TYPE_CHECKING:
@@ -142,6 +182,7 @@ class P(_PBase):
         "active",
         "batch_deadline",
         "borrowed",
+        "busy",
         "curg",
         "id",
         "inbox",
@@ -168,6 +209,7 @@ class P(_PBase):
     )
 
     def __init__(self, sched: Sched, pid: int, make_loop: Callable[[], asyncio.AbstractEventLoop]):
+        super().__init__()
         self.sched = sched
         self.id = pid
         self._make_loop = make_loop
@@ -219,6 +261,8 @@ class P(_PBase):
         self.nfinished = 0
         self.nsteals = 0  # successful steals by this P
         self.nstolen = 0  # Gs it took by stealing
+        self.nparks = 0  # goroutines that parked or waited here
+        self.busy = 0.0  # seconds spent in scheduling batches and steps from callbacks
 
     def __repr__(self) -> str:
         return f"<P{self.id} runq={len(self.runq)} {'active' if self.active else 'idle'}>"
@@ -510,6 +554,8 @@ class P(_PBase):
         tasks."""
         g._futw = None
         casgstatus(g, WAITING, RUNNABLE)
+        if (ins := self.sched.instr) is not None:
+            ins.readied(g)
         self.step_from_callback(g)
 
     def _drain_inbox(self) -> None:
@@ -526,10 +572,13 @@ class P(_PBase):
         is an InternalError that ends the runtime loudly."""
         if m.p is not self:
             m.p = self  # a host loop that runs again after another one ran here
+        start = time.monotonic()
         try:
             self._schedule()
         except BaseException as e:
             self._crashed(e)
+        finally:
+            self.busy += time.monotonic() - start
 
     def _crashed(self, e: BaseException) -> None:
         self.curg = None
@@ -691,6 +740,8 @@ class P(_PBase):
             if free:
                 self.nsteals += 1
                 self.nstolen += len(free)
+                if (ins := sched.instr) is not None:
+                    ins.stolen(free, self, victim)
                 for g in free:
                     g._p = self
                 self.runqputbatch(free[1:])
@@ -774,13 +825,30 @@ class P(_PBase):
         ct = CURRENT_TASKS
         casgstatus(g, RUNNABLE, RUNNING)
         self.curg = g
-        self.tick += 1
+        self.tick = tick = self.tick + 1
+        # The metrics: a sampled latency, and every METRICS_SAMPLE-th step's duration.
+        t0 = 0
+        if g._readyts or tick & (METRICS_SAMPLE - 1) == 0:
+            t0 = time.perf_counter_ns()
+            if g._readyts:
+                self._lat[hist_bucket(t0 - g._readyts)] += 1
+                g._readyts = 0
+            if tick & (METRICS_SAMPLE - 1):
+                t0 = 0
+        if (ins := self.sched.instr) is not None:
+            ins.before_step(g, self)
         ct[loop] = g
         try:
-            y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
+            try:
+                y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
+            finally:
+                if t0:
+                    self._steptime[hist_bucket(time.perf_counter_ns() - t0)] += 1
         except StopIteration as e:
             del ct[loop]
             self.curg = None
+            if (ins := self.sched.instr) is not None:  # again: the step may have set it
+                ins.after_step(g, self)
             pend = g._pend
             if pend is CANCEL:
                 # Cancelled during its last step (a Ctrl-C while main computes): it ends
@@ -794,6 +862,8 @@ class P(_PBase):
         except BaseException as e:
             del ct[loop]
             self.curg = None
+            if (ins := self.sched.instr) is not None:  # again: the step may have set it
+                ins.after_step(g, self)
             e.__traceback__ = _user_frames(e.__traceback__)
             goexit(g, None, e, self)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
@@ -801,6 +871,8 @@ class P(_PBase):
         else:
             del ct[loop]
             self.curg = None
+            if (ins := self.sched.instr) is not None:  # again: the step may have set it
+                ins.after_step(g, self)
             if type(y) is LockType:
                 # gopark: g put itself in a wait queue (a Call, for a blocking call) under
                 # that lock. Mark it parked (in SYSCALL) before releasing the lock, so
@@ -815,6 +887,9 @@ class P(_PBase):
                     y.release()
                     raise
                 g._waitsince = self.last_clock
+                self.nparks += 1
+                if ins is not None:
+                    ins.parked(g, g._waitreason)
                 if (pend := g._pend) is CANCEL or pend is DEFERRED:
                     g._pend = DELIVERED  # cancel() came first: we deliver it
                     # Read under the queue's lock: once it is released a waker may ready
@@ -851,8 +926,11 @@ class P(_PBase):
             raise InternalError(f"stepping {g!r} from a callback inside {self.curg!r}'s step")
         if m.p is not self:
             m.p = self  # as in schedule
-        self.last_clock = time.monotonic()  # for sysmon: a step starts now
-        self.step_eagerly(g)
+        self.last_clock = start = time.monotonic()  # for sysmon: a step starts now
+        try:
+            self.step_eagerly(g)
+        finally:
+            self.busy += time.monotonic() - start
         if not self.active:
             if self.runq or self.runnext or self.sched.runq:
                 self.wake()  # g queued work (gosched, a retry) while the P was idle
@@ -882,9 +960,7 @@ class P(_PBase):
         elif y is None:
             # A bare yield (asyncio.sleep(0)): as for a Task, resume after the loop's
             # other ready callbacks.
-            casgstatus(g, RUNNING, WAITING)
-            g._waitreason = WAIT_LOOP
-            g._waitsince = self.last_clock
+            self._wait(g, WAIT_LOOP)
             self.loop.call_soon(self.resume, g)
         elif getattr(y, "_asyncio_future_blocking", None):
             self._await_future(g, y)
@@ -896,6 +972,15 @@ class P(_PBase):
                     "asyncio futures and mnsched calls"
                 ),
             )
+
+    def _wait(self, g: G[Any], reason: str) -> None:
+        """g waits on this P's loop (WAITING), for reason."""
+        casgstatus(g, RUNNING, WAITING)
+        g._waitreason = reason
+        g._waitsince = self.last_clock
+        self.nparks += 1
+        if (ins := self.sched.instr) is not None:
+            ins.parked(g, reason)
 
     def _retry_with(self, g: G[Any], exc: BaseException) -> None:
         """Put g back in the queue, to have exc thrown in at its next step."""
@@ -915,9 +1000,7 @@ class P(_PBase):
             return
         if g._home is None:
             self.pin(g)
-        casgstatus(g, RUNNING, WAITING)
-        g._waitreason = WAIT_FUTURE
-        g._waitsince = self.last_clock
+        self._wait(g, WAIT_FUTURE)
         g._futw = fut
         fut.add_done_callback(functools.partial(self.resume, g))
         if ((pend := g._pend) is CANCEL or pend is DEFERRED) and fut.cancel(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import logging
 import os
 import queue
 import signal
@@ -15,15 +16,18 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from types import FrameType
 from typing import Any, TypeVar
 
+from . import trace
 from .aio import complete_future
-from .errors import BlockingCallError, RuntimeClosedError, check
+from .errors import BlockingCallError, RuntimeClosedError
 from .g import DONE, DRIVER, RUNNING, G, abandon, add_waiter, check_coroutine, logger
+from .goroutines import install_sigquit
+from .log import debug_output
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m, share_gil
-from .p import P
+from .p import P, histograms
 from .sched import Sched
 from .sigqueue import SignalGuard
 from .sysmon import Debug, Sysmon, ignore_signal_handler
@@ -118,8 +122,10 @@ class Runtime:
         sysmon: bool = True,
         max_threads: int = MAX_THREADS,
         m_idle_timeout: float = M_IDLE_TIMEOUT,
+        instruments: Iterable[object] = (),
     ) -> None:
         self._procs = resolve_procs(procs)
+        trace.start_from_env()
         self.attach = attach
         self.shutdown_timeout = shutdown_timeout
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
@@ -127,10 +133,13 @@ class Runtime:
         self.debug = Debug.from_env() if debug is None else Debug.parse(debug)
         self.sched = Sched(self, loop_factory(loop), MPool(max_threads, m_idle_timeout))
         self.sysmon = Sysmon(self.sched, self.debug) if sysmon else None
+        for obj in instruments:
+            self.instrument(obj)
         self._state = NEW
         self._lock = threading.Lock()  # the state; taken before sched.resize_lock
         self._closed = threading.Event()
         self._tokens: list[contextvars.Token[Runtime | None]] = []
+        self._unsigquit: Callable[[], None] = lambda: None  # set by MNSCHED_DEBUG=sigquit
 
     def __repr__(self) -> str:
         return f"<mnsched.Runtime procs={self.sched.nprocs or self._procs} {self._state}>"
@@ -161,6 +170,8 @@ class Runtime:
             m.p = self.sched.allp[0]
         if self.sysmon is not None:
             self.sysmon.start()
+        if self.debug.sigquit:
+            self._unsigquit = install_sigquit()
 
     def _start_attached(self) -> None:
         """Attach mode: the host's running loop is P0."""
@@ -348,6 +359,7 @@ class Runtime:
         M in a blocking call gets ``m_grace`` (default ``shutdown_timeout``) to end it."""
         if self.sysmon is not None:
             self.sysmon.stop()
+        self._unsigquit()
         ps = [p for p in self.sched.every_p() if p is not p0]
         for p in ps:
             p.stop()
@@ -414,6 +426,13 @@ class Runtime:
             self.sched.procresize(n)
             return old
 
+    def instrument(self, obj: object) -> None:
+        """Install an instrument (mnsched/instrument.py lists its optional hooks)."""
+        self.sched.instrument(obj)
+
+    def uninstrument(self, obj: object) -> None:
+        self.sched.uninstrument(obj)
+
     def num_goroutine(self) -> int:
         return len(self.sched.allg)
 
@@ -456,6 +475,15 @@ class Runtime:
             "handoffs": sm.nhandoffs if sm else 0,
             "hogs": sm.nhogs if sm else 0,
             "spare_procs_started": sm.nspares if sm else 0,
+            # Per P (running Ps, in allp's order): time in its batches and steps from
+            # loop callbacks, goroutines parked there, successful steals.
+            "busy": [p.busy for p in ps],
+            "parks": [p.nparks for p in ps],
+            "steals_per_p": [p.nsteals for p in ps],
+            # Sampled histograms (every 8th readying, every 8th step), summed over every
+            # P that ran: how long a runnable goroutine waited for a P, and how long a
+            # step ran. Buckets: counts[i] up to bounds_us[i] (the last is unbounded).
+            **histograms(everp),
         }
 
     # -- context managers -----------------------------------------------------------------
@@ -591,7 +619,7 @@ def run(
     prev_main, _main_rt = _main_rt, rt
     exiting = False
     try:
-        g = host.run_pinned(main, is_main=True)
+        g = host.run_pinned(main)
     except (KeyboardInterrupt, SystemExit):
         exiting = True  # a signal handler's, raised in P0's loop: the program ends
         raise
@@ -620,14 +648,12 @@ class CallerP0:
         if threading.current_thread() is threading.main_thread():
             self._signals.install()
 
-    def run_pinned(self, coro: Coroutine[Any, Any, T], *, is_main: bool = False) -> G[T]:
+    def run_pinned(self, coro: Coroutine[Any, Any, T]) -> G[T]:
         """Run coro as a goroutine pinned to P0 (Go locks main to the main thread too)
         until it ends, and return it. While it runs it is the runtime's main goroutine,
         which the deadlock detector watches."""
         sched = self.rt.sched
         g: G[T] = sched.newproc(coro, pin=True)
-        if is_main:
-            check(g.id == 1, "the main goroutine is not G1")  # as Go's
         done = self.p0.loop.create_future()
         add_waiter(g, lambda _: complete_future(done))
         sched.main = g
@@ -712,12 +738,11 @@ class CallerP0:
 
 
 def _report_shutdown_waits(rt: Runtime) -> None:
-    print(
+    debug_output(
+        logging.WARNING,
         "mnsched: Ctrl-C: shutting down, waiting for:\n  "
         + "\n  ".join(rt.waiting_for() or ["(threads to stop)"])
         + "\nPress Ctrl-C again to exit now.",
-        file=sys.stderr,
-        flush=True,
     )
 
 

@@ -21,9 +21,20 @@ from collections.abc import Callable, Coroutine, Iterator
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from . import instrument
 from .aio import install_all_tasks_hook
 from .errors import RuntimeClosedError, check
-from .g import CORE, RUNNABLE, SYSCALL, G, Unretrieved, casgstatus, check_coroutine, new_lock
+from .g import (
+    CORE,
+    RUNNABLE,
+    SYSCALL,
+    G,
+    Unretrieved,
+    casgstatus,
+    check_coroutine,
+    new_lock,
+    sample_ready,
+)
 from .m import Call, MPool, m
 from .p import P
 from .runq import LOCAL_QUEUE_SIZE
@@ -56,6 +67,11 @@ class StealOrder:
 _SCHEDS: weakref.WeakSet[Sched] = weakref.WeakSet()
 
 
+def live_scheds() -> list[Sched]:
+    """Every runtime's scheduler not yet collected (the dump and metrics read them)."""
+    return list(_SCHEDS)
+
+
 def _all_goroutines() -> Iterator[G[Any]]:
     for sched in list(_SCHEDS):
         yield from sched.allg.copy()
@@ -64,13 +80,22 @@ def _all_goroutines() -> Iterator[G[Any]]:
 install_all_tasks_hook(_all_goroutines)
 
 
+def _global_instruments_changed() -> None:
+    for sched in list(_SCHEDS):
+        sched.reinstall()
+
+
+instrument.on_global_change(_global_instruments_changed)
+
+
 class Sched:
-    # Slots: the C core reads allg, closing, idle, nspinning, all_done, runq and lock at
-    # their offsets (bind_sched, below) instead of looking them up by name.
+    # Slots: the C core reads allg, closing, idle, nspinning, all_done, runq, lock and
+    # instr at their offsets (bind_sched, below) instead of looking them up by name.
     __slots__ = (
-        "__weakref__", "_goidgen", "all_done", "allg", "allp", "closing", "fatal", "idle",
-        "lock", "main", "make_loop", "mpool", "nspawned_outside", "nspinning", "nsyscall",
-        "order", "resize_lock", "retired", "rt", "runq", "spares", "unretrieved", "warm",
+        "__weakref__", "all_done", "allg", "allp", "closing", "fatal", "idle", "instr",
+        "instruments", "lock", "main", "make_loop", "mpool", "nspawned_outside", "nspinning",
+        "nsyscall", "order", "resize_lock", "retired", "rt", "runq", "spares", "unretrieved",
+        "warm",
     )  # fmt: skip
 
     def __init__(
@@ -95,7 +120,10 @@ class Sched:
         # Why the runtime must end: KeyboardInterrupt/SystemExit from a G, a Deadlock, or
         # an InternalError. run() raises it.
         self.fatal: BaseException | None = None
-        self._goidgen = 0
+        # This runtime's own instruments; instr is what the driver calls: None when there
+        # are none here or global (the hot path's one check), else an Instruments.
+        self.instruments: list[object] = []
+        self.instr: Any = None  # None, an Instruments, or a lone direct instrument
         self.nsyscall = 0  # goroutines in a blocking call right now (under lock)
         self.nspawned_outside = 0  # spawned from threads that are not its Ps (under lock)
         # Changing the Ps (under resize_lock, taken before lock): Ps removed by gomaxprocs
@@ -106,16 +134,33 @@ class Sched:
         self.spares: list[P] = []
         self.warm: P | None = None
         _SCHEDS.add(self)
+        self.reinstall()
 
     @property
     def nprocs(self) -> int:
         return len(self.allp)
 
-    def newgoid(self) -> int:
-        """Goroutine ids are given out on first use (repr, logs, traces), not at spawn."""
-        with self.lock:
-            self._goidgen += 1
-            return self._goidgen
+    # -- instruments ---------------------------------------------------------------------
+
+    def instrument(self, obj: object) -> None:
+        if obj not in self.instruments:
+            self.instruments = [*self.instruments, obj]
+        self.reinstall()
+
+    def uninstrument(self, obj: object) -> None:
+        self.instruments = [o for o in self.instruments if o is not obj]
+        self.reinstall()
+
+    def reinstall(self) -> None:
+        """Rebuild instr from this runtime's instruments and the global ones: one store,
+        so a hook on another thread sees the old set or the new one."""
+        objs = [*self.instruments]
+        objs += [o for o in instrument.global_instruments() if o not in objs]
+        self.instr = instrument.build(objs, self._instrument_failed)
+
+    def _instrument_failed(self, obj: object) -> None:
+        self.uninstrument(obj)
+        instrument.remove_global(obj)
 
     # -- goroutines ------------------------------------------------------------------------
 
@@ -151,6 +196,8 @@ class Sched:
                 )
             g = G(coro, self, None, name, context)
             self._add_outside(g, coro, from_p=False)
+            if (ins := self.instr) is not None:
+                ins.spawned(g)
             self.globrunqputbatch([g])
             return g
         g = G(coro, self, p, name, context)
@@ -163,6 +210,8 @@ class Sched:
         p.nspawned += 1
         if pin:
             p.pin(g)
+        if (ins := self.instr) is not None:
+            ins.spawned(g)
         if eager:
             try:
                 p.step_from_callback(g)
@@ -266,6 +315,9 @@ class Sched:
             self.nsyscall -= 1
         casgstatus(g, SYSCALL, RUNNABLE)
         g._waitq = None
+        sample_ready(g)
+        if (ins := self.instr) is not None:
+            ins.readied(g)
         old = g._p
         if (
             g._home is None
@@ -403,6 +455,9 @@ class Sched:
             self.order = StealOrder(len(self.allp) + len(new))
             self.allp = self.allp + tuple(new)
             self.idle.extend(new)
+        if (ins := self.instr) is not None:
+            for p in new:
+                ins.procs_changed(p, True)
         self.wakep()
         return new
 
@@ -414,6 +469,8 @@ class Sched:
             self.allp = keep
         self.retired.extend(gone)
         for p in gone:
+            if (ins := self.instr) is not None:
+                ins.procs_changed(p, False)
             p.loop.call_soon_threadsafe(p.retire)
 
 

@@ -27,6 +27,7 @@ Debug output (``MNSCHED_DEBUG`` or ``Runtime(debug=...)``), on stderr as Go prin
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import Deadlock
 from .g import PARKED
+from .log import debug_output
 
 if TYPE_CHECKING:
     from .g import G
@@ -71,15 +73,19 @@ DEBUG_ENV = "MNSCHED_DEBUG"
 class Debug:
     hogs: bool = False
     schedtrace_ms: int = 0
+    sigquit: bool = False  # SIGQUIT prints the goroutine dump (mnsched/goroutines.py)
 
     @classmethod
     def parse(cls, spec: str | None) -> Debug:
-        """``"hogs,schedtrace=1000"``; the empty string or None means no debug output."""
-        hogs, trace = False, 0
+        """``"hogs,schedtrace=1000,sigquit"``; the empty string or None means no debug
+        output."""
+        hogs, trace, sigquit = False, 0, False
         for item in filter(None, (s.strip() for s in (spec or "").split(","))):
             key, _, value = item.partition("=")
             if key == "hogs" and not value:
                 hogs = True
+            elif key == "sigquit" and not value:
+                sigquit = True
             elif key == "schedtrace":
                 try:
                     trace = int(value)
@@ -90,8 +96,10 @@ class Debug:
                         f"schedtrace needs a period in ms, as schedtrace=1000: {item!r}"
                     )
             else:
-                raise ValueError(f"unknown debug option {item!r}; known: hogs, schedtrace=MS")
-        return cls(hogs, trace)
+                raise ValueError(
+                    f"unknown debug option {item!r}; known: hogs, schedtrace=MS, sigquit"
+                )
+        return cls(hogs, trace, sigquit)
 
     @classmethod
     def from_env(cls) -> Debug:
@@ -138,8 +146,7 @@ class Sysmon:
                 now = time.monotonic()
                 if now >= self._next_trace:
                     self._next_trace = now + self.debug.schedtrace_ms / 1000
-                    sys.stderr.write(self.schedtrace_line(now) + "\n")
-                    sys.stderr.flush()
+                    debug_output(logging.INFO, self.schedtrace_line(now))
                 delay = min(delay, max(SYSMON_MIN_DELAY, self._next_trace - now))
 
     def check(self, now: float) -> bool:
@@ -242,21 +249,21 @@ class Sysmon:
         if self.debug.hogs:
             frame = sys._current_frames().get(p.thread_ident)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
-            sys.stderr.write(
+            debug_output(
+                logging.WARNING,
                 f"mnsched: P{p.id} stuck for {(now - p.stuck_since) * 1000:.0f} ms in goroutine "
                 f"{p.stuck_g!r} (a CPU hog, or a blocking call not made through "
                 f"mnsched.syscall); its other goroutines move to other Ps. Stuck at:\n"
-                f"{stack}"
+                f"{stack}".rstrip(),
             )
-            sys.stderr.flush()
 
     def _unstuck(self, p: P, now: float) -> None:
         if self.debug.hogs:
-            sys.stderr.write(
+            debug_output(
+                logging.WARNING,
                 f"mnsched: P{p.id} unstuck: goroutine {p.stuck_g!r} ran "
-                f"{(now - p.stuck_since) * 1000:.0f} ms without yielding\n"
+                f"{(now - p.stuck_since) * 1000:.0f} ms without yielding",
             )
-            sys.stderr.flush()
         p.stuck_since = 0.0
         p.stuck_g = None
 
@@ -276,9 +283,11 @@ class Sysmon:
             except IndexError:
                 pass
         p.inbox.extend(pinned)  # they can only run there
-        self.nhandoffs += p.timers.run_due(now)
+        n = p.timers.run_due(now) + len(free)
+        self.nhandoffs += n
+        if n and (ins := sched.instr) is not None:
+            ins.handoff(p, n)
         if free:
-            self.nhandoffs += len(free)
             sched.globrunqputbatch(free)
 
     def schedtrace_line(self, now: float) -> str:

@@ -13,18 +13,18 @@ PKG = Path(__file__).resolve().parent.parent / "mnsched"
 MODULES = {p.stem: p for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__")}
 # The runtime's layers, bottom first: a module may import only from earlier layers.
 LAYERS = [
-    {"errors", "aio", "sigqueue"},
+    {"errors", "aio", "sigqueue", "instrument"},
     {"m"},
-    {"g"},
-    {"runq", "sudog"},
+    {"g", "log"},
+    {"runq", "sudog", "trace"},
     {"chan", "sync"},
     {"selectgo", "timers"},
     {"p"},
     {"sched", "perp"},
-    {"sysmon"},
+    {"sysmon", "goroutines", "metrics"},
     {"runtime"},
-    {"api", "serve"},
-    {"log", "pytest_plugin", "gunicorn", "stress"},
+    {"api", "serve", "tracetool"},
+    {"pytest_plugin", "gunicorn", "stress"},
 ]
 
 

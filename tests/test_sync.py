@@ -191,7 +191,7 @@ def test_deadlock_is_reported(run):
         run(main())
     # each goroutine with its wait reason, how long it has waited, and on what
     assert re.search(
-        r"'G1' \S*main parked \(chan receive, \d+ ms\).*: receive from <Chan", str(e.value)
+        r"'G\d+' \S*main parked \(chan receive, \d+ ms\).*: receive from <Chan", str(e.value)
     )
     assert re.search(r"stuck parked \(chan send, \d+ ms\).*: send to <Chan", str(e.value))
     # and where each one is, as Go's goroutine dump says: file, line, function

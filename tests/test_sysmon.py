@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import threading
@@ -77,7 +78,7 @@ def test_spare_p_starts_when_every_p_is_stuck_and_retires_after(rt_params):
 
 
 @at_procs(1)  # one report is enough
-def test_hog_report_names_the_goroutine_and_its_stack(capfd, rt_params):
+def test_hog_report_names_the_goroutine_and_its_stack(caplog, rt_params):
     _, loop = rt_params
 
     async def main():
@@ -86,15 +87,17 @@ def test_hog_report_names_the_goroutine_and_its_stack(capfd, rt_params):
 
         await mnsched.go(the_hog(), name="cruncher")
 
-    mnsched.run(main(), procs=1, loop=loop, debug="hogs")
-    err = capfd.readouterr().err
+    # Logging is set up (pytest's handler): the reports are mnsched's log records.
+    with caplog.at_level(logging.WARNING, logger="mnsched"):
+        mnsched.run(main(), procs=1, loop=loop, debug="hogs")
+    err = "\n".join(r.getMessage() for r in caplog.records if r.name == "mnsched")
     assert re.search(r"P0 stuck for \d+ ms in goroutine <G\d+ 'cruncher'", err), err
     assert "in burn" in err  # where it is stuck
     assert re.search(r"P0 unstuck: goroutine .*'cruncher'.* ran \d+ ms", err), err
     assert err.count("stuck for") == 1  # reported once, not every round
 
 
-def test_schedtrace_lines_parse(capfd):
+def test_schedtrace_lines_parse(caplog):
     async def main():
         gs = [mnsched.go(mnsched.sleep(0.002 * (i % 10))) for i in range(200)]
         t0 = time.monotonic()
@@ -103,8 +106,9 @@ def test_schedtrace_lines_parse(capfd):
         for g in gs:
             await g
 
-    mnsched.run(main(), procs=2, debug="schedtrace=50")
-    lines = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("SCHED")]
+    with caplog.at_level(logging.INFO, logger="mnsched"):
+        mnsched.run(main(), procs=2, debug="schedtrace=50")
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("SCHED")]
     assert len(lines) >= 2
     pat = re.compile(
         r"SCHED (\d+)ms: procs=(\d+) idleprocs=(\d+) threads=(\d+) "

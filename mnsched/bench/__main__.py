@@ -16,7 +16,8 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
     """Run one variant here; return its metric as ``value`` (seconds unless the workload
     measures another), plus any extra figures the workload reports.
 
-    Variants: ``asyncio``, ``uvloop``, ``mnsched-pN`` (N Ps), ``mnsched-pN-nosysmon``, and
+    Variants: ``asyncio``, ``uvloop``, ``mnsched-pN`` (N Ps), ``mnsched-pN-nosysmon``,
+    ``mnsched-pN-traced`` (with the execution trace recording, in memory), and
     ``mnsched-pN-counted`` (no sysmon, endless batches: for callgrind, instructions.py).
     """
     w = WORKLOADS[workload]
@@ -32,8 +33,12 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
         import mnsched
 
         procs, _, flag = variant.removeprefix("mnsched-p").partition("-")
-        if flag not in ("", "nosysmon", "counted") or not procs.isdigit():
+        if flag not in ("", "nosysmon", "counted", "traced") or not procs.isdigit():
             raise SystemExit(f"unknown variant {variant!r}")
+        if flag == "traced":
+            from mnsched import trace
+
+            trace.start()  # recorded in memory; the file is not the point here
         if flag == "counted":
             import mnsched.p
 

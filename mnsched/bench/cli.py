@@ -201,6 +201,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also run mnsched without sysmon, to see what it costs",
     )
+    ap.add_argument(
+        "--trace-overhead",
+        action="store_true",
+        help="also run mnsched with the execution trace on (mnsched.trace), to see what it costs",
+    )
     args = ap.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3  # --quick promises under a minute
@@ -253,6 +258,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = [*BASE_VARIANTS, *(f"mnsched-p{p}" for p in args.procs)]
     if args.overhead:
         variants += [f"mnsched-p{p}-nosysmon" for p in args.procs]
+    if args.trace_overhead:
+        variants += [f"mnsched-p{p}-traced" for p in args.procs]
     tmp = tempfile.TemporaryDirectory()
     go_exe = build_go(tmp.name) if any(w in GO_WORKLOADS for w in workloads) else None
     if go_exe is not None:
