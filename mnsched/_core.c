@@ -121,13 +121,16 @@ static BoundObject bound_objects[] = {
  * (2^24 us, about 17 s). p.py's METRICS_BUCKETS is the same number. */
 #define HIST_BUCKETS 26
 /* Go (proc.go, gTrackingPeriod = 8) measures a G's scheduling latency on every 8th
- * transition; here every 8th readying is timed (runnable -> running) and every 8th
- * step's duration, so that a clock read is not added to every goroutine. A power of 2. */
-#define METRICS_SAMPLE 8
+ * transition. A clock read costs ~25 ns here, and sampling 1 in 8 readyings and steps
+ * cost skynet 2% of its time; 1 in 64 costs it a fraction of that and still fills a
+ * histogram within a second of a busy P. A power of 2 (p.py and g.py use the same). */
+#define METRICS_SAMPLE 64
 
 typedef struct {
     PyObject_HEAD
     Py_ssize_t tick, qseq, nspawned, nfinished, npinned, njoin, njoined, njoinmiss, nparks;
+    Py_ssize_t goidcache, goidend; /* goroutine ids taken from goidgen, not yet given */
+    Py_ssize_t nready;             /* readyings on this P: every METRICS_SAMPLE-th is timed */
     Py_ssize_t lat[HIST_BUCKETS];      /* scheduling latency, sampled */
     Py_ssize_t steptime[HIST_BUCKETS]; /* step duration, sampled */
 } PBase;
@@ -276,13 +279,18 @@ hist_bucket(long long ns)
     return b < HIST_BUCKETS ? b : HIST_BUCKETS - 1;
 }
 
-/* g became runnable: time its wait for a P on every METRICS_SAMPLE-th readying. */
+/* g became runnable: time its wait for a P on every METRICS_SAMPLE-th readying, counted
+ * on the readying P (its thread only: no atomic on the hot path), or, off any P, on one
+ * shared counter. */
 static unsigned long ready_ctr;
 
 static inline void
-sample_ready(PyObject *g)
+sample_ready(PyObject *p, PyObject *g)
 {
-    if ((__atomic_add_fetch(&ready_ctr, 1, __ATOMIC_RELAXED) & (METRICS_SAMPLE - 1)) == 0)
+    unsigned long n = p != NULL && P_type != NULL && Py_IS_TYPE(p, P_type)
+                          ? (unsigned long)++PB(p)->nready
+                          : __atomic_add_fetch(&ready_ctr, 1, __ATOMIC_RELAXED);
+    if ((n & (METRICS_SAMPLE - 1)) == 0)
         GB(g)->readyts = now_ns();
 }
 
@@ -1166,20 +1174,31 @@ static PyTypeObject TraceBuf_type = {
     .tp_dealloc = tb_dealloc,
 };
 
-/* A goroutine id: process-wide and in spawn order, as Go's goid (atomic: any thread
- * may spawn). */
+/* Goroutine ids: process-wide, as Go's goid. A P takes GOID_BATCH at a time from the
+ * shared counter and gives them out itself (Go: proc.go's goidcache, _GoidCacheBatch =
+ * 16): one atomic add per 16 spawns, and ids in spawn order on each P. A spawn from no
+ * P draws from the counter directly. */
+#define GOID_BATCH 16
 static Py_ssize_t goidgen;
 
 static inline Py_ssize_t
-newgoid(void)
+newgoid(PyObject *p)
 {
-    return __atomic_add_fetch(&goidgen, 1, __ATOMIC_RELAXED);
+    if (p == NULL || P_type == NULL || !Py_IS_TYPE(p, P_type))
+        return __atomic_add_fetch(&goidgen, 1, __ATOMIC_RELAXED);
+    PBase *pb = PB(p);
+    if (pb->goidcache == pb->goidend) {
+        pb->goidend = __atomic_add_fetch(&goidgen, GOID_BATCH, __ATOMIC_RELAXED) + 1;
+        pb->goidcache = pb->goidend - GOID_BATCH;
+    }
+    return pb->goidcache++;
 }
 
+/* newgoid(p): the next goroutine id for a G spawned on p (its thread), or on no P (None). */
 static PyObject *
-core_newgoid(PyObject *Py_UNUSED(mod), PyObject *Py_UNUSED(arg))
+core_newgoid(PyObject *Py_UNUSED(mod), PyObject *p)
 {
-    return PyLong_FromSsize_t(newgoid());
+    return PyLong_FromSsize_t(newgoid(p == Py_None ? NULL : p));
 }
 
 static PyObject *
@@ -1187,7 +1206,7 @@ core_sample_ready(PyObject *Py_UNUSED(mod), PyObject *g)
 {
     if (!PyObject_TypeCheck(g, &GBase_type))
         return PyErr_Format(PyExc_TypeError, "sample_ready takes a G");
-    sample_ready(g);
+    sample_ready(NULL, g);
     Py_RETURN_NONE;
 }
 
@@ -1268,7 +1287,6 @@ goready(PyObject *p, PyObject *w, PyObject *old)
     if (casgstatus(w, old, S_RUNNABLE) < 0)
         return -1;
     slot_set(w, g_waitq, Py_None);
-    sample_ready(w);
     PyObject *mp = NULL;
     if (p == NULL) {
         mp = PyObject_GetAttr(m, str_p);
@@ -1276,6 +1294,7 @@ goready(PyObject *p, PyObject *w, PyObject *old)
             return -1;
         p = mp;
     }
+    sample_ready(p, w);
     PyObject *ins = instr_of(SLOT(w, g_sched));
     if (ins != NULL && fire(ins, TR_READY, str_readied, p, w, NULL) < 0) {
         Py_XDECREF(mp);
@@ -1808,6 +1827,64 @@ fresh(PyObject *coro)
 #endif
 }
 
+/* Where a spawn happens: the running Python frame's code and instruction offset (in bytes,
+ * as f_lasti and co_lines() count), read from CPython's interpreter frame. The API
+ * (PyEval_GetFrame) makes a frame object for the calling frame, which the collector then
+ * tracks: 3-4% of skynet's time. So on the versions whose layout this mirrors (the prefix
+ * of internal/pycore_frame.h's _PyInterpreterFrame), the frame is read in place; other
+ * versions take the API. Returns a new reference to the code, or NULL (unknown). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+typedef struct {
+    PyObject *f_func, *f_globals, *f_builtins, *f_locals;
+    PyCodeObject *f_code;
+    PyObject *frame_obj;
+    void *previous;
+    _Py_CODEUNIT *prev_instr;
+} IFrame;
+#define IFRAME_CURRENT(ts) ((IFrame *)(ts)->cframe->current_frame)
+#define IFRAME_CODE(f) ((PyObject *)(f)->f_code)
+#define IFRAME_INSTR(f) ((f)->prev_instr)
+#elif PY_VERSION_HEX >= 0x030C0000 && PY_VERSION_HEX < 0x030D0000
+typedef struct {
+    PyCodeObject *f_code;
+    void *previous;
+    PyObject *f_funcobj, *f_globals, *f_builtins, *f_locals, *frame_obj;
+    _Py_CODEUNIT *prev_instr;
+} IFrame;
+#define IFRAME_CURRENT(ts) ((IFrame *)(ts)->cframe->current_frame)
+#define IFRAME_CODE(f) ((PyObject *)(f)->f_code)
+#define IFRAME_INSTR(f) ((f)->prev_instr)
+#elif PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030E0000
+typedef struct {
+    PyObject *f_executable;
+    void *previous;
+    PyObject *f_funcobj, *f_globals, *f_builtins, *f_locals, *frame_obj;
+    void *instr_ptr; /* _Py_CODEUNIT *, internal in 3.13 */
+} IFrame;
+#define IFRAME_CURRENT(ts) ((IFrame *)(ts)->current_frame)
+#define IFRAME_CODE(f) ((f)->f_executable)
+#define IFRAME_INSTR(f) ((f)->instr_ptr)
+#endif
+
+static PyObject *
+spawn_site(Py_ssize_t *lasti)
+{
+#ifdef IFRAME_CURRENT
+    IFrame *f = IFRAME_CURRENT(PyThreadState_Get());
+    PyObject *code = f == NULL ? NULL : IFRAME_CODE(f);
+    if (code == NULL || !PyCode_Check(code))
+        return NULL;
+    *lasti = (char *)IFRAME_INSTR(f) - ((PyCodeObject *)code)->co_code_adaptive;
+    return Py_NewRef(code);
+#else
+    PyFrameObject *f = PyEval_GetFrame();
+    if (f == NULL)
+        return NULL;
+    *lasti = PyFrame_GetLasti(f);
+    return (PyObject *)PyFrame_GetCode(f);
+#endif
+}
+
 /* G.__init__(coro, sched, p, name), slot by slot, in a copy of the current context. */
 static PyObject *
 new_g(PyObject *p, PyObject *coro, PyObject *name)
@@ -1829,13 +1906,14 @@ new_g(PyObject *p, PyObject *coro, PyObject *name)
     SLOT(g, g_pend) = Py_NewRef(Py_None);
     SLOT(g, g_futw) = Py_NewRef(Py_None);
     GB(g)->qpos = never_queued;
-    GB(g)->goid = newgoid();
-    sample_ready(g);
+    GB(g)->goid = newgoid(p);
+    sample_ready(p, g);
     /* Where it was created (Go's "created by"): the spawner's code and offset; the
      * line is worked out only when a dump asks. */
-    PyFrameObject *f = PyEval_GetFrame();
-    SLOT(g, g_gocode) = f == NULL ? Py_NewRef(Py_None) : (PyObject *)PyFrame_GetCode(f);
-    GB(g)->golasti = f == NULL ? -1 : PyFrame_GetLasti(f);
+    Py_ssize_t lasti = -1;
+    PyObject *code = spawn_site(&lasti);
+    SLOT(g, g_gocode) = code == NULL ? Py_NewRef(Py_None) : code;
+    GB(g)->golasti = code == NULL ? -1 : lasti;
     PyObject *parent = SLOT(p, p_curg);
     GB(g)->goparent = Py_IS_TYPE(parent, G_type) ? GB(parent)->goid : 0;
     if (name != Py_None)
@@ -3017,8 +3095,8 @@ static PyMethodDef core_methods[] = {
      "else None."},
     {"sample_ready", (PyCFunction)core_sample_ready, METH_O,
      "sample_ready(g): g became runnable (from Python): maybe time its latency."},
-    {"newgoid", (PyCFunction)core_newgoid, METH_NOARGS,
-     "newgoid(): the next goroutine id (process-wide, in spawn order)."},
+    {"newgoid", (PyCFunction)core_newgoid, METH_O,
+     "newgoid(p): the next goroutine id for a G spawned on P p's thread, or on none (None)."},
     {"go_here", (PyCFunction)(void (*)(void))core_go_here, METH_FASTCALL,
      "go_here(coro, name): spawn from a goroutine (Sched.newproc), else None."},
     {"bind", (PyCFunction)(void (*)(void))core_bind, METH_VARARGS | METH_KEYWORDS,

@@ -307,20 +307,21 @@ _goids = itertools.count(1)
 _goid_lock = threading.Lock()
 
 
-def _newgoid() -> int:
+def _newgoid(p: P | None) -> int:
     with _goid_lock:  # next() on a count is not atomic without the GIL
         return next(_goids)
 
 
-# Goroutine ids: process-wide and in spawn order, as Go's goid (the C driver's counter
-# when it runs, so that Gs made in C and in Python share one sequence).
-newgoid: Callable[[], int] = _newgoid if CORE is None else CORE.newgoid
+# Goroutine ids: process-wide, as Go's goid, and in spawn order on each P (the C driver's
+# counter when it runs, so that Gs made in C and in Python share one sequence: a P takes
+# them 16 at a time there, as Go's goidcache). p: the spawning P, on its thread, or None.
+newgoid: Callable[[P | None], int] = _newgoid if CORE is None else CORE.newgoid
 
 
 # Go (proc.go, gTrackingPeriod = 8) times a G's scheduling latency on every 8th
-# transition: here every 8th readying is timed until its next step (the C driver's
-# METRICS_SAMPLE). A power of 2.
-METRICS_SAMPLE = 8
+# transition: here every 64th readying is timed until its next step, and every 64th step
+# (the C driver's METRICS_SAMPLE says why 64). A power of 2.
+METRICS_SAMPLE = 64
 _ready_ctr = itertools.count()
 
 
@@ -423,7 +424,7 @@ class G(_GBase, Generic[T]):
         self._pend: BaseException | _Marker | None = None
         self._futw: asyncio.Future[Any] | None = None
         self._qpos = NEVER_QUEUED
-        self._goid = newgoid()
+        self._goid = newgoid(p if p is not None and m.p is p else None)
         self._readyts = 0
         sample_ready(self)
         f = _caller_outside_package()
@@ -438,7 +439,7 @@ class G(_GBase, Generic[T]):
 
     @property
     def id(self) -> int:
-        """The goroutine id (Go's goid): unique in the process, in spawn order."""
+        """The goroutine id (Go's goid): unique in the process, in spawn order on each P."""
         return self._goid
 
     @property

@@ -10,8 +10,8 @@ Exported (label ``runtime``: the runtime's number in this process; ``p``: the P)
 ``mnsched_idle_procs``, ``mnsched_global_queue``, ``mnsched_local_queue{p}``,
 ``mnsched_steps_total{p}``, ``mnsched_busy_seconds_total{p}``, ``mnsched_parks_total{p}``,
 ``mnsched_steals_total{p}``, ``mnsched_handoffs_total``, ``mnsched_syscalls_total``,
-``mnsched_m_threads``, and two histograms in seconds, sampled (every 8th readying, every
-8th step): ``mnsched_sched_latency_seconds`` (runnable to running, Go's
+``mnsched_m_threads``, and two histograms in seconds, sampled (every 64th readying, every
+64th step): ``mnsched_sched_latency_seconds`` (runnable to running, Go's
 ``/sched/latencies:seconds``) and ``mnsched_step_seconds``.
 """
 
@@ -96,8 +96,8 @@ class Collector:
             yield c
         for key, name, doc in (
             ("sched_latency", "sched_latency_seconds",
-             "Time a runnable goroutine waited for a P (sampled: every 8th readying)."),
-            ("step_time", "step_seconds", "Duration of a goroutine's step (every 8th step)."),
+             "Time a runnable goroutine waited for a P (sampled: every 64th readying)."),
+            ("step_time", "step_seconds", "Duration of a goroutine's step (every 64th step)."),
         ):  # fmt: skip
             h = HistogramMetricFamily(f"mnsched_{name}", doc, labels=["runtime"])
             for label, st in rts:

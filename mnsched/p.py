@@ -159,7 +159,7 @@ class _PurePBase:
 
     def __init__(self) -> None:
         self._lat = [0] * METRICS_BUCKETS  # scheduling latency (sampled: METRICS_SAMPLE)
-        self._steptime = [0] * METRICS_BUCKETS  # step duration (every 8th step)
+        self._steptime = [0] * METRICS_BUCKETS  # step duration (every 64th step)
 
     def _histograms(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return tuple(self._lat), tuple(self._steptime)

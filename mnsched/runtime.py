@@ -480,7 +480,7 @@ class Runtime:
             "busy": [p.busy for p in ps],
             "parks": [p.nparks for p in ps],
             "steals_per_p": [p.nsteals for p in ps],
-            # Sampled histograms (every 8th readying, every 8th step), summed over every
+            # Sampled histograms (every 64th readying, every 64th step), summed over every
             # P that ran: how long a runnable goroutine waited for a P, and how long a
             # step ran. Buckets: counts[i] up to bounds_us[i] (the last is unbounded).
             **histograms(everp),

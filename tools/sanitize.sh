@@ -10,7 +10,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r "$repo/mnsched" "$repo/tests" "$repo/pyproject.toml" "$work/"
+cp -r "$repo/mnsched" "$repo/tests" "$repo/samples" "$repo/pyproject.toml" "$work/"
 rm -f "$work"/mnsched/_core*.so
 cd "$work"
 include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -28,6 +28,9 @@ if [ $# -eq 0 ]; then
   set -- tests/test_driver.py tests/test_runtime.py tests/test_chan.py tests/test_select.py \
     tests/test_sync.py tests/test_sched.py tests/test_runq.py tests/test_embed.py \
     tests/test_observe.py \
-    tests/stress/test_cancel_races.py -q -p no:cacheprovider
+    tests/stress/test_cancel_races.py -q -p no:cacheprovider \
+    --deselect tests/test_observe.py::test_trace_plot_draws_a_picture
 fi
+# (matplotlib's C++ extension cannot load with ASan preloaded: its exception interceptor
+# finds no C++ runtime; the picture is drawn by Python code, outside the C core anyway.)
 LD_PRELOAD="$asan" python3 -m pytest "$@"
