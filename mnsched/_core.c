@@ -131,6 +131,7 @@ typedef struct {
     Py_ssize_t tick, qseq, nspawned, nfinished, npinned, njoin, njoined, njoinmiss, nparks;
     Py_ssize_t goidcache, goidend; /* goroutine ids taken from goidgen, not yet given */
     Py_ssize_t nready;             /* readyings on this P: every METRICS_SAMPLE-th is timed */
+    char instrumented;             /* its runtime has instruments (Sched.reinstall sets it) */
     Py_ssize_t lat[HIST_BUCKETS];      /* scheduling latency, sampled */
     Py_ssize_t steptime[HIST_BUCKETS]; /* step duration, sampled */
 } PBase;
@@ -1033,6 +1034,16 @@ instr_of(PyObject *sched)
     return Py_NewRef(h);
 }
 
+/* The instruments of p's runtime, from p's thread: the hot path reads p's flag only (one
+ * load: reading the runtime's slot at every hook point cost skynet 2-3% of its time). */
+static inline PyObject *
+instr_here(PyObject *p)
+{
+    if (__builtin_expect(!PB(p)->instrumented, 1))
+        return NULL;
+    return instr_of(SLOT(p, p_sched));
+}
+
 /* Tell ins of an event (consumes ins): into the trace buffer if ins is the tracer,
  * else ins.<name>(g[, p or reason]). An instrument's failure is handled in Instruments
  * (logged, the instrument removed): an error here is the scheduler's. p is where it
@@ -1295,7 +1306,9 @@ goready(PyObject *p, PyObject *w, PyObject *old)
         p = mp;
     }
     sample_ready(p, w);
-    PyObject *ins = instr_of(SLOT(w, g_sched));
+    PyObject *ins = Py_IS_TYPE(p, P_type) && SLOT(p, p_sched) == SLOT(w, g_sched)
+                        ? instr_here(p)
+                        : instr_of(SLOT(w, g_sched));
     if (ins != NULL && fire(ins, TR_READY, str_readied, p, w, NULL) < 0) {
         Py_XDECREF(mp);
         return -1;
@@ -1349,7 +1362,7 @@ goexit(PyObject *p, PyObject *g, PyObject *result, PyObject *exc)
     PyObject *waiters = SLOT(g, g_waiters); /* taken: the slot gets None */
     SLOT(g, g_waiters) = Py_NewRef(Py_None);
     int rc = lock_release(lock);
-    PyObject *ins = instr_of(sched);
+    PyObject *ins = instr_here(p);
     if (ins != NULL && rc == 0)
         rc = fire(ins, TR_EXIT, str_exited, p, g, NULL);
     else
@@ -1479,7 +1492,7 @@ park(PyObject *p, PyObject *g, PyObject *lock)
     }
     slot_set(g, g_waitsince, SLOT(p, p_last_clock));
     PB(p)->nparks++;
-    PyObject *ins = instr_of(SLOT(p, p_sched));
+    PyObject *ins = instr_here(p);
     if (ins != NULL && fire(ins, TR_PARK, str_parked, p, g, SLOT(g, g_waitreason)) < 0) {
         unlock_failed(sl);
         return unlock_failed(lock);
@@ -1527,7 +1540,7 @@ step(PyObject *p, PyObject *g, PyObject *prev)
         if ((tick & (METRICS_SAMPLE - 1)) != 0)
             t0 = 0; /* only the latency was sampled */
     }
-    PyObject *ins = instr_of(SLOT(p, p_sched));
+    PyObject *ins = instr_here(p);
     if (ins != NULL && fire(Py_NewRef(ins), TR_BEGIN, str_before_step, p, g, p) < 0) {
         Py_DECREF(ins);
         return -1;
@@ -1925,7 +1938,7 @@ new_g(PyObject *p, PyObject *coro, PyObject *name)
 static inline int
 spawned(PyObject *p, PyObject *g)
 {
-    PyObject *ins = instr_of(SLOT(p, p_sched));
+    PyObject *ins = instr_here(p);
     return ins == NULL ? 0 : fire(ins, TR_SPAWN, str_spawned, p, g, NULL);
 }
 
@@ -2393,7 +2406,8 @@ static PyTypeObject GBase_type = {
 static PyMemberDef pbase_members[] = {
     PBASE_COUNTER(tick),     PBASE_COUNTER(qseq),   PBASE_COUNTER(nspawned),
     PBASE_COUNTER(nfinished), PBASE_COUNTER(npinned), PBASE_COUNTER(njoin),
-    PBASE_COUNTER(njoined),  PBASE_COUNTER(njoinmiss), PBASE_COUNTER(nparks), {NULL},
+    PBASE_COUNTER(njoined),  PBASE_COUNTER(njoinmiss), PBASE_COUNTER(nparks),
+    {"_instrumented", T_BOOL, offsetof(PBase, instrumented), 0, NULL}, {NULL},
 };
 
 static PyObject *

@@ -144,6 +144,7 @@ class _PurePBase:
     # The counters and histograms: C integers in the C driver's PBase (there, making a
     # Python int per update cost ~130 instructions, several times per goroutine).
     __slots__ = (
+        "_instrumented",
         "_lat",
         "_steptime",
         "nfinished",
@@ -158,6 +159,7 @@ class _PurePBase:
     )
 
     def __init__(self) -> None:
+        self._instrumented = False  # its runtime has instruments (the C driver reads it)
         self._lat = [0] * METRICS_BUCKETS  # scheduling latency (sampled: METRICS_SAMPLE)
         self._steptime = [0] * METRICS_BUCKETS  # step duration (every 64th step)
 
@@ -210,6 +212,7 @@ class P(_PBase):
 
     def __init__(self, sched: Sched, pid: int, make_loop: Callable[[], asyncio.AbstractEventLoop]):
         super().__init__()
+        self._instrumented = sched.instr is not None  # kept by Sched.reinstall
         self.sched = sched
         self.id = pid
         self._make_loop = make_loop

@@ -157,6 +157,10 @@ class Sched:
         objs = [*self.instruments]
         objs += [o for o in instrument.global_instruments() if o not in objs]
         self.instr = instrument.build(objs, self._instrument_failed)
+        # The C driver looks at a P's flag first (one load where the slot costs three).
+        flag = self.instr is not None
+        for p in (*self.allp, *self.retired, *([self.warm] if self.warm else [])):
+            p._instrumented = flag
 
     def _instrument_failed(self, obj: object) -> None:
         self.uninstrument(obj)
@@ -455,6 +459,8 @@ class Sched:
             self.order = StealOrder(len(self.allp) + len(new))
             self.allp = self.allp + tuple(new)
             self.idle.extend(new)
+        for p in new:
+            p._instrumented = self.instr is not None  # a reinstall may have missed it
         if (ins := self.instr) is not None:
             for p in new:
                 ins.procs_changed(p, True)

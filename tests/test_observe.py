@@ -523,8 +523,10 @@ def test_stats_have_per_p_counters_and_histograms(run, procs):
         await _fan_out(2000)
         return mnsched.stats()
 
-    st = run(main())
+    # No sysmon: no spare P may take a share of the work (the lists cover running Ps).
+    st = run(main(), sysmon=False)
     assert len(st["busy"]) == len(st["parks"]) == len(st["steals_per_p"]) == procs
+    # Of each unbuffered send and receive, whoever comes first parks.
     assert sum(st["parks"]) >= 2000 and sum(st["busy"]) > 0
     for key in ("sched_latency", "step_time"):
         h = st[key]
