@@ -981,10 +981,17 @@ typedef struct {
 
 static PyTypeObject TraceBuf_type;
 
+/* Record an event of g's where p is (NULL, or not a P: on no P). obj is a park's
+ * reason; a spawn's name and spawner are g's own. */
 static int
-tb_add(PyObject *self, int kind, PyObject *p, PyObject *g, Py_ssize_t b, PyObject *obj)
+tb_add(PyObject *self, int kind, PyObject *p, PyObject *g, PyObject *obj)
 {
     TraceBuf *tb = (TraceBuf *)self;
+    Py_ssize_t b = 0;
+    if (kind == TR_SPAWN) {
+        obj = SLOT(g, g_name); /* NULL unless it was given one */
+        b = GB(g)->goparent;
+    }
     long long ts = now_ns();
     Py_ssize_t tid = -1;
     if (p != NULL && P_type != NULL && Py_IS_TYPE(p, P_type)) {
@@ -1053,13 +1060,7 @@ fire(PyObject *ins, int kind, PyObject *name, PyObject *p, PyObject *g, PyObject
 {
     int rc;
     if (PyObject_TypeCheck(ins, &TraceBuf_type)) {
-        Py_ssize_t b = 0;
-        PyObject *obj = kind == TR_PARK ? arg : NULL;
-        if (kind == TR_SPAWN) {
-            obj = SLOT(g, g_name); /* NULL unless it was given one */
-            b = GB(g)->goparent;
-        }
-        rc = tb_add(ins, kind, p, g, b, obj);
+        rc = tb_add(ins, kind, p, g, kind == TR_PARK ? arg : NULL);
     }
     else {
         PyObject *args[3] = {ins, g, arg};
@@ -1072,51 +1073,36 @@ fire(PyObject *ins, int kind, PyObject *name, PyObject *p, PyObject *g, PyObject
 }
 
 /* TraceBuf's hooks, for calls from Python (the Python paths of the driver, or the
- * Instruments fan-out when other instruments run beside the tracer): where it happens
- * is the P given, else this thread's. */
+ * Instruments fan-out when other instruments run beside the tracer): hook(g), or
+ * before_step/after_step(g, p), or parked(g, reason). Where it happens is the P given,
+ * else this thread's. */
 static PyObject *
-tb_hook(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int kind, int with_p)
+tb_hook(PyObject *self, PyObject *const *args, Py_ssize_t nargs, int kind)
 {
-    if (nargs != 1 + with_p || !PyObject_TypeCheck(args[0], &GBase_type) || G_type == NULL ||
-        !Py_IS_TYPE(args[0], G_type))
-        return PyErr_Format(PyExc_TypeError, "TraceBuf: a hook takes a G%s", with_p ? " and a P" : "");
+    int with_p = kind == TR_BEGIN || kind == TR_END;
+    if (nargs != 1 + (with_p || kind == TR_PARK) || G_type == NULL || !Py_IS_TYPE(args[0], G_type))
+        return PyErr_Format(PyExc_TypeError, "TraceBuf: a hook takes a G, and a P or a reason");
     PyObject *p = with_p ? Py_NewRef(args[1]) : PyObject_GetAttr(m, str_p);
     if (p == NULL)
         return NULL;
-    PyObject *g = args[0];
-    int rc = tb_add(self, kind, p, g, kind == TR_SPAWN ? GB(g)->goparent : 0,
-                    kind == TR_SPAWN ? SLOT(g, g_name) : NULL);
+    int rc = tb_add(self, kind, p, args[0], kind == TR_PARK ? args[1] : NULL);
     Py_DECREF(p);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
-#define TB_HOOK(fn, kind, with_p)                                                           \
+#define TB_HOOK(fn, kind)                                                                   \
     static PyObject *fn(PyObject *self, PyObject *const *args, Py_ssize_t nargs)            \
     {                                                                                       \
-        return tb_hook(self, args, nargs, kind, with_p);                                    \
+        return tb_hook(self, args, nargs, kind);                                            \
     }
-TB_HOOK(tb_spawned, TR_SPAWN, 0)
-TB_HOOK(tb_before_step, TR_BEGIN, 1)
-TB_HOOK(tb_after_step, TR_END, 1)
-TB_HOOK(tb_readied, TR_READY, 0)
-TB_HOOK(tb_exited, TR_EXIT, 0)
-
-static PyObject *
-tb_parked(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2 || G_type == NULL || !Py_IS_TYPE(args[0], G_type))
-        return PyErr_Format(PyExc_TypeError, "TraceBuf.parked(g, reason)");
-    PyObject *p = PyObject_GetAttr(m, str_p);
-    if (p == NULL)
-        return NULL;
-    int rc = tb_add(self, TR_PARK, p, args[0], 0, args[1]);
-    Py_DECREF(p);
-    if (rc < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
+TB_HOOK(tb_spawned, TR_SPAWN)
+TB_HOOK(tb_before_step, TR_BEGIN)
+TB_HOOK(tb_after_step, TR_END)
+TB_HOOK(tb_parked, TR_PARK)
+TB_HOOK(tb_readied, TR_READY)
+TB_HOOK(tb_exited, TR_EXIT)
 
 static void
 tb_clear(TraceBuf *tb)

@@ -91,7 +91,15 @@ def notify_global(name: str, *args: Any) -> None:
     for obj in global_instruments():
         fn = getattr(obj, name, None)
         if callable(fn):
-            fn(*args)
+            try:
+                fn(*args)
+            except Exception:  # the rule for every hook: logged, and the instrument removed
+                _log_failure(obj, name)
+                remove_global(obj)
+
+
+def _log_failure(obj: object, name: str) -> None:
+    logger.exception("instrument %r raised in %s(); it is removed", obj, name)
 
 
 def build(objs: list[object], on_fail: Callable[[object], None]) -> Any:
@@ -126,7 +134,7 @@ class Instruments:
             try:
                 fn(*args)
             except Exception:
-                logger.exception("instrument %r raised in %s(); it is removed", obj, name)
+                _log_failure(obj, name)
                 self._on_fail(obj)
 
     def spawned(self, g: G[Any]) -> None:

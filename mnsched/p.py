@@ -159,7 +159,6 @@ class _PurePBase:
     )
 
     def __init__(self) -> None:
-        self._instrumented = False  # its runtime has instruments (the C driver reads it)
         self._lat = [0] * METRICS_BUCKETS  # scheduling latency (sampled: METRICS_SAMPLE)
         self._steptime = [0] * METRICS_BUCKETS  # step duration (every 64th step)
 
@@ -845,13 +844,13 @@ class P(_PBase):
             try:
                 y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
             finally:
+                del ct[loop]
+                self.curg = None
                 if t0:
                     self._steptime[hist_bucket(time.perf_counter_ns() - t0)] += 1
+                if (ins := self.sched.instr) is not None:  # again: the step may have set it
+                    ins.after_step(g, self)
         except StopIteration as e:
-            del ct[loop]
-            self.curg = None
-            if (ins := self.sched.instr) is not None:  # again: the step may have set it
-                ins.after_step(g, self)
             pend = g._pend
             if pend is CANCEL:
                 # Cancelled during its last step (a Ctrl-C while main computes): it ends
@@ -863,19 +862,11 @@ class P(_PBase):
                     g._pend = None  # DEFERRED: no wait came, it keeps its result
                 goexit(g, e.value, None, self)
         except BaseException as e:
-            del ct[loop]
-            self.curg = None
-            if (ins := self.sched.instr) is not None:  # again: the step may have set it
-                ins.after_step(g, self)
             e.__traceback__ = _user_frames(e.__traceback__)
             goexit(g, None, e, self)
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 self.sched.fatal_error(e)
         else:
-            del ct[loop]
-            self.curg = None
-            if (ins := self.sched.instr) is not None:  # again: the step may have set it
-                ins.after_step(g, self)
             if type(y) is LockType:
                 # gopark: g put itself in a wait queue (a Call, for a blocking call) under
                 # that lock. Mark it parked (in SYSCALL) before releasing the lock, so

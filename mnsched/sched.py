@@ -73,7 +73,7 @@ def live_scheds() -> list[Sched]:
 
 
 def _all_goroutines() -> Iterator[G[Any]]:
-    for sched in list(_SCHEDS):
+    for sched in live_scheds():
         yield from sched.allg.copy()
 
 
@@ -81,7 +81,7 @@ install_all_tasks_hook(_all_goroutines)
 
 
 def _global_instruments_changed() -> None:
-    for sched in list(_SCHEDS):
+    for sched in live_scheds():
         sched.reinstall()
 
 
