@@ -1,7 +1,16 @@
-"""Shared fixtures: every runtime test runs at procs 1, 2 and 4, on uvloop and asyncio."""
+"""Shared fixtures: every runtime test runs at procs 1, 2 and 4, on uvloop and asyncio.
+
+The README's test command runs that whole matrix. CI runs it once, and a reduced one
+elsewhere (other interpreters, the pure-Python driver, the sanitizer): there
+``MNSCHED_TEST_PROCS`` (say ``2``) and ``MNSCHED_TEST_LOOPS`` (say ``uvloop``) keep only
+those P counts and loop kinds. A test whose point needs P counts of its own
+(``at_procs``, ``matrix_procs``) keeps the ones it shares with the list, or else its
+first.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -15,15 +24,32 @@ from mnsched.sysmon import ignore_signal_handler
 
 pytest_plugins = ["pytester"]
 
-PROCS = (1, 2, 4)
-LOOPS = ("uvloop", "asyncio")
+def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = os.environ.get(name, "")
+    return tuple(v.strip() for v in value.split(",") if v.strip()) or default
+
+
+LOOPS = _env_list("MNSCHED_TEST_LOOPS", ("uvloop", "asyncio"))
+_KEEP_PROCS = tuple(int(p) for p in _env_list("MNSCHED_TEST_PROCS", ("1", "2", "4")))
+
+
+def matrix_procs(*procs: int) -> tuple[int, ...]:
+    """The P counts of procs that this run's matrix keeps (or else the first)."""
+    return tuple(p for p in procs if p in _KEEP_PROCS) or procs[:1]
+
+
+def matrix_loops(*loops: str) -> tuple[str, ...]:
+    """The loop kinds of loops that this run's matrix keeps (or else the first)."""
+    return tuple(lk for lk in loops if lk in LOOPS) or loops[:1]
 
 
 def _rt_id(v: tuple[int, str]) -> str:
     return f"procs{v[0]}-{v[1]}"
 
 
-@pytest.fixture(params=[(p, lk) for lk in LOOPS for p in PROCS], ids=_rt_id)
+@pytest.fixture(
+    params=[(p, lk) for lk in LOOPS for p in matrix_procs(1, 2, 4)], ids=_rt_id
+)
 def rt_params(request: pytest.FixtureRequest) -> tuple[int, str]:
     return request.param
 
@@ -32,7 +58,7 @@ def at_procs(*procs: int) -> pytest.MarkDecorator:
     """For a test whose point exists only at some P counts (stealing needs two Ps): run
     it at those, on both loop kinds, instead of at every count."""
     return pytest.mark.parametrize(
-        "rt_params", [(p, lk) for lk in LOOPS for p in procs], ids=_rt_id
+        "rt_params", [(p, lk) for lk in LOOPS for p in matrix_procs(*procs)], ids=_rt_id
     )
 
 

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 import mnsched
+from conftest import matrix_loops
 
 
 class Client:
@@ -56,7 +57,7 @@ def test_one_instance_per_p_used_on_its_loop_and_closed_there(run):
     assert log == [("closed", True)] * len(instances)  # each once, on its own loop
 
 
-@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
 def test_a_retired_p_closes_its_instances_before_it_stops(kind):
     # gomaxprocs shrinks while a goroutine pinned to the last P holds that P's instance:
     # once the goroutine is done, the P closes the instance on its own loop, then stops.

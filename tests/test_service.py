@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import default_sigint
+from conftest import default_sigint, matrix_procs
 from mnsched.gunicorn import procs_per_worker
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
@@ -31,7 +31,7 @@ def get(port: int, path: str) -> object:
         return json.load(r)
 
 
-@pytest.mark.parametrize("procs", [1, 2, 4])
+@pytest.mark.parametrize("procs", matrix_procs(1, 2, 4))
 def test_the_lifespan_runtime_is_the_one_requests_use(procs, monkeypatch):
     monkeypatch.setenv("MNSCHED_PROCS", str(procs))
     with TestClient(fastapi_service.app) as client:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import default_sigint
+from conftest import default_sigint, matrix_loops, matrix_procs
 from mnsched.g import DRIVER
 
 # Seconds from the (last) signal to the process's end. The pure-Python driver steps a
@@ -165,8 +165,8 @@ def finish(proc: subprocess.Popen[str], since: float) -> tuple[str, str, float]:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("moment", list(MOMENTS))
-@pytest.mark.parametrize("procs", [1, 2, 4])
-@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("procs", matrix_procs(1, 2, 4))
+@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
 def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
     proc = start(MOMENTS[moment], procs, kind)
     wait_ready(proc)
@@ -181,7 +181,7 @@ def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("moment", list(MOMENTS))
-@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
 def test_sigterm_with_an_exiting_handler_ends_the_program_promptly(moment, kind):
     # A service's SIGTERM handler raising SystemExit: the program ends with its code.
     proc = start(MOMENTS[moment], 2, kind, "SIGTERM")
@@ -210,7 +210,7 @@ STUBBORN = """
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
 def test_a_slow_shutdown_says_what_it_waits_for_and_a_second_ctrl_c_exits(kind):
     proc = start(STUBBORN, 2, kind)
     wait_ready(proc)

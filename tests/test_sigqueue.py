@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import mnsched
+from conftest import matrix_loops
 from mnsched.sigqueue import SignalGuard, interrupted_in_driver
 
 MNSCHED_FILE = mnsched.chan.__file__
@@ -82,7 +83,7 @@ DRIVER_FRAME = chain((MNSCHED_FILE, "recv"))
 USER_FRAME = chain((__file__, "main"))
 
 
-@pytest.mark.parametrize("kind", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
 def test_under_run_a_handler_in_the_driver_waits_for_p0s_loop(usr1, kind):
     handler, got, also = usr1
 

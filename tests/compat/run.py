@@ -1,7 +1,7 @@
 """The compatibility job: test suites nobody on this project wrote, run with every test
 body as a goroutine, must give the same outcomes as when run plainly.
 
-    python tests/compat/run.py [--suite cpython|anyio|all] [--modes p0:1,p0:2,other:2]
+    python tests/compat/run.py [--suite cpython|anyio|all] [--modes p0:1,p0:2,other:2] [--fresh]
 
 - ``cpython``: modules of CPython's own test_asyncio (the ``test`` package pyenv's
   Pythons ship) whose bodies exercise tasks;
@@ -10,19 +10,27 @@ body as a goroutine, must give the same outcomes as when run plainly.
 
 Each suite runs once plainly, then once per mode (``p0:N``: bodies start on P0, the
 test's loop, of a runtime of N Ps; ``other:N``: on another P), each run in a fresh
-interpreter. Starting on another P means running on another thread and loop, so there
-a test that awaits its own loop's objects (CPython's, other than IsolatedAsyncioTestCase)
-or needs the main thread (anyio's signal tests) cannot run: it is counted "not
-applicable", as a Task of another loop could not run it either. A test whose outcome
-differs is run again alone, plainly and in the mode, up to ``RECHECKS`` times: a
-difference that does not repeat is a test that is flaky on its own (timing), reported
-but not failed. Environmental failures (no IPv6, no network)
-are the same in every run and cancel out. Exit status 1 if any difference repeats.
+interpreter. The plain outcomes depend only on the suite's version and the interpreter's
+(and what the suite imports), so they are cached: ``baselines/SUITE-VERSION-pyX.Y.Z.json.gz``
+in this directory, committed, so that CI runs each suite only as goroutines. A cache that
+no longer matches (more than ``STALE_AFTER`` differences in a mode, say after a dependency
+changed outcomes) is replaced by a fresh plain run, and the comparison made again;
+``--fresh`` ignores the cache.
+
+Starting on another P means running on another thread and loop, so there a test that
+awaits its own loop's objects (CPython's, other than IsolatedAsyncioTestCase) or needs
+the main thread (anyio's signal tests) cannot run: it is counted "not applicable", as a
+Task of another loop could not run it either. A test whose outcome differs is run again
+alone, plainly and in the mode, up to ``RECHECKS`` times: a difference that does not
+repeat is a test that is flaky on its own (timing), reported but not failed.
+Environmental failures (no IPv6, no network) are the same in every run and cancel out.
+Exit status 1 if any difference repeats.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib.util
 import json
 import os
@@ -33,6 +41,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CPYTHON_MODULES = [
@@ -52,6 +61,10 @@ CPYTHON_MODULES = [
 ]
 DEFAULT_MODES = "p0:1,p0:2,other:2"
 RECHECKS = 3
+# More differences than this in one mode against a cached plain baseline: the cache is
+# stale (a dependency changed outcomes); run the suite plainly and compare again.
+STALE_AFTER = 10
+BASELINES = HERE / "baselines"
 # A whole run of a suite; a hang shows as the last test named in its log.
 RUN_TIMEOUT = 900
 
@@ -68,6 +81,7 @@ def _env(mode: str, procs: int, out: Path | None = None) -> dict[str, str]:
 
 class Suite:
     name = ""
+    version = ""  # what its plain outcomes depend on, besides the interpreter
 
     def run(self, mode: str, procs: int, out: Path, log: Path, only: list[str] | None) -> None:
         raise NotImplementedError
@@ -89,6 +103,7 @@ class Suite:
 
 class CPythonSuite(Suite):
     name = "cpython"
+    version = "test_asyncio"  # it ships with the interpreter
 
     def __init__(self) -> None:
         self.modules = [
@@ -120,6 +135,7 @@ class AnyioSuite(Suite):
 
     def __init__(self, work: Path) -> None:
         version = _dist_version("anyio")  # the installed one: its tests must match it
+        self.version = version
         cache = Path(os.environ.get("MNSCHED_COMPAT_CACHE", work))
         src = cache / f"anyio-{version}"
         if not (src / "tests").is_dir():
@@ -160,20 +176,48 @@ def _differences(plain: dict[str, str], other: dict[str, str]) -> list[str]:
     )
 
 
-def check_suite(suite: Suite, modes: list[tuple[str, int]], work: Path) -> bool:
-    start = time.monotonic()
+def _baseline_path(suite: Suite) -> Path:
+    py = sys.version.split()[0]
+    return BASELINES / f"{suite.name}-{suite.version}-py{py}.json.gz"
+
+
+def plain_outcomes(suite: Suite, work: Path, fresh: bool) -> tuple[dict[str, Any], bool]:
+    """The suite's plain outcomes: cached, or run now (and cached); and whether cached."""
+    path = _baseline_path(suite)
+    if not fresh and path.exists():
+        with gzip.open(path, "rt") as f:
+            return {"outcomes": json.load(f), "details": {}, "seconds": 0.0}, True
     plain = suite.outcomes("plain", 1, work)
+    BASELINES.mkdir(exist_ok=True)
+    with gzip.GzipFile(path, "wb", mtime=0) as f:  # no timestamp: the same run, the same bytes
+        f.write(json.dumps(plain["outcomes"], sort_keys=True, indent=0).encode())
+    return plain, False
+
+
+def check_suite(
+    suite: Suite, modes: list[tuple[str, int]], work: Path, fresh: bool = False
+) -> bool:
+    start = time.monotonic()
+    plain, cached = plain_outcomes(suite, work, fresh)
     counts = Counter(plain["outcomes"].values())
     print(
         f"== {suite.name}: {len(plain['outcomes'])} tests plainly "
         f"({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))}) "
-        f"in {plain['seconds']:.0f} s",
+        + (f"(cached: {_baseline_path(suite).name})" if cached else f"in {plain['seconds']:.0f} s"),
         flush=True,
     )
     ok = True
     for mode, procs in modes:
         run = suite.outcomes(mode, procs, work)
         diffs = _differences(plain["outcomes"], run["outcomes"])
+        if cached and len(diffs) > STALE_AFTER:
+            print(
+                f"   {mode} procs={procs}: {len(diffs)} differences from the cached plain "
+                "outcomes: the cache is stale; running the suite plainly",
+                flush=True,
+            )
+            plain, cached = plain_outcomes(suite, work, fresh=True)
+            diffs = _differences(plain["outcomes"], run["outcomes"])
         repeated, flaky = [], []
         for t in diffs:
             if _repeats(suite, mode, procs, work, t, run["outcomes"].get(t)):
@@ -221,6 +265,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", choices=["cpython", "anyio", "all"], default="all")
     ap.add_argument("--modes", default=DEFAULT_MODES, help=f"default {DEFAULT_MODES}")
+    ap.add_argument("--fresh", action="store_true", help="run plainly, not from the cache")
     args = ap.parse_args()
     modes = [(m, int(n)) for m, n in (x.split(":") for x in args.modes.split(","))]
     print(f"Python {sys.version.split()[0]}; modes {args.modes}", flush=True)
@@ -231,7 +276,7 @@ def main() -> int:
             suites.append(CPythonSuite())
         if args.suite in ("anyio", "all"):
             suites.append(AnyioSuite(work))
-        results = [check_suite(s, modes, work) for s in suites]
+        results = [check_suite(s, modes, work, args.fresh) for s in suites]
     return 0 if all(results) else 1
 
 
