@@ -132,6 +132,14 @@ typedef struct {
     Py_ssize_t goidcache, goidend; /* goroutine ids taken from goidgen, not yet given */
     Py_ssize_t nready;             /* readyings on this P: every METRICS_SAMPLE-th is timed */
     char instrumented;             /* its runtime has instruments (Sched.reinstall sets it) */
+    char long_steps; /* its last batch ran out within CLOCK_EVERY steps: read the clock after
+                      * every step (a long step's start is then known to sysmon) */
+    /* When it last read its clock (last_clock), its tick and its thread's CPU time then
+     * (-1: not read): if the step running is the next one, it began then, and sysmon
+     * knows exactly how much CPU it has used (it tells hogs by CPU time). An inline join
+     * adds one: the joined step runs inside its joiner's. */
+    Py_ssize_t clock_tick;
+    double last_cpu;
     Py_ssize_t lat[HIST_BUCKETS];      /* scheduling latency, sampled */
     Py_ssize_t steptime[HIST_BUCKETS]; /* step duration, sampled */
 } PBase;
@@ -193,7 +201,7 @@ static BoundSlot bound_slots[] = {
  * a Sched, the attributes are looked up by name. */
 static PyTypeObject *Sched_type;
 static Py_ssize_t sc_allg, sc_closing, sc_idle, sc_nspinning, sc_all_done, sc_runq, sc_lock,
-    sc_instr;
+    sc_instr, sc_token;
 
 /* Set at import. */
 static PyObject *deque_append, *deque_popleft; /* method descriptors of collections.deque */
@@ -203,7 +211,8 @@ static PyObject *str_trap, *str_fatal_error, *str_acquire, *str_release, *str_th
     *str_ready_remote, *str_newproc, *str_retrieved, *str_await_foreign, *str_p,
     *str_cr_frame, *str_cr_running, *str_cr_suspended, *str_runq, *str_globrunqget,
     *str_reset_spinning, *str_findrunnable, *str_stop_if_drained, *str_spawned,
-    *str_before_step, *str_after_step, *str_parked, *str_readied, *str_exited;
+    *str_before_step, *str_after_step, *str_parked, *str_readied, *str_exited, *str_take_token,
+    *str_yield_token;
 
 /* The P whose G this thread is stepping (borrowed; NULL outside a step): what m.p and
  * p.curg say together, without the thread-local lookup. */
@@ -264,6 +273,17 @@ monotonic(void)
 
 /* casgstatus(g, old, new): the check inline, the report (an InternalError naming the
  * statuses) from the Python one. */
+/* The calling thread's CPU time in seconds (time.thread_time()): a system call here,
+ * ~0.4 us, so read per batch, and per step only when steps are long. */
+static double
+thread_cpu_now(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return -1.0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static inline long long
 now_ns(void)
 {
@@ -909,6 +929,21 @@ lock_locked(Lock *l, PyObject *Py_UNUSED(arg))
     return PyBool_FromLong(l->locked);
 }
 
+/* _at_fork_reinit(): in a forked child, a fresh unlocked lock, as threading.Lock's: the
+ * parent's other threads may have held it, and are gone. The old OS lock may be in an
+ * inconsistent state, so it is not freed (CPython's _PyThread_at_fork_reinit leaks it
+ * too). */
+static PyObject *
+lock_at_fork_reinit(Lock *l, PyObject *Py_UNUSED(arg))
+{
+    PyThread_type_lock fresh = PyThread_allocate_lock();
+    if (fresh == NULL)
+        return PyErr_NoMemory();
+    l->lock = fresh;
+    l->locked = 0;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 lock_repr(Lock *l)
 {
@@ -921,6 +956,8 @@ static PyMethodDef lock_methods[] = {
      "acquire(blocking=True, timeout=-1): as threading.Lock's."},
     {"release", (PyCFunction)lock_release_method, METH_NOARGS, "release(): as threading.Lock's."},
     {"locked", (PyCFunction)lock_locked, METH_NOARGS, "locked(): as threading.Lock's."},
+    {"_at_fork_reinit", (PyCFunction)lock_at_fork_reinit, METH_NOARGS,
+     "_at_fork_reinit(): unlocked again, in a forked child (as threading.Lock's)."},
     {"__enter__", (PyCFunction)(void (*)(void))lock_acquire_method, METH_VARARGS | METH_KEYWORDS,
      NULL},
     {"__exit__", (PyCFunction)lock_release_method, METH_VARARGS, NULL}, /* args unused */
@@ -937,6 +974,248 @@ static PyTypeObject Lock_type = {
     .tp_repr = (reprfunc)lock_repr,
     .tp_methods = lock_methods,
     .tp_weaklistoffset = offsetof(Lock, weakreflist),
+};
+
+/* -- the step token (mnsched/steptoken.py's StepToken) ------------------------------------
+ *
+ * At most one goroutine step of a runtime runs at a time (serial steps): a P holds the
+ * token while it steps goroutines. The pure-Python StepToken is the reference; this is the
+ * same state machine, so that run_batch can read the owner after every step with a load.
+ * Every change is made under ``mutex``. A waiting P waits on a gate of its own (an OS
+ * lock, held until the token is handed to it), recorded on its C stack: waits are FIFO,
+ * and whoever passes the token on releases the next waiter's gate. */
+typedef struct Waiter {
+    struct Waiter *next;
+    PyObject *p; /* borrowed: the P waits in acquire while it is listed */
+    PyThread_type_lock gate;
+} Waiter;
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock mutex;
+    PyObject *owner; /* the P holding it (a strong reference), or NULL */
+    Waiter *head, *tail;
+    Py_ssize_t nwaiting, nhandoffs, nrevokes;
+} StepToken;
+
+static PyTypeObject StepToken_type;
+
+/* Who holds it, read without the mutex (by its would-be holder, to skip the mutex when
+ * it holds it already: only that P's thread makes it the owner). */
+static inline PyObject *
+token_owner(StepToken *t)
+{
+    return __atomic_load_n(&t->owner, __ATOMIC_ACQUIRE);
+}
+
+/* Under mutex: the next waiter gets the token, or nobody. Returns the old owner (the
+ * caller drops it once the mutex is released). */
+static PyObject *
+token_pass_on(StepToken *t)
+{
+    PyObject *old = t->owner;
+    Waiter *w = t->head;
+    if (w == NULL) {
+        t->owner = NULL;
+        return old;
+    }
+    t->head = w->next;
+    if (t->head == NULL)
+        t->tail = NULL;
+    t->nwaiting--;
+    t->nhandoffs++;
+    t->owner = Py_NewRef(w->p);
+    PyThread_release_lock(w->gate); /* w is on the waiter's stack: last touch */
+    return old;
+}
+
+static inline void
+token_lock(StepToken *t)
+{
+    if (PyThread_acquire_lock_timed(t->mutex, 0, 0) != PY_LOCK_ACQUIRED) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock_timed(t->mutex, -1, 0);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+/* Take the token for p, waiting for its turn: 1, or 0 if p held it already, -1 with an
+ * exception if a signal handler raised while p waited (its turn is then given up). */
+static int
+token_acquire(StepToken *t, PyObject *p)
+{
+    token_lock(t);
+    if (t->owner == p) {
+        PyThread_release_lock(t->mutex);
+        return 0;
+    }
+    if (t->owner == NULL) {
+        t->owner = Py_NewRef(p);
+        PyThread_release_lock(t->mutex);
+        return 1;
+    }
+    Waiter w = {NULL, p, PyThread_allocate_lock()};
+    if (w.gate == NULL) {
+        PyThread_release_lock(t->mutex);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyThread_acquire_lock(w.gate, WAIT_LOCK);
+    if (t->tail == NULL)
+        t->head = &w;
+    else
+        t->tail->next = &w;
+    t->tail = &w;
+    t->nwaiting++;
+    PyThread_release_lock(t->mutex);
+    int rc = 1;
+    for (;;) {
+        PyLockStatus r;
+        Py_BEGIN_ALLOW_THREADS
+        r = PyThread_acquire_lock_timed(w.gate, -1, 1);
+        Py_END_ALLOW_THREADS
+        if (r == PY_LOCK_ACQUIRED)
+            break;
+        if (Py_MakePendingCalls() < 0) { /* a signal handler raised: give up the turn */
+            PyObject *old = NULL;
+            token_lock(t);
+            if (t->owner == p) {
+                old = token_pass_on(t); /* it was handed to p meanwhile: pass it on */
+            }
+            else {
+                Waiter **pp = &t->head, *prev = NULL;
+                while (*pp != &w) {
+                    prev = *pp;
+                    pp = &(*pp)->next;
+                }
+                *pp = w.next;
+                if (t->tail == &w)
+                    t->tail = prev;
+                t->nwaiting--;
+            }
+            PyThread_release_lock(t->mutex);
+            Py_XDECREF(old);
+            rc = -1;
+            break;
+        }
+    }
+    PyThread_free_lock(w.gate);
+    return rc;
+}
+
+/* p is done stepping for now (or sysmon revokes: only if p holds it): 1 if passed on. */
+static int
+token_release(StepToken *t, PyObject *p, int revoke)
+{
+    token_lock(t);
+    if (t->owner != p) {
+        PyThread_release_lock(t->mutex);
+        return 0;
+    }
+    t->nrevokes += revoke;
+    PyObject *old = token_pass_on(t);
+    PyThread_release_lock(t->mutex);
+    Py_XDECREF(old);
+    return 1;
+}
+
+static PyObject *
+steptoken_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kw != NULL && PyDict_GET_SIZE(kw) != 0))
+        return PyErr_Format(PyExc_TypeError, "StepToken() takes no arguments");
+    StepToken *t = (StepToken *)type->tp_alloc(type, 0);
+    if (t == NULL)
+        return NULL;
+    t->mutex = PyThread_allocate_lock();
+    if (t->mutex == NULL) {
+        Py_DECREF(t);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)t;
+}
+
+static int
+steptoken_traverse(StepToken *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->owner);
+    return 0;
+}
+
+static void
+steptoken_dealloc(StepToken *t)
+{
+    PyObject_GC_UnTrack(t);
+    Py_CLEAR(t->owner);
+    if (t->mutex != NULL)
+        PyThread_free_lock(t->mutex);
+    Py_TYPE(t)->tp_free(t);
+}
+
+static PyObject *
+steptoken_acquire(StepToken *t, PyObject *p)
+{
+    int rc = token_acquire(t, p);
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+static PyObject *
+steptoken_release(StepToken *t, PyObject *p)
+{
+    token_release(t, p, 0);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+steptoken_revoke(StepToken *t, PyObject *p)
+{
+    return PyBool_FromLong(token_release(t, p, 1));
+}
+
+static PyObject *
+steptoken_get_owner(StepToken *t, void *Py_UNUSED(closure))
+{
+    token_lock(t);
+    PyObject *o = Py_NewRef(t->owner != NULL ? t->owner : Py_None);
+    PyThread_release_lock(t->mutex);
+    return o;
+}
+
+static PyMethodDef steptoken_methods[] = {
+    {"acquire", (PyCFunction)steptoken_acquire, METH_O,
+     "acquire(p): take the token for p, waiting for its turn; False if p held it."},
+    {"release", (PyCFunction)steptoken_release, METH_O,
+     "release(p): the next waiting P gets it (a no-op unless p holds it)."},
+    {"revoke", (PyCFunction)steptoken_revoke, METH_O,
+     "revoke(p): sysmon takes it from p's hogging step; False if p did not hold it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef steptoken_members[] = {
+    {"waiting", T_PYSSIZET, offsetof(StepToken, nwaiting), READONLY, "Ps waiting for it"},
+    {"nhandoffs", T_PYSSIZET, offsetof(StepToken, nhandoffs), READONLY,
+     "times it was given to a waiting P"},
+    {"nrevokes", T_PYSSIZET, offsetof(StepToken, nrevokes), READONLY,
+     "times sysmon took it from a hogging step"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef steptoken_getset[] = {
+    {"owner", (getter)steptoken_get_owner, NULL, "the P holding it, or None", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject StepToken_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "mnsched._core.StepToken",
+    .tp_basicsize = sizeof(StepToken),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "StepToken(): one goroutine step of a runtime at a time (steptoken.py)",
+    .tp_new = steptoken_new,
+    .tp_dealloc = (destructor)steptoken_dealloc,
+    .tp_traverse = (traverseproc)steptoken_traverse,
+    .tp_methods = steptoken_methods,
+    .tp_members = steptoken_members,
+    .tp_getset = steptoken_getset,
 };
 
 /* sched.<name> (a new reference): its slot once Sched is bound, else by name. */
@@ -1212,7 +1491,9 @@ core_sample_ready(PyObject *Py_UNUSED(mod), PyObject *g)
 static int
 maybe_wakep(PyObject *sched)
 {
-    /* Sched.maybe_wakep's unlocked test, then its wakep. */
+    /* Sched.maybe_wakep's unlocked test, then its wakep (parallel steps only). */
+    if (Sched_type != NULL && Py_IS_TYPE(sched, Sched_type) && SLOT(sched, sc_token) != Py_None)
+        return 0;
     PyObject *idle = sched_get(sched, sc_idle, str_idle);
     if (idle == NULL)
         return -1;
@@ -1664,22 +1945,34 @@ next_g(PyObject *p, PyObject *glob, PyObject *now)
     return g;
 }
 
-/* run_batch(p, now, deadline, time_slice): P._schedule's loop, from step 2 on; True if
- * the batch ran out (the caller posts the next one), False if the P parked. The times
- * are the caller's: tests and the instruction count change BATCH_TIME and TIME_SLICE. */
+/* run_batch(p, now, deadline, time_slice, token): P._schedule's loop, from step 2 on;
+ * True if the batch ran out (the caller posts the next one), False if the P parked. The
+ * times are the caller's: tests and the instruction count change BATCH_TIME and
+ * TIME_SLICE. token: the runtime's StepToken (None: parallel steps). It is taken before
+ * a step, when p does not hold it (the first step of the batch, as a P that finds no
+ * work has nothing to wait for); a batch whose token sysmon took (a hog) ends after
+ * that step, so the P lets its loop run and queues for the token again. The caller
+ * releases it. */
 static PyObject *
 core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4)
-        return PyErr_Format(PyExc_TypeError, "_core.run_batch(p, now, deadline, time_slice)");
+    if (nargs != 5)
+        return PyErr_Format(PyExc_TypeError,
+                            "_core.run_batch(p, now, deadline, time_slice, token)");
     PyObject *p = args[0];
     double deadline = PyFloat_AsDouble(args[2]), time_slice = PyFloat_AsDouble(args[3]);
     if (check_bound(p, NULL, "run_batch") < 0 || PyErr_Occurred())
         return NULL;
+    StepToken *tok = NULL;
+    if (Py_IS_TYPE(args[4], &StepToken_type))
+        tok = (StepToken *)args[4];
+    else if (args[4] != Py_None)
+        return PyErr_Format(PyExc_TypeError, "run_batch: token must be a StepToken or None");
     PyObject *glob = sched_get(SLOT(p, p_sched), sc_runq, str_runq);
     if (glob == NULL)
         return NULL;
     PyObject *now = Py_NewRef(args[1]), *result = NULL;
+    Py_ssize_t every = PB(p)->long_steps ? 1 : clock_every;
     for (Py_ssize_t n = 1;; n++) {
         PyObject *g = next_g(p, glob, now);
         if (g == NULL) {
@@ -1687,17 +1980,30 @@ core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs
                 result = Py_NewRef(Py_False); /* parked */
             break;
         }
-        int rc = Py_IS_TYPE(g, G_type) ? step(p, g, NULL) : (check_bound(NULL, g, "run_batch"), -1);
+        int rc = 0;
+        if (tok != NULL && token_owner(tok) != p && token_acquire(tok, p) < 0) {
+            if (ready_here(p, g) < 0) /* a signal handler raised while p waited: keep g */
+                PyErr_Clear();        /* (the first error is the one to report) */
+            rc = -1;
+        }
+        if (rc == 0)
+            rc = Py_IS_TYPE(g, G_type) ? step(p, g, NULL) : (check_bound(NULL, g, "run_batch"), -1);
         Py_DECREF(g);
         if (rc < 0)
             break;
-        if (n % clock_every == 0) {
+        if (tok != NULL && token_owner(tok) != p) {
+            result = Py_NewRef(Py_True); /* sysmon took it from that step: let others run */
+            break;
+        }
+        if (n % every == 0) {
             double t = monotonic();
             PyObject *clock = PyFloat_FromDouble(t);
             if (clock == NULL)
                 break;
             Py_SETREF(now, clock);
             slot_set(p, p_last_clock, now);
+            PB(p)->clock_tick = PB(p)->tick;
+            PB(p)->last_cpu = every == 1 ? thread_cpu_now() : -1.0; /* long steps only */
             double start = PyFloat_AsDouble(SLOT(p, p_slice_start));
             if (start == -1.0 && PyErr_Occurred())
                 break;
@@ -1710,6 +2016,7 @@ core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs
                     break;
             }
             if (t >= deadline) {
+                PB(p)->long_steps = n <= clock_every; /* (the pure loop's rule) */
                 result = Py_NewRef(Py_True);
                 break;
             }
@@ -1790,6 +2097,9 @@ join(PyObject *p, PyObject *g)
     }
     PB(p)->njoin++;
     PB(p)->njoined++;
+    /* g's step continues the P's run without a return to the scheduler: for sysmon, it
+     * began when its joiner did (if that start is known, g's is). */
+    PB(p)->clock_tick++;
     int rc = step_eagerly(p, g);
     PB(p)->njoin--;
     return rc;
@@ -2033,10 +2343,22 @@ core_spawn_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t narg
     PB(p)->nspawned++;
     slot_set(g, g_home, p); /* P.pin */
     PB(p)->npinned++;
+    /* The step token, as P.step_from_callback takes and yields it. */
+    PyObject *tok = SLOT(sched, sc_token);
+    int serial = Py_IS_TYPE(tok, &StepToken_type);
     PyObject *clock = spawned(p, g) < 0 ? NULL : PyFloat_FromDouble(monotonic());
+    if (clock != NULL && serial && token_owner((StepToken *)tok) != p &&
+        call_method0(p, str_take_token) < 0)
+        Py_CLEAR(clock);
     if (clock != NULL) { /* for sysmon: a step starts now */
         Py_SETREF(SLOT(p, p_last_clock), clock);
+        PB(p)->last_cpu = -1.0; /* (not read: P.step_from_callback) */
         rc = step_eagerly(p, g);
+        if (rc == 0 && serial && ((StepToken *)tok)->nwaiting > 0) {
+            PyObject *now = PyFloat_FromDouble(monotonic());
+            rc = now == NULL ? -1 : call_method1(p, str_yield_token, now);
+            Py_XDECREF(now);
+        }
     }
     if (clock == NULL || rc < 0) {
         /* It never ran: queue it rather than lose it. */
@@ -2393,7 +2715,10 @@ static PyMemberDef pbase_members[] = {
     PBASE_COUNTER(tick),     PBASE_COUNTER(qseq),   PBASE_COUNTER(nspawned),
     PBASE_COUNTER(nfinished), PBASE_COUNTER(npinned), PBASE_COUNTER(njoin),
     PBASE_COUNTER(njoined),  PBASE_COUNTER(njoinmiss), PBASE_COUNTER(nparks),
-    {"_instrumented", T_BOOL, offsetof(PBase, instrumented), 0, NULL}, {NULL},
+    {"_instrumented", T_BOOL, offsetof(PBase, instrumented), 0, NULL},
+    {"_long_steps", T_BOOL, offsetof(PBase, long_steps), 0, NULL},
+    {"_clock_tick", T_PYSSIZET, offsetof(PBase, clock_tick), 0, NULL},
+    {"_last_cpu", T_DOUBLE, offsetof(PBase, last_cpu), 0, NULL}, {NULL},
 };
 
 static PyObject *
@@ -3067,6 +3392,7 @@ static BoundSlot sched_slots[] = {
     {&Sched_type, "idle", &sc_idle},         {&Sched_type, "nspinning", &sc_nspinning},
     {&Sched_type, "all_done", &sc_all_done}, {&Sched_type, "runq", &sc_runq},
     {&Sched_type, "lock", &sc_lock},         {&Sched_type, "instr", &sc_instr},
+    {&Sched_type, "token", &sc_token},
 };
 
 static PyObject *
@@ -3083,7 +3409,18 @@ core_bind_sched(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+/* after_fork(): in a forked child, this thread steps no goroutine (the fork may have
+ * come from inside a step of the parent's, whose P is gone). */
+static PyObject *
+core_after_fork(PyObject *Py_UNUSED(mod), PyObject *Py_UNUSED(arg))
+{
+    running_p = NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef core_methods[] = {
+    {"after_fork", (PyCFunction)core_after_fork, METH_NOARGS,
+     "after_fork(): in a forked child, this thread runs no P's goroutine."},
     {"step", (PyCFunction)(void (*)(void))core_step, METH_FASTCALL,
      "step(p, g): step g once on p and act on what it yielded (P.step)."},
     {"run_batch", (PyCFunction)(void (*)(void))core_run_batch, METH_FASTCALL,
@@ -3159,6 +3496,8 @@ PyInit__core(void)
         {&str_exited, "exited"},
         {&str__send, "_send"},
         {&str__recv, "_recv"},
+        {&str_take_token, "take_token"},
+        {&str_yield_token, "yield_token"},
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         if ((*strs[i].var = PyUnicode_InternFromString(strs[i].s)) == NULL)
@@ -3185,6 +3524,7 @@ PyInit__core(void)
         PyType_Ready(&RunQ_type) < 0 ||
         PyType_Ready(&ChanOp_type) < 0 ||
         PyType_Ready(&ChanBase_type) < 0 || PyType_Ready(&Lock_type) < 0 ||
+        PyType_Ready(&StepToken_type) < 0 ||
         PyType_Ready(&Go_type) < 0)
         return NULL;
     PyObject *mod = PyModule_Create(&core_module);
@@ -3204,6 +3544,7 @@ PyInit__core(void)
         PyModule_AddObjectRef(mod, "ChanBase", (PyObject *)&ChanBase_type) < 0 ||
         PyModule_AddObjectRef(mod, "ChanOp", (PyObject *)&ChanOp_type) < 0 ||
         PyModule_AddObjectRef(mod, "Lock", (PyObject *)&Lock_type) < 0 ||
+        PyModule_AddObjectRef(mod, "StepToken", (PyObject *)&StepToken_type) < 0 ||
         PyModule_AddObjectRef(mod, "Go", (PyObject *)&Go_type) < 0) {
         Py_DECREF(kinds);
         Py_DECREF(mod);

@@ -4,7 +4,8 @@
 - the loop getters and the loop task factory that pin a G to its P when it asks for
   its loop or makes a task;
 - ``asyncio.all_tasks()``, which must list goroutines too;
-- calling into a loop, or completing or cancelling a future, from any thread.
+- calling into a loop, or completing or cancelling a future, from any thread; and a P's
+  loop's ``call_soon`` made safe from other threads.
 
 Nothing here knows about run queues: the pinning hook is installed by ``p.py``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import os
 import signal
 import threading
 from asyncio.tasks import _enter_task, _leave_task
@@ -87,6 +89,28 @@ def install_loop_getter_hook(on_get: Callable[[asyncio.AbstractEventLoop], None]
         wrapped = make(fn)
         setattr(asyncio.events, name, wrapped)
         setattr(asyncio, name, wrapped)
+
+
+def install_loop_bound_hook(on_mismatch: Callable[[BaseException], None]) -> None:
+    """Let ``on_mismatch(exc)`` see the error asyncio's loop-bound objects (Lock, Event,
+    Condition, Semaphore, Queue) raise when used from a loop other than theirs, where it
+    is raised: a caller that catches it still holds the note added to it. Idempotent."""
+    from asyncio import mixins
+
+    get_loop = mixins._LoopBoundMixin._get_loop  # type: ignore[attr-defined]
+    if hasattr(get_loop, "__mnsched_wrapped__"):
+        return
+
+    @functools.wraps(get_loop)
+    def checked_get_loop(self: Any) -> asyncio.AbstractEventLoop:
+        try:
+            return get_loop(self)  # type: ignore[no-any-return]
+        except RuntimeError as e:
+            on_mismatch(e)
+            raise
+
+    checked_get_loop.__mnsched_wrapped__ = get_loop  # type: ignore[attr-defined]
+    mixins._LoopBoundMixin._get_loop = checked_get_loop  # type: ignore[attr-defined]
 
 
 class _TaskSetWithGoroutines:
@@ -187,6 +211,98 @@ def hook_task_factory(loop: asyncio.AbstractEventLoop, on_create: Callable[[], N
     return undo
 
 
+def guard_call_soon(loop: asyncio.AbstractEventLoop, owner: int) -> Callable[[], None]:
+    """Make ``loop.call_soon`` from a thread other than ``owner`` (the loop's) what it must
+    be there, ``call_soon_threadsafe``: a future of this loop completed from another
+    thread (an ``asyncio.Event`` set, a lock released, by a goroutine on another P)
+    schedules its callbacks with ``call_soon``, which off the loop's thread is unsafe and
+    does not wake the loop, so its waiter slept for ever (a shared httpx client hung).
+    Set on the instance, which asyncio's futures find first. Returns the undo."""
+    call_soon = loop.call_soon
+    threadsafe = loop.call_soon_threadsafe
+    get_ident = threading.get_ident
+
+    def guarded(callback: Callable[..., object], *args: Any, context: Any = None) -> Any:
+        if get_ident() == owner:
+            return call_soon(callback, *args, context=context)
+        return threadsafe(callback, *args, context=context)
+
+    loop.call_soon = guarded  # type: ignore[method-assign,assignment]
+
+    def undo() -> None:
+        if loop.__dict__.get("call_soon") is guarded:
+            del loop.call_soon
+
+    return undo
+
+
+# uvloop spawns a process in the first step of subprocess_exec/_shell, and refuses
+# ("Racing with another loop to spawn a process") while another loop's spawn is under
+# way: a spawn runs Python fork hooks, where the GIL may pass to another P's thread.
+# Their first steps take this lock, so that spawns from several Ps wait for each other.
+_SPAWN_LOCK = threading.Lock()
+
+
+class _FirstStepLocked:
+    """Await a coroutine with its first step (up to its first suspension) under
+    _SPAWN_LOCK, and the rest of it as usual."""
+
+    __slots__ = ("coro",)
+
+    def __init__(self, coro: Any) -> None:
+        self.coro = coro
+
+    def __await__(self) -> Any:
+        coro = self.coro
+        try:
+            with _SPAWN_LOCK:
+                y = coro.send(None)
+        except StopIteration as e:
+            return e.value
+        while True:
+            try:
+                v = yield y
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as e:
+                try:
+                    y = coro.throw(e)
+                except StopIteration as s:
+                    return s.value
+            else:
+                try:
+                    y = coro.send(v)
+                except StopIteration as s:
+                    return s.value
+
+
+def serialise_spawns(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """On a uvloop loop, make process spawns wait for those of other loops (_SPAWN_LOCK).
+    asyncio's own loops spawn through subprocess.Popen, which is safe from any thread.
+    Returns the undo."""
+    if not type(loop).__module__.startswith("uvloop"):
+        return lambda: None
+    names = ("subprocess_exec", "subprocess_shell")
+    for name in names:
+        method = getattr(loop, name)
+
+        def make(method: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(method)
+            async def spawn(*args: Any, **kwargs: Any) -> Any:
+                return await _FirstStepLocked(method(*args, **kwargs))
+
+            return spawn
+
+        setattr(loop, name, make(method))
+
+    def undo() -> None:
+        for name in names:
+            loop.__dict__.pop(name, None)
+
+    return undo
+
+
 def wake_on_signals(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     """Make a signal wake the loop's selector, as asyncio's ``add_signal_handler`` does: a
     Python signal handler that readies a goroutine (``ch.try_send`` in it) queues the P's
@@ -202,13 +318,32 @@ def wake_on_signals(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     if old not in (-1, fd):
         signal.set_wakeup_fd(old)  # someone else's: leave it
         return lambda: None
+    _wakeup_fds.add(fd)
 
     def undo() -> None:
+        _wakeup_fds.discard(fd)
         current = signal.set_wakeup_fd(-1)
         if current not in (-1, fd):
             signal.set_wakeup_fd(current)  # replaced meanwhile: not ours to clear
 
     return undo
+
+
+# The self-pipes wake_on_signals made signal wakeup fds: a forked child shares them with
+# the parent's loops, which its signals must not wake.
+_wakeup_fds: set[int] = set()
+
+
+def _after_fork_in_child() -> None:
+    _SPAWN_LOCK._at_fork_reinit()  # type: ignore[attr-defined]
+    if _wakeup_fds:
+        current = signal.set_wakeup_fd(-1)
+        if current not in _wakeup_fds:
+            signal.set_wakeup_fd(current)
+        _wakeup_fds.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def call_on_loop(

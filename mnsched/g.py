@@ -24,7 +24,7 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from .aio import call_on_loop, complete_future
+from .aio import call_on_loop, complete_future, install_loop_bound_hook
 from .errors import BlockingCallError, InternalError
 from .m import m
 
@@ -142,6 +142,16 @@ LockType = type(LOCKS[0])
 
 def lock_of(g: object) -> threading.Lock:
     return LOCKS[hash(g) & LOCK_MASK]
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has only the thread that forked: the parent's other threads may
+    have held these locks, and this thread may have forked from inside a step (the C
+    driver's running P). The child has no runtime (runtime.py forgets the parent's)."""
+    for lock in (*LOCKS, *STATE_LOCKS, _goid_lock):
+        lock._at_fork_reinit()  # type: ignore[attr-defined]
+    if CORE is not None:
+        CORE.after_fork()
 
 
 def state_lock_of(g: object) -> threading.Lock:
@@ -310,6 +320,9 @@ _goid_lock = threading.Lock()
 def _newgoid(p: P | None) -> int:
     with _goid_lock:  # next() on a count is not atomic without the GIL
         return next(_goids)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # Goroutine ids: process-wide, as Go's goid, and in spawn order on each P (the C driver's
@@ -763,6 +776,18 @@ def explain_loop_mismatch(exc: BaseException, g: G[Any], p: P) -> None:
     )
     if note not in getattr(exc, "__notes__", ()):
         exc.add_note(note)
+
+
+def note_loop_mismatch(exc: BaseException) -> None:
+    """A loop-mismatch error raised in a goroutine: add the note where it is raised, so
+    that it explains itself even when caught (a client library turns it into its own
+    error, or a request handler logs it)."""
+    p = m.p
+    if p is not None and (g := p.curg) is not None:
+        explain_loop_mismatch(exc, g, p)
+
+
+install_loop_bound_hook(note_loop_mismatch)
 
 
 def goexit(g: G[Any], result: Any, exc: BaseException | None, p: P) -> None:

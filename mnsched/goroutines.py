@@ -18,6 +18,7 @@ print the dump to stderr and carry on (``MNSCHED_DEBUG=sigquit``).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import threading
@@ -201,6 +202,18 @@ _sigquit_prev: Any = None
 
 def _on_sigquit(signum: int, frame: object) -> None:
     dump()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has no runtime to dump: SIGQUIT's handler goes back."""
+    global _sigquit_users
+    _sigquit_lock._at_fork_reinit()  # type: ignore[attr-defined]
+    if _sigquit_users:
+        _sigquit_users = 0
+        signal.signal(signal.SIGQUIT, _sigquit_prev)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def install_sigquit() -> Callable[[], None]:

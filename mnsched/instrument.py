@@ -28,6 +28,7 @@ and one flag on its P (``P._instrumented``, kept by ``Sched.reinstall``) in the 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,9 @@ _global: list[object] = []
 _global_lock = threading.Lock()
 # Called whenever the list changes: sched.py re-installs every live runtime's set.
 _on_global_change: list[Callable[[], None]] = []
+
+
+os.register_at_fork(after_in_child=_global_lock._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 def on_global_change(fn: Callable[[], None]) -> None:

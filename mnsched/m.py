@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import itertools
+import os
 import queue
 import sys
 import threading
@@ -73,12 +74,59 @@ def share_gil(who: object, on: bool) -> None:
                 notify_global("switch_interval", _saved_switch)
 
 
+# -- a thread's CPU time and run state, for sysmon ------------------------------------------
+
+
+def thread_cpu_clock() -> int | None:
+    """The calling thread's CPU-time clock, which another thread may read (sysmon reads a
+    P's with ``thread_cpu``), or None where there is none (then wall time stands in)."""
+    try:
+        return time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):
+        return None
+
+
+def thread_cpu(clock: int | None) -> float:
+    """Seconds of CPU a thread has used (its clock from thread_cpu_clock); 0.0 once the
+    thread has exited (its clock is gone)."""
+    if clock is None:
+        return 0.0
+    try:
+        return time.clock_gettime(clock)
+    except OSError:
+        return 0.0
+
+
+def thread_runnable(native_id: int) -> bool:
+    """Whether the OS counts the thread as running or waiting for a CPU (Linux's state R),
+    rather than sleeping in a call. Unknown (no /proc): False."""
+    try:
+        with open(f"/proc/self/task/{native_id}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"R"
+
+
 class _M(threading.local):
     # The P this thread is running, or None on a plain thread or a foreign loop.
     p: P | None = None
 
 
 m = _M()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child runs no P (the fork may have come from a goroutine) and no runtime:
+    the GIL's switch interval goes back to what it was before any runtime."""
+    m.p = None
+    _share_lock._at_fork_reinit()  # type: ignore[attr-defined]
+    if _sharers:
+        _sharers.clear()
+        sys.setswitchinterval(_saved_switch)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Call:

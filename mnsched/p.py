@@ -22,7 +22,14 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .aio import CURRENT_TASKS, hook_task_factory, install_loop_getter_hook, wake_on_signals
+from .aio import (
+    CURRENT_TASKS,
+    guard_call_soon,
+    hook_task_factory,
+    install_loop_getter_hook,
+    serialise_spawns,
+    wake_on_signals,
+)
 from .errors import InternalError, check
 from .g import (
     CANCEL,
@@ -49,10 +56,11 @@ from .g import (
     Join,
     LockType,
     casgstatus,
+    explain_loop_mismatch,
     goexit,
     logger,
 )
-from .m import Call, m
+from .m import Call, m, thread_cpu_clock
 from .runq import JOIN_WINDOW, LOCAL_QUEUE_SIZE, RunQ
 from .timers import Timers
 
@@ -71,6 +79,9 @@ TIME_SLICE = 0.010
 # about five frames per level under a recursion limit of 1000: nest at most this deep,
 # and let deeper joins park.
 INLINE_JOIN_DEPTH = 32
+# Under serial steps, a P whose clock is older than this (it has not run a batch or a
+# step for two batches' time: its loop is busy with something else) may be stolen from.
+STEAL_STALE = 2 * BATCH_TIME
 # Go (proc.go, findRunnable): every 61st schedule tick takes one G from the global queue
 # first, so that a busy local queue cannot starve it. 61 is prime, to avoid resonances.
 GLOBAL_CHECK_TICKS = 61
@@ -144,8 +155,11 @@ class _PurePBase:
     # The counters and histograms: C integers in the C driver's PBase (there, making a
     # Python int per update cost ~130 instructions, several times per goroutine).
     __slots__ = (
+        "_clock_tick",
         "_instrumented",
+        "_last_cpu",
         "_lat",
+        "_long_steps",
         "_steptime",
         "nfinished",
         "njoin",
@@ -178,17 +192,21 @@ class P(_PBase):
     __slots__ = (
         "_closing",
         "_make_loop",
+        "_unguard_call_soon",
         "_unhook_task_factory",
+        "_unserialise_spawns",
         "_unwake_on_signals",
         "active",
         "batch_deadline",
         "borrowed",
         "busy",
+        "cpuclk",
         "curg",
         "id",
         "inbox",
         "last_clock",
         "loop",
+        "native_id",
         "nsteals",
         "nstolen",
         "rand",
@@ -198,6 +216,10 @@ class P(_PBase):
         "runq",
         "sched",
         "slice_start",
+        "sm_cpu",
+        "sm_cpu0",
+        "sm_pre",
+        "sm_ran",
         "sm_tick",
         "sm_when",
         "spinning",
@@ -207,6 +229,8 @@ class P(_PBase):
         "thread",
         "thread_ident",
         "timers",
+        "tok_posted",
+        "tok_since",
     )
 
     def __init__(self, sched: Sched, pid: int, make_loop: Callable[[], asyncio.AbstractEventLoop]):
@@ -231,10 +255,25 @@ class P(_PBase):
         # stuck episode (when it began, and in which G).
         self.sm_tick = -1
         self.sm_when = 0.0
+        # Its thread's CPU clock and id (create_loop), and sysmon's view of the current
+        # step's CPU time: the thread's at the last round, at the round that first saw
+        # the step, the step's before that round (an upper bound), and when the thread's
+        # CPU time last moved.
+        self.cpuclk: int | None = None
+        self.native_id = 0
+        self.sm_cpu = 0.0
+        self.sm_cpu0 = 0.0
+        self.sm_pre = 0.0
+        self.sm_ran = 0.0
         # The clock reading the scheduling loop takes every CLOCK_EVERY steps anyway: a
         # step that is stuck began after it (give or take a few short steps).
         self.last_clock = 0.0
         self.batch_deadline = 0.0  # when the current batch should end (see BATCH_TIME)
+        self._long_steps = False  # read the clock after every step (see _schedule)
+        # Its tick and thread CPU time (-1: not read) when it last read the clock: if the
+        # step running is the next one, sysmon knows how much CPU it has used.
+        self._clock_tick = 0
+        self._last_cpu = -1.0
         self.njoin = 0  # joins running inline, nested (see join)
         self.njoined = 0  # joins that ran the awaited G inline (stats: joins_inline)
         self.njoinmiss = 0  # joins that did not find it where they look (join_misses)
@@ -250,6 +289,8 @@ class P(_PBase):
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
         self._unhook_task_factory: Callable[[], None] | None = None
         self._unwake_on_signals: Callable[[], None] = lambda: None
+        self._unguard_call_soon: Callable[[], None] = lambda: None
+        self._unserialise_spawns: Callable[[], None] = lambda: None
         self.npinned = 0
         # PerP instances made on this P (only its thread touches it), closed at shutdown,
         # or by the P itself once retired and drained (then _closing is that task).
@@ -265,6 +306,10 @@ class P(_PBase):
         self.nstolen = 0  # Gs it took by stealing
         self.nparks = 0  # goroutines that parked or waited here
         self.busy = 0.0  # seconds spent in scheduling batches and steps from callbacks
+        # The step token (steptoken.py), when taken for steps from loop callbacks: since
+        # when, and whether a callback to hand it on at the end of this loop turn is posted.
+        self.tok_since = 0.0
+        self.tok_posted = False
 
     def __repr__(self) -> str:
         return f"<P{self.id} runq={len(self.runq)} {'active' if self.active else 'idle'}>"
@@ -275,11 +320,15 @@ class P(_PBase):
         """Make this P's loop on the calling thread; or borrow that thread's running loop
         (attach mode), to be given back as it was by close_loop."""
         self.thread_ident = threading.get_ident()
+        self.native_id = threading.get_native_id()
+        self.cpuclk = thread_cpu_clock()
         loop = self._make_loop() if borrow is None else borrow
         self.borrowed = borrow is not None
         # A task created from inside a goroutine belongs to this loop; so does the G now.
         self._unhook_task_factory = hook_task_factory(loop, self.pin_current)
         self._unwake_on_signals = wake_on_signals(loop)
+        self._unguard_call_soon = guard_call_soon(loop, self.thread_ident)
+        self._unserialise_spawns = serialise_spawns(loop)
         self.loop = loop
 
     def start_thread(self) -> None:
@@ -322,6 +371,10 @@ class P(_PBase):
             self._unhook_task_factory = None
         self._unwake_on_signals()
         self._unwake_on_signals = lambda: None
+        self._unguard_call_soon()
+        self._unguard_call_soon = lambda: None
+        self._unserialise_spawns()
+        self._unserialise_spawns = lambda: None
         if self.borrowed:
             return
         if force:
@@ -441,8 +494,8 @@ class P(_PBase):
                 # Work another P could steal: wake one if none is looking (Go's wakep). A
                 # G in runnext alone is not worth a cross-thread wake-up: nobody may steal it.
                 sched = self.sched
-                if sched.idle and not sched.nspinning:  # maybe_wakep's test, saving a call
-                    sched.wakep()
+                if sched.token is None and sched.idle and not sched.nspinning:
+                    sched.wakep()  # (maybe_wakep's test, saving a call)
         if not self.active:
             self.wake()
 
@@ -513,6 +566,7 @@ class P(_PBase):
                     self.sched.maybe_wakep()
             self.njoin += 1
             self.njoined += 1
+            self._clock_tick += 1  # for sysmon: g's step began when its joiner's did
             try:
                 self.step_eagerly(g)
             finally:
@@ -580,6 +634,8 @@ class P(_PBase):
         except BaseException as e:
             self._crashed(e)
         finally:
+            if (tok := self.sched.token) is not None:
+                tok.release(self)  # the batch is over: the next P steps (if it held it)
             self.busy += time.monotonic() - start
 
     def _crashed(self, e: BaseException) -> None:
@@ -629,15 +685,23 @@ class P(_PBase):
             sched.reset_spinning(self)  # woken to look for work, and it has some here
 
         self.last_clock = now = time.monotonic()
+        self._clock_tick = self.tick
+        self._last_cpu = time.thread_time()  # (~0.4 us: per batch, for sysmon)
         self.batch_deadline = deadline = now + BATCH_TIME
+        tok = sched.token
         if CORE is not None:  # the same loop, in C (mnsched/_core.c: run_batch)
-            if CORE.run_batch(self, now, deadline, TIME_SLICE):
+            if CORE.run_batch(self, now, deadline, TIME_SLICE, tok):
                 self.loop.call_soon(self.schedule)
             return
         glob = sched.runq
         popleft = runq.popleft
         popnext = rn.popleft
         step = STEP
+        # The clock is read every CLOCK_EVERY steps: as costly as a short step. A batch
+        # that runs out within CLOCK_EVERY steps had long steps (60 us and more): the
+        # next one reads it after every step, so that sysmon knows when a step began
+        # (it tells a hog by the CPU time a step used since then).
+        every = 1 if self._long_steps else CLOCK_EVERY
         n = 0
         while True:
             # 2. Every GLOBAL_CHECK_TICKS ticks, the global queue first.
@@ -668,10 +732,22 @@ class P(_PBase):
                         if g is None:
                             return  # parked
 
+            # The step token: taken before the batch's first step (a P that finds no
+            # work has nothing to wait for), and again if sysmon took it between steps.
+            if tok is not None and tok.owner is not self:
+                try:
+                    tok.acquire(self)
+                except BaseException:
+                    self.ready_here(g)  # a signal handler raised while we waited: keep g
+                    raise
             step(self, g)
+            if tok is not None and tok.owner is not self:
+                break  # sysmon took it from that step (a hog): let the others run
             n += 1
-            if n % CLOCK_EVERY == 0:
+            if n % every == 0:
                 self.last_clock = now = time.monotonic()
+                self._clock_tick = self.tick
+                self._last_cpu = time.thread_time() if every == 1 else -1.0
                 if now - self.slice_start >= TIME_SLICE and rn:
                     # The runnext chain used up its slice: to the back of the queue.
                     try:
@@ -679,6 +755,7 @@ class P(_PBase):
                     except IndexError:
                         pass
                 if now >= deadline:
+                    self._long_steps = n <= CLOCK_EVERY
                     break
         # The batch is over: let the loop run I/O and timers. runnext keeps its place.
         self.loop.call_soon(self.schedule)
@@ -726,9 +803,15 @@ class P(_PBase):
         allp, order = sched.allp, sched.order
         if order.n != len(allp):
             return None  # procresize in flight; look again next time
+        # Under serial steps a P that is running its queue is left alone: only one P
+        # steps at a time, so a thief would only wait for the step token, and break up
+        # fork-join trees that join inline. One whose loop is busy elsewhere is robbed,
+        # as in Go.
+        serial = sched.token is not None
+        now = time.monotonic()
         for i in order.walk(self.rand.getrandbits(32)):
             victim = allp[i]
-            if victim is self or not victim.runq:
+            if victim is self or not victim.runq or (serial and victim.stepping(now)):
                 continue
             batch = victim.runq.steal_half()
             free = []
@@ -749,6 +832,11 @@ class P(_PBase):
                 self.runqputbatch(free[1:])
                 return free[0]  # type: ignore[no-any-return]
         return None
+
+    def stepping(self, now: float) -> bool:
+        """Whether this P is running its goroutines: active, and its clock (read at each
+        batch, and every few steps) is younger than STEAL_STALE."""
+        return self.active and now - self.last_clock < STEAL_STALE
 
     def _park(self) -> bool:
         """Go idle unless work arrived meanwhile; True if parked."""
@@ -920,16 +1008,48 @@ class P(_PBase):
             raise InternalError(f"stepping {g!r} from a callback inside {self.curg!r}'s step")
         if m.p is not self:
             m.p = self  # as in schedule
+        self.take_token()
         self.last_clock = start = time.monotonic()  # for sysmon: a step starts now
+        self._last_cpu = -1.0  # (not read: a system call per I/O wake-up)
         try:
             self.step_eagerly(g)
         finally:
-            self.busy += time.monotonic() - start
+            end = time.monotonic()
+            self.busy += end - start
+            self.yield_token(end)
         if not self.active:
             if self.runq or self.runnext or self.sched.runq:
                 self.wake()  # g queued work (gosched, a retry) while the P was idle
             elif self.retiring:
                 self.stop_if_drained()
+
+    def take_token(self) -> None:
+        """Before a step from a loop callback (outside any step): take the runtime's step
+        token unless this P holds it. Callbacks that resume goroutines come in runs (a
+        loop turn's I/O), so it is kept for the rest of this loop turn, and handed on by
+        a callback posted now (give_token); or after a step, if another P waits and this
+        one has held it a batch's time (yield_token)."""
+        tok = self.sched.token
+        if tok is None or tok.owner is self:
+            return
+        tok.acquire(self)
+        self.tok_since = time.monotonic()
+        if not self.tok_posted:
+            self.tok_posted = True
+            self.loop.call_soon(self.give_token)
+
+    def give_token(self) -> None:
+        """The end of the loop turn in which take_token took the token."""
+        self.tok_posted = False
+        if (tok := self.sched.token) is not None:
+            tok.release(self)
+
+    def yield_token(self, now: float) -> None:
+        """After a step from a loop callback: hand the token on if another P waits and
+        this one has held it for a batch (BATCH_TIME), as a batch would."""
+        tok = self.sched.token
+        if tok is not None and tok.waiting and now - self.tok_since >= BATCH_TIME:
+            tok.release(self)
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend
@@ -988,9 +1108,9 @@ class P(_PBase):
         that may never run could be neither woken nor cancelled."""
         fut._asyncio_future_blocking = False
         if fut.get_loop() is not self.loop:
-            self._retry_with(
-                g, RuntimeError(f"Task {g!r} got Future {fut!r} attached to a different loop")
-            )
+            err = RuntimeError(f"Task {g!r} got Future {fut!r} attached to a different loop")
+            explain_loop_mismatch(err, g, self)
+            self._retry_with(g, err)
             return
         if g._home is None:
             self.pin(g)

@@ -35,7 +35,9 @@ from .sysmon import Debug, Sysmon, ignore_signal_handler
 T = TypeVar("T")
 
 NEW, RUNNING_RT, CLOSING, CLOSED = "new", "running", "closing", "closed"
+FORKED = "closed (it runs in the parent process: this is a forked child)"
 PROCS_ENV = "MNSCHED_PROCS"
+PARALLEL_ENV = "MNSCHED_PARALLEL"
 LOOP_KINDS = ("uvloop", "asyncio")
 # After abandoning the goroutines that ignored cancellation, how long their coroutines
 # get to close (their finally blocks run) before the Ps stop.
@@ -65,6 +67,25 @@ _current_rt: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
 _main_rt: Runtime | None = None  # the runtime of the active mnsched.run()
 _default_rt: Runtime | None = None
 _registry_lock = threading.Lock()  # _loop_rt and _default_rt
+# The CallerP0s running (run's), whose signal handlers a forked child must put back.
+_callers: weakref.WeakSet[CallerP0] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has no runtime: it may ``run()`` again, and ``go()`` starts a new
+    default runtime. run's signal handlers would act on the parent's runtime (and its
+    Ctrl-C handler write to the parent's loop): the program's own go back."""
+    global _main_rt, _default_rt
+    _registry_lock._at_fork_reinit()  # type: ignore[attr-defined]
+    _loop_rt.clear()
+    _current_rt.set(None)
+    _main_rt = _default_rt = None
+    for caller in list(_callers):
+        caller.forget_signals()
+    _callers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def resolve_procs(procs: object) -> int:
@@ -88,6 +109,21 @@ def resolve_procs(procs: object) -> int:
     if procs < 1:
         raise ValueError(f"procs must be >= 1, not {procs}")
     return procs
+
+
+def resolve_parallel(parallel: object) -> bool:
+    """parallel= if given, else $MNSCHED_PARALLEL (1: parallel steps), else serial steps."""
+    if parallel is None:
+        env = os.environ.get(PARALLEL_ENV, "")
+        if env not in ("", "0", "1"):
+            raise ValueError(
+                f"{PARALLEL_ENV}={env!r}: set it to 1 for parallel steps, 0 (or unset) for "
+                "serial ones"
+            )
+        return env == "1"
+    if not isinstance(parallel, bool):
+        raise TypeError(f"parallel must be True or False, not {parallel!r}")
+    return parallel
 
 
 def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -123,15 +159,19 @@ class Runtime:
         max_threads: int = MAX_THREADS,
         m_idle_timeout: float = M_IDLE_TIMEOUT,
         instruments: Iterable[object] = (),
+        parallel: bool | None = None,
     ) -> None:
         self._procs = resolve_procs(procs)
+        self.parallel = resolve_parallel(parallel)
         trace.start_from_env()
         self.attach = attach
         self.shutdown_timeout = shutdown_timeout
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
             raise ValueError(f"max_threads must be an int >= 1, not {max_threads!r}")
         self.debug = Debug.from_env() if debug is None else Debug.parse(debug)
-        self.sched = Sched(self, loop_factory(loop), MPool(max_threads, m_idle_timeout))
+        self.sched = Sched(
+            self, loop_factory(loop), MPool(max_threads, m_idle_timeout), self.parallel
+        )
         self.sysmon = Sysmon(self.sched, self.debug) if sysmon else None
         for obj in instruments:
             self.instrument(obj)
@@ -146,7 +186,12 @@ class Runtime:
 
     @property
     def closed(self) -> bool:
-        return self._state in (CLOSING, CLOSED)
+        return self._state in (CLOSING, CLOSED, FORKED)
+
+    def forked_away(self) -> None:
+        """In a forked child: this runtime's Ps and goroutines stayed in the parent."""
+        self._state = FORKED
+        self._closed.set()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -467,6 +512,12 @@ class Runtime:
             "joins_inline": sum(p.njoined for p in everp),
             "join_misses": sum(p.njoinmiss for p in everp),
             "driver": DRIVER,  # "c" (mnsched/_core.c) or "python" (MNSCHED_PURE=1)
+            # Serial steps (False: one goroutine step at a time, the step token) or Go's
+            # parallel ones; how often the token went to a waiting P, and was taken from
+            # a hog by sysmon.
+            "parallel": self.parallel,
+            "token_handoffs": sched.token.nhandoffs if sched.token is not None else 0,
+            "token_revokes": sched.token.nrevokes if sched.token is not None else 0,
             "in_syscall": sched.nsyscall,
             "syscalls": sched.mpool.ncalls,
             "m_threads": mthreads,
@@ -594,13 +645,14 @@ def run(
     debug: str | None = None,
     sysmon: bool = True,
     max_threads: int = MAX_THREADS,
+    parallel: bool | None = None,
 ) -> T:
     """Run ``main`` as the main goroutine of a new runtime and return its result.
 
     Like ``asyncio.run``: the calling thread becomes P0 (and runs main); ``procs - 1``
     more Ps start on threads of their own. When main returns, every other goroutine is
-    cancelled and awaited, and all threads and loops are closed. ``debug``, ``sysmon``
-    and ``max_threads`` are as for ``Runtime``.
+    cancelled and awaited, and all threads and loops are closed. ``debug``, ``sysmon``,
+    ``max_threads`` and ``parallel`` are as for ``Runtime``.
     """
     global _main_rt
     check_coroutine(main)
@@ -611,7 +663,14 @@ def run(
             "use 'async with mnsched.Runtime()' or go() there"
         )
     try:
-        rt = Runtime(procs, loop=loop, debug=debug, sysmon=sysmon, max_threads=max_threads)
+        rt = Runtime(
+            procs,
+            loop=loop,
+            debug=debug,
+            sysmon=sysmon,
+            max_threads=max_threads,
+            parallel=parallel,
+        )
         host = CallerP0(rt)
     except BaseException:
         main.close()
@@ -647,6 +706,12 @@ class CallerP0:
         self._signals = SignalGuard(self.p0.loop)
         if threading.current_thread() is threading.main_thread():
             self._signals.install()
+        _callers.add(self)
+
+    def forget_signals(self) -> None:
+        """In a forked child: the program's signal handlers back, nothing delivered."""
+        self._restore_sigint()
+        self._signals.forget()
 
     def run_pinned(self, coro: Coroutine[Any, Any, T]) -> G[T]:
         """Run coro as a goroutine pinned to P0 (Go locks main to the main thread too)
@@ -727,6 +792,7 @@ class CallerP0:
                     rt._end_close()
                 finally:
                     # A handler's exception queued meanwhile (SystemExit) goes on from here.
+                    _callers.discard(self)
                     self._signals.restore()
         if rt.sched.fatal is not None:  # 9.
             raise rt.sched.fatal

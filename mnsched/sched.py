@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import logging
 import math
+import os
 import threading
 import weakref
 from collections import deque
@@ -38,6 +39,7 @@ from .g import (
 from .m import Call, MPool, m
 from .p import P
 from .runq import LOCAL_QUEUE_SIZE
+from .steptoken import StepToken
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -72,6 +74,19 @@ def live_scheds() -> list[Sched]:
     return list(_SCHEDS)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's runtimes: their threads are not copied (as
+    Go's, as threads). Each is closed here, so that using one says so at once instead of
+    queueing goroutines nobody will run; runtime.py forgets the current ones."""
+    for sched in live_scheds():
+        sched.closing = True
+        sched.rt.forked_away()
+    _SCHEDS.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _all_goroutines() -> Iterator[G[Any]]:
     for sched in live_scheds():
         yield from sched.allg.copy()
@@ -94,14 +109,21 @@ class Sched:
     __slots__ = (
         "__weakref__", "all_done", "allg", "allp", "closing", "fatal", "idle", "instr",
         "instruments", "lock", "main", "make_loop", "mpool", "nspawned_outside", "nspinning",
-        "nsyscall", "order", "resize_lock", "retired", "rt", "runq", "spares", "unretrieved",
-        "warm",
+        "nsyscall", "order", "resize_lock", "retired", "rt", "runq", "spares", "token",
+        "unretrieved", "warm",
     )  # fmt: skip
 
     def __init__(
-        self, rt: Runtime, make_loop: Callable[[], asyncio.AbstractEventLoop], mpool: MPool
+        self,
+        rt: Runtime,
+        make_loop: Callable[[], asyncio.AbstractEventLoop],
+        mpool: MPool,
+        parallel: bool = False,
     ) -> None:
         self.rt = rt  # the Runtime this belongs to (what current_runtime() answers on a P)
+        # Serial steps: the token a P holds while it steps goroutines (steptoken.py).
+        # None: parallel steps, Go's (Runtime(parallel=True)).
+        self.token: Any = None if parallel else StepToken()
         self.make_loop = make_loop
         self.mpool = mpool
         self.lock = new_lock()  # guards idle, nspinning, P.active and the id generator
@@ -278,11 +300,15 @@ class Sched:
         return batch[0]
 
     def globrunqputbatch(self, gs: list[G[Any]]) -> None:
-        """Put free runnable Gs on the global queue (from any thread); wake a P for them."""
+        """Put free runnable Gs on the global queue (from any thread); wake a P for them.
+        Under serial steps a running P that puts them there (its local queue is full)
+        takes them back itself, as it would run them."""
         for g in gs:
             g._p = None
         self.runq.extend(gs)
-        self.wakep()
+        p = m.p
+        if self.token is None or p is None or p.sched is not self or p.retiring:
+            self.wakep()
 
     def ready_remote(self, g: G[Any]) -> None:
         """Queue a runnable G from a thread that may not run it: its home P's inbox if it
@@ -339,8 +365,11 @@ class Sched:
 
     def maybe_wakep(self) -> None:
         """Work appeared on an active P: wake an idle P if none is spinning. The unlocked
-        check may miss a P parking at this instant; the caller's P runs the work then."""
-        if self.idle and not self.nspinning:
+        check may miss a P parking at this instant; the caller's P runs the work then.
+        Not under serial steps: another P could only wait for the step token while this
+        one runs, so the P that has the work runs it (it spreads when that P cannot:
+        sysmon's retake of a stuck P, the global queue, a stale victim: P._steal)."""
+        if self.token is None and self.idle and not self.nspinning:
             self.wakep()
 
     def wakep(self) -> None:
@@ -419,13 +448,16 @@ class Sched:
             if self.warm is None and not self.closing:
                 self.warm = self._new_ps(1)[0]
 
-    def retire_spares(self) -> None:
-        """For sysmon, once no P is stuck: the spares go, back to the regular Ps."""
+    def retire_spares(self, keep: int = 0) -> None:
+        """For sysmon: spares beyond ``keep`` (the Ps stuck now) retire, idle ones first;
+        once no P is stuck, all of them, back to the regular Ps."""
         with self.resize_lock:
-            if self.closing or not self.spares:
-                return  # shutting down: every P is stopped anyway
-            spares, self.spares = self.spares, []
-            self._remove_ps(spares)
+            if self.closing or len(self.spares) <= keep:
+                return  # (shutting down: every P is stopped anyway)
+            by_idle = sorted(self.spares, key=lambda p: p.active)
+            gone = by_idle[: len(self.spares) - keep]
+            self.spares = [p for p in self.spares if p not in gone]
+            self._remove_ps(gone)
 
     def ps_with_resources(self) -> list[P]:
         """Every P holding PerP instances, for shutdown to close them on its loop: running

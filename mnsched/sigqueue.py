@@ -121,8 +121,13 @@ class SignalGuard:
     def restore(self) -> None:
         """Put the program's handlers back (where nobody replaced ours meanwhile), then
         run what is still queued: its exceptions (SystemExit) go to the caller."""
+        self.forget()
+        self.deliver()
+
+    def forget(self) -> None:
+        """Put the program's handlers back, leaving what is queued (a forked child: it
+        was the parent's)."""
         for signum, (theirs, ours) in self._installed.items():
             if signal.getsignal(signum) is ours:
                 signal.signal(signum, theirs)
         self._installed.clear()
-        self.deliver()

@@ -42,14 +42,26 @@ from typing import TYPE_CHECKING, Any
 from .errors import Deadlock
 from .g import PARKED
 from .log import debug_output
+from .m import thread_cpu, thread_runnable
 
 if TYPE_CHECKING:
     from .g import G
     from .p import P
     from .sched import Sched
 
-# Go (proc.go): forcePreemptNS = 10 ms. A step that runs longer is a hog.
+# Go (proc.go): forcePreemptNS = 10 ms. A step that runs longer is a hog: one that has
+# used this much of its thread's CPU time, or one blocked this long in a call (its
+# thread asleep, its CPU time still). Wall time alone would count a thread the OS has
+# descheduled on a busy host (100k timers beside a CPU burner: 16 false hogs, spare Ps
+# and 16k handoffs, 1.8x asyncio's CPU).
 HOG_THRESHOLD = 0.010
+# A step is blocked in a call, not computing, if it has used at most this share of its
+# wall time as CPU, its thread's CPU time has not moved for BLOCKED_AFTER (three rounds
+# while it is watched), and the OS says the thread sleeps (Linux: not state R). A call
+# uses no CPU; a thread the OS keeps from running is in state R; one waiting for the
+# GIL sleeps, but gets it within a round or two (the switch interval is 0.5 ms).
+BLOCKED_SHARE = 0.25
+BLOCKED_AFTER = 0.003
 # A step is suspect at once if the P's clock (read at every batch start and every
 # CLOCK_EVERY steps, so at most a batch of short steps old) is this stale. Without it,
 # suspicion needed two sysmon rounds, each waiting up to a default 5 ms switch interval
@@ -67,6 +79,11 @@ SYSMON_MIN_DELAY = 0.001
 SYSMON_BUSY_DELAY = 0.010
 SYSMON_MAX_DELAY = 0.050
 DEBUG_ENV = "MNSCHED_DEBUG"
+# Spare Ps sysmon may run at once, per regular P. Go keeps GOMAXPROCS Ps running: when an
+# M is stuck in a syscall, handoffp gives its P to another M, so each stuck P has one
+# replacement. A spare here is that replacement; a stuck spare gets none (its own hog
+# holds it, and another spare would only add a thread wanting the GIL).
+SPARES_PER_P = 1
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,7 @@ class Sysmon:
         self.nspares = 0  # spare Ps started
         self.nhogs = 0  # stuck steps seen
         self.urgent = False  # a step looked suspect or stuck at the last round
+        self._holder: tuple[P, int] | None = None  # the step token's idle holder, and tick
         self._dl_ticks: int | None = None  # ticks when all looked deadlocked, to confirm
         self._dl_seen: int | None = None  # ticks when a scan last found someone awake
         self._start = time.monotonic()
@@ -158,37 +176,100 @@ class Sysmon:
         for p in ps:
             t = p.tick
             busy |= p.active or t != p.sm_tick
+            cpu = thread_cpu(p.cpuclk)
+            before, p.sm_cpu = p.sm_cpu, cpu
+            if cpu != before:
+                p.sm_ran = now  # its thread ran since the last round
             if t != p.sm_tick or p.curg is None:
                 if p.stuck_since:
                     self._unstuck(p, now)
+                # A new step (or none) since the last round. What it used before this
+                # round is known if the P read its clock and CPU time just before it
+                # (a batch's start, or after each step while steps are long); else it
+                # counts from now, as Go's sysmon counts from the tick it first sees.
+                exact = p._clock_tick == t - 1 and p._last_cpu >= 0
+                p.sm_pre = max(0.0, cpu - p._last_cpu) if exact else 0.0
                 p.sm_tick, p.sm_when = t, now
+                p.sm_cpu0 = cpu
                 if p.curg is not None and now - p.last_clock >= SUSPECT_AFTER:
                     # The clock is read at least every few short steps, so a step may be
                     # long already: watch it every 1 ms from now, not a round later.
                     nsuspect += 1
                 continue
             nsuspect += 1
-            if now - max(p.last_clock, p.sm_when - HOG_THRESHOLD) >= HOG_THRESHOLD:
+            why = self._hogs(p, now, cpu)
+            if why:
                 if not p.stuck_since:
-                    self._stuck(p, now)
+                    self._stuck(p, now, why)
                 self.retake(p, now)
                 nstuck += 1
-        if sched.runq and sched.idle and not sched.nspinning:
-            # Work waits while a P sleeps and nobody is looking: a wake-up was missed
-            # (wakep's unlocked check may miss a P parking at that instant).
+        self._check_token_holder()
+        if sched.idle and not sched.nspinning and self._work_waits(ps, now):
             sched.wakep()
         if nstuck and nstuck == len(ps):
-            if sched.runq:
+            # Every P is stuck: a spare takes the work, as Go's handoffp gives a stuck M's
+            # P to a new M. At most one per regular P (SPARES_PER_P).
+            if sched.runq and len(sched.spares) < SPARES_PER_P * sched.rt.gomaxprocs():
                 sched.add_spare()
                 self.nspares += 1
-        elif not nstuck and sched.spares:
-            sched.retire_spares()
+        elif sched.spares:
+            sched.retire_spares(keep=nstuck)  # spares idle beyond the stuck Ps go
         self.urgent = bool(nsuspect or nstuck or sched.spares)
         if not nstuck:
             sched.ensure_warm()
         if not busy:
             self._check_deadlock(ps)
         return busy
+
+    def _work_waits(self, ps: tuple[P, ...], now: float) -> bool:
+        """Whether runnable goroutines wait that no P is about to run, so that an idle P
+        must be woken. In the global queue: a wake-up was missed (wakep's unlocked check
+        may miss a P parking at that instant). Under serial steps Ps do not wake each
+        other to share work (Sched.maybe_wakep): work waits for a P that runs its
+        goroutines (it polls the global queue every 61 ticks), but not for one whose
+        loop is busy elsewhere (a plain callback), from which the woken P steals."""
+        sched = self.sched
+        if sched.token is None:
+            return bool(sched.runq)
+        stepping = [p for p in ps if p.stepping(now)]
+        if sched.runq and not stepping:
+            return True
+        return any(p.active and p.runq and p not in stepping for p in ps)
+
+    def _check_token_holder(self) -> None:
+        """A P keeps the step token between the steps of one loop turn (P.take_token).
+        If it holds it outside any step at two rounds in a row while others wait, its
+        loop is busy elsewhere (a plain task's long callback, or one blocked waiting for
+        something a goroutine must do: a deadlock, with the token held): it goes to them.
+        No step runs, so the promise holds; the holder takes it again for its next step."""
+        tok = self.sched.token
+        p = tok.owner if tok is not None and tok.waiting else None
+        if p is None or p.curg is not None:
+            self._holder = None
+            return
+        if self._holder == (p, p.tick):
+            tok.release(p)
+            self._holder = None
+        else:
+            self._holder = (p, p.tick)
+
+    def _hogs(self, p: P, now: float, cpu: float) -> str:
+        """Whether p's step, the same as at the last round, hogs: "cpu" (it has used
+        HOG_THRESHOLD of CPU time), "blocked" (in a call, HOG_THRESHOLD long), or ""."""
+        wall = now - max(p.last_clock, p.sm_when - HOG_THRESHOLD)
+        if p.cpuclk is None:  # no CPU clock here: wall time decides, as it must
+            return "cpu" if wall >= HOG_THRESHOLD else ""
+        used = p.sm_pre + cpu - p.sm_cpu0
+        if used >= HOG_THRESHOLD:
+            return "cpu"
+        if (
+            wall >= HOG_THRESHOLD
+            and used <= BLOCKED_SHARE * wall
+            and now - p.sm_ran >= BLOCKED_AFTER
+            and not thread_runnable(p.native_id)
+        ):
+            return "blocked"
+        return ""
 
     def _check_deadlock(self, ps: tuple[P, ...]) -> None:
         """In ``run``: if every goroutine is blocked on channels, sync objects or other
@@ -242,19 +323,30 @@ class Sysmon:
             )
         )
 
-    def _stuck(self, p: P, now: float) -> None:
+    def _stuck(self, p: P, now: float, why: str) -> None:
+        """p's step hogs (why: "cpu" or "blocked"): its goroutine is reported, and under
+        serial steps the step token is taken from it, so that the other goroutines run on
+        while it does (beside it: the one exception to serial steps, as Go preempts)."""
         p.stuck_since = max(p.last_clock, p.sm_when - HOG_THRESHOLD)
         p.stuck_g = p.curg
         self.nhogs += 1
+        tok = self.sched.token
+        revoked = tok is not None and tok.revoke(p)
         if self.debug.hogs:
             frame = sys._current_frames().get(p.thread_ident)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+            what = (
+                f"{(p.sm_pre + p.sm_cpu - p.sm_cpu0) * 1000:.0f} ms of CPU without an await "
+                "(a CPU hog)"
+                if why == "cpu"
+                else "blocked in a call not made through mnsched.syscall"
+            )
             debug_output(
                 logging.WARNING,
                 f"mnsched: P{p.id} stuck for {(now - p.stuck_since) * 1000:.0f} ms in goroutine "
-                f"{p.stuck_g!r} (a CPU hog, or a blocking call not made through "
-                f"mnsched.syscall); its other goroutines move to other Ps. Stuck at:\n"
-                f"{stack}".rstrip(),
+                f"{p.stuck_g!r}: {what}; its other goroutines move to other Ps"
+                + (", and run beside it until it yields" if revoked else "")
+                + f". Stuck at:\n{stack}".rstrip(),
             )
 
     def _unstuck(self, p: P, now: float) -> None:

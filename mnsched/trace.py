@@ -335,3 +335,17 @@ def start_from_env() -> None:
 def _stop_at_exit() -> None:
     if tracing():
         stop()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child traces nothing: the trace (and its file) is the parent's."""
+    global _active
+    _lock._at_fork_reinit()  # type: ignore[attr-defined]
+    if _active is not None:
+        tracer, _ = _active
+        _active = None
+        instrument.remove_global(tracer)
+        gc.callbacks.remove(tracer.gc_callback)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

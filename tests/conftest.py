@@ -24,6 +24,7 @@ from mnsched.sysmon import ignore_signal_handler
 
 pytest_plugins = ["pytester"]
 
+
 def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     value = os.environ.get(name, "")
     return tuple(v.strip() for v in value.split(",") if v.strip()) or default
@@ -47,9 +48,7 @@ def _rt_id(v: tuple[int, str]) -> str:
     return f"procs{v[0]}-{v[1]}"
 
 
-@pytest.fixture(
-    params=[(p, lk) for lk in LOOPS for p in matrix_procs(1, 2, 4)], ids=_rt_id
-)
+@pytest.fixture(params=[(p, lk) for lk in LOOPS for p in matrix_procs(1, 2, 4)], ids=_rt_id)
 def rt_params(request: pytest.FixtureRequest) -> tuple[int, str]:
     return request.param
 

@@ -16,7 +16,7 @@ LAYERS = [
     {"errors", "aio", "sigqueue", "instrument"},
     {"m"},
     {"g", "log"},
-    {"runq", "sudog", "trace"},
+    {"runq", "steptoken", "sudog", "trace"},
     {"chan", "sync"},
     {"selectgo", "timers"},
     {"p"},

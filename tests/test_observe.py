@@ -199,6 +199,10 @@ def test_dump_writes_to_the_file_given(run):
     assert text.startswith("mnsched: ") and "'napper' [sleep, " in text
 
 
+def _default_sigquit() -> None:
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def test_sigquit_prints_the_dump_and_the_program_carries_on(tmp_path):
     script = tmp_path / "quit.py"
     script.write_text(
@@ -222,9 +226,11 @@ def test_sigquit_prints_the_dump_and_the_program_carries_on(tmp_path):
     assert "carried on" in r.stdout
     assert "'napper' [sleep, " in r.stderr and "goroutine 1 " in r.stderr
     # Without the option, SIGQUIT keeps its default meaning (the process ends).
+    # (A shell starts background jobs with SIGQUIT ignored, and children inherit that.)
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                        timeout=60, cwd=tmp_path, env={k: v for k, v in os.environ.items()
-                                                      if k != "MNSCHED_DEBUG"})  # fmt: skip
+                                                      if k != "MNSCHED_DEBUG"},
+                       preexec_fn=_default_sigquit)  # fmt: skip
     assert r.returncode == -signal.SIGQUIT
 
 
@@ -424,7 +430,9 @@ def test_trace_shows_steals_from_a_busy_p(rt_params, tmp_path):
         before = mnsched.stats()["steals"]
         gs = [mnsched.go(leaf()) for _ in range(n)]
         # Hold this P without yielding: the others can only run where P1 steals them
-        # (the last one sits in runnext, which thieves leave alone).
+        # (the last one sits in runnext, which thieves leave alone). P1 steps them while
+        # this step runs: parallel steps (serial ones wait until sysmon takes the step
+        # token from a step this long, and sysmon is off, so that it moves nothing).
         assert all_but_one.wait(20)
         for g in gs:
             await g
@@ -432,7 +440,7 @@ def test_trace_shows_steals_from_a_busy_p(rt_params, tmp_path):
         trace.stop()
         return {"steals": st["steals"] - before}
 
-    got = mnsched.run(main(), procs=nprocs, loop=loop, sysmon=False)
+    got = mnsched.run(main(), procs=nprocs, loop=loop, sysmon=False, parallel=True)
     events = json.loads((tmp_path / "s.json").read_text())["traceEvents"]
     _check_schema(events)
     steals = [e for e in events if e.get("cat") == "steal" and e["ph"] == "i"]
@@ -608,7 +616,9 @@ def test_trace_marks_ps_started_and_retired(tmp_path):
         mnsched.gomaxprocs(1)
         trace.stop()
 
-    mnsched.run(main(), procs=1)
+    # Without sysmon: its warm P (kept ready for a stuck spell) would take id 1 first, or
+    # not, by timing.
+    mnsched.run(main(), procs=1, sysmon=False)
     events = json.loads((tmp_path / "p.json").read_text())["traceEvents"]
     _check_schema(events)
     marks = [(e["tid"], e["args"]["started"]) for e in events if e.get("cat") == "procs"]

@@ -213,7 +213,8 @@ def test_a_fork_join_tree_does_not_starve_a_ticker_on_its_p(rt_params):
 
 @at_procs(2, 4)  # one P has nobody to steal
 def test_work_is_stolen_by_idle_ps(run):
-
+    # Parallel steps, Go's rule: an idle P is woken for queued work and steals it from a
+    # busy P, here one whose goroutine blocks (sysmon off: nothing else moves work).
     async def main():
         barrier = threading.Barrier(2)
 
@@ -227,8 +228,34 @@ def test_work_is_stolen_by_idle_ps(run):
 
     # main is pinned to P0 and parks; the second blocker can only run beside the first
     # if another P steals it from P0's local queue.
-    st = run(main())
+    st = run(main(), parallel=True, sysmon=False)
     assert st["stolen"] >= 1 and st["steals"] >= 1
+
+
+@at_procs(2, 4)
+def test_serial_steps_steal_from_a_p_whose_loop_is_busy_elsewhere(run):
+    # Serial steps: a P running its goroutines is left alone (another could only wait
+    # for the step token), but one whose loop is busy outside any step (a plain
+    # callback blocking, which sysmon does not count as a hog) is robbed by a P that
+    # sysmon wakes.
+    async def main():
+        loop = asyncio.get_running_loop()
+        ran = threading.Event()
+
+        async def queued():
+            ran.set()
+
+        def blocker():  # a plain callback on P0, after two goroutines are queued there
+            mnsched.go(queued())  # (moved from runnext to the stealable local queue...)
+            mnsched.go(queued())  # (...by this one)
+            ran.wait(20)
+
+        loop.call_soon(blocker)
+        await mnsched.syscall(ran.wait, 20)
+        return ran.is_set(), mnsched.current_runtime().stats()
+
+    ok, st = run(main())
+    assert ok and st["stolen"] >= 1 and st["steals"] >= 1 and st["hogs"] == 0
 
 
 def test_sleep_wakes_in_deadline_order(run):

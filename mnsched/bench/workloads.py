@@ -185,6 +185,50 @@ async def hog_block_mnsched(n: int) -> tuple[bool, float]:
     return await _ticker_lateness(n, "block", mnsched.go, mnsched.sleep)
 
 
+# -- timers: the CPU n sleepers cost on a busy host ------------------------------------------
+# n goroutines (tasks) each sleep a random time up to a second, beside TIMER_BURNERS
+# processes spinning on the CPU: the metric is this process's CPU time. sysmon must not
+# take the OS descheduling a P's thread for a hog (it once did: spare Ps and handoffs
+# made 100k timers cost 1.8x asyncio's CPU).
+TIMER_BURNERS = 2
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def _timers(n: int, spawn: Callable[[Any], Any], sleep: Callable[[float], Any]) -> Any:
+    import random
+    import subprocess
+    import sys
+
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(TIMER_BURNERS)
+    ]
+    try:
+        rnd = random.Random(n)
+        cpu = _cpu_seconds()
+        handles = [spawn(sleep(rnd.random())) for _ in range(n)]
+        for h in handles:
+            await h
+        return True, _cpu_seconds() - cpu
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+
+
+async def timers_asyncio(n: int) -> tuple[bool, float]:
+    return await _timers(n, asyncio.ensure_future, asyncio.sleep)  # type: ignore[no-any-return]
+
+
+async def timers_mnsched(n: int) -> tuple[bool, float]:
+    return await _timers(n, mnsched.go, mnsched.sleep)  # type: ignore[no-any-return]
+
+
 # -- starvation: latencies while a task loops on a cooperative yield ------------------------
 # A spinner (``while True: await gosched()``; plainly ``await asyncio.sleep(0)``) keeps
 # its P busy forever. It must not hold up blocking calls finishing, wake-ups from other
@@ -866,6 +910,16 @@ WORKLOADS: dict[str, Workload] = {
             service_mnsched,
             lambda n: True,
             metric="p99 ms",
+        ),
+        Workload(
+            "timers",
+            f"CPU time of n sleeps of up to 1 s, beside {TIMER_BURNERS} CPU burner processes",
+            100_000,
+            10_000,
+            timers_asyncio,
+            timers_mnsched,
+            lambda n: True,
+            metric="CPU s",
         ),
         Workload(
             "hog-cpu",
