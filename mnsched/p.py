@@ -366,6 +366,7 @@ class P(_PBase):
         loop = getattr(self, "loop", None)
         if loop is None or loop.is_closed():
             return
+        self.give_token()  # it steps no more goroutines
         if self._unhook_task_factory is not None:
             self._unhook_task_factory()
             self._unhook_task_factory = None
@@ -1004,11 +1005,15 @@ class P(_PBase):
     def step_from_callback(self, g: G[Any]) -> None:
         """Step g from a loop callback of this P (a wait on the loop ended, a goroutine
         started eagerly), outside any step: the P may be idle and its clock old."""
-        if self.curg is not None:
-            raise InternalError(f"stepping {g!r} from a callback inside {self.curg!r}'s step")
-        if m.p is not self:
-            m.p = self  # as in schedule
-        self.take_token()
+        try:
+            if self.curg is not None:
+                raise InternalError(f"stepping {g!r} from a callback inside {self.curg!r}'s step")
+            if m.p is not self:
+                m.p = self  # as in schedule
+            self.take_token()  # (a signal handler may raise while this P waits for it)
+        except BaseException:
+            self.ready_here(g)  # it never ran: queue it rather than lose it
+            raise
         self.last_clock = start = time.monotonic()  # for sysmon: a step starts now
         self._last_cpu = -1.0  # (not read: a system call per I/O wake-up)
         try:
@@ -1039,7 +1044,8 @@ class P(_PBase):
             self.loop.call_soon(self.give_token)
 
     def give_token(self) -> None:
-        """The end of the loop turn in which take_token took the token."""
+        """The end of the loop turn in which take_token took the token; or of this P's
+        loop running at all (its thread ends; run's P0 between goroutines it runs)."""
         self.tok_posted = False
         if (tok := self.sched.token) is not None:
             tok.release(self)

@@ -722,7 +722,10 @@ class CallerP0:
         done = self.p0.loop.create_future()
         add_waiter(g, lambda _: complete_future(done))
         sched.main = g
-        self.p0.loop.run_until_complete(done)
+        try:
+            self.p0.loop.run_until_complete(done)
+        finally:
+            self.p0.give_token()  # P0's loop stops running until the next call
         return g
 
     def result(self, g: G[T]) -> T:

@@ -239,12 +239,7 @@ class Sched:
         if (ins := self.instr) is not None:
             ins.spawned(g)
         if eager:
-            try:
-                p.step_from_callback(g)
-            except BaseException:
-                if g._status == RUNNABLE:  # it never ran: queue it rather than lose it
-                    p.ready_here(g)
-                raise
+            p.step_from_callback(g)  # (which queues g if it fails before g's step)
         else:
             p.ready_here(g)  # runnext, as Go's newproc
         return g

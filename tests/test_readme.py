@@ -16,14 +16,23 @@ def _block(marker: str) -> str:
     return code
 
 
-def test_the_taste_prints_what_it_says():
-    code = _block("print(mnsched.run(main(), procs=4))")
-    expected = re.search(r"print\(mnsched\.run\(main\(\), procs=4\)\)\s+# (.*)", code)
+def _prints_what_it_says(call: str) -> None:
+    """Run the block that ends with ``print(call)  # expected``; it must print that."""
+    code = _block(f"print({call})")
+    expected = re.search(re.escape(f"print({call})") + r"\s+# (.*)", code)
     assert expected is not None
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == expected.group(1)
+
+
+def test_the_taste_prints_what_it_says():
+    _prints_what_it_says("mnsched.run(main(), procs=4)")
+
+
+def test_the_shared_count_loses_nothing_between_two_awaits():
+    _prints_what_it_says("mnsched.run(main(), procs=2)")
 
 
 def test_the_starlette_service_serves_through_its_lifespan_runtime():
