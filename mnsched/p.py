@@ -257,8 +257,8 @@ class P(_PBase):
         self.sm_when = 0.0
         # Its thread's CPU clock and id (create_loop), and sysmon's view of the current
         # step's CPU time: the thread's at the last round, at the round that first saw
-        # the step, the step's before that round (an upper bound), and when the thread's
-        # CPU time last moved.
+        # the step, what the step used before that round (known if the P read its CPU
+        # time just before the step, else 0), and when the thread's CPU time last moved.
         self.cpuclk: int | None = None
         self.native_id = 0
         self.sm_cpu = 0.0

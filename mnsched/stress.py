@@ -1,16 +1,19 @@
 """``python -m mnsched.stress --minutes 10``: a seeded soak of the runtime, with invariant
 checks after every round (issue 12). CI runs it for one minute.
 
-Each round runs for ``--round-seconds`` under ``mnsched.run`` at a P count and loop kind
-drawn from the seed. Workers spawn children, send and receive on shared channels, select
-with timeouts, make blocking calls, take a mutex around a read-await-write of a shared
-counter, and sleep; a chaos goroutine cancels random workers (replacing them) and
-changes ``gomaxprocs``. At the end the channels are closed and drained, and:
+Each round runs for ``--round-seconds`` under ``mnsched.run`` at a P count, loop kind and
+step mode (serial, or one round in four parallel) drawn from the seed. Workers spawn
+children, send and receive on shared channels, select with timeouts, make blocking calls,
+take a mutex around a read-await-write of a shared counter, add to another without a lock
+between two awaits, and sleep; a chaos goroutine cancels random workers (replacing them)
+and changes ``gomaxprocs``. At the end the channels are closed and drained, and:
 
 1. every goroutine that started ran its ``finally`` exactly once, every handle is done,
    and ``num_goroutine()`` is back to 1 (main);
 2. every value whose send returned was received exactly once, and no other value was;
 3. no two goroutines were ever inside the mutex at once, and no increment was lost;
+   under serial steps, neither was one of a counter updated without a lock between two
+   awaits (unless sysmon took a hogging step's token that round: the one exception);
 4. every blocking call returned what its function returned;
 5. once the runtime is closed no mnsched thread is alive and no fd is left open.
 
@@ -35,7 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api import go, gomaxprocs, gosched, num_goroutine, sleep, syscall
+from .api import go, gomaxprocs, gosched, num_goroutine, sleep, stats, syscall
 from .chan import Chan, ChannelClosed, WouldBlock
 from .g import G
 from .runtime import run
@@ -65,6 +68,8 @@ class Ledger:
     holder: int | None = None
     count: int = 0  # the mutex-protected counter
     increments: int = 0
+    plain: int = 0  # a counter updated without a lock, between two awaits
+    plain_increments: int = 0
     violations: list[str] = field(default_factory=list)
     stats: Counter[str] = field(default_factory=Counter)
 
@@ -119,7 +124,8 @@ class Round:
                     L.got.append(ch.try_recv())
                 except (ChannelClosed, WouldBlock):
                     break
-        self.check()
+        st = stats()  # a hog that sysmon took the token from ran beside the others
+        self.check(serial=not st["parallel"] and not st["token_revokes"])
         return L
 
     async def chaos(self, workers: list[G[None]]) -> None:
@@ -151,8 +157,14 @@ class Round:
                     L.got.append(await ch.recv())
                 elif op < 0.65:
                     await self.select_once(rnd, ch)
-                elif op < 0.75:
+                elif op < 0.70:
                     await self.critical_section(gid)
+                elif op < 0.75:
+                    for _ in range(rnd.randrange(100)):  # read, a call, write: no await
+                        L.plain = _plus_one(L.plain)
+                        with L.lock:
+                            L.plain_increments += 1
+                    await gosched()
                 elif op < 0.85:
                     x = rnd.randrange(10**6)
                     if (r := await syscall(operator.mul, x, x)) != x * x:
@@ -210,7 +222,8 @@ class Round:
         finally:
             L.finish(gid)
 
-    def check(self) -> None:
+    def check(self, serial: bool) -> None:
+        """serial: every step ran alone (serial steps, and no hog preempted)."""
         L = self.ledger
         if num_goroutine() != 1:
             L.violate(f"num_goroutine() is {num_goroutine()} after the round, not 1")
@@ -233,7 +246,13 @@ class Round:
             )
         if L.count != L.increments:
             L.violate(f"mutex: counter {L.count}, increments {L.increments}")
+        if serial and L.plain != L.plain_increments:
+            L.violate(f"serial steps: counter {L.plain}, increments {L.plain_increments}")
         L.stats["values"] = len(L.sent)
+
+
+def _plus_one(v: int) -> int:
+    return v + 1
 
 
 def _fds() -> int:
@@ -247,11 +266,13 @@ def _mnsched_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("mnsched-")]
 
 
-def run_round(seed: int, procs: int, loop: str, seconds: float) -> Ledger:
+def run_round(seed: int, procs: int, loop: str, seconds: float, parallel: bool) -> Ledger:
     fds = _fds()
     faulthandler.dump_traceback_later(seconds + ROUND_TIMEOUT, exit=True)
     try:
-        ledger: Ledger = run(Round(random.Random(seed), seconds).main(), procs=procs, loop=loop)
+        ledger: Ledger = run(
+            Round(random.Random(seed), seconds).main(), procs=procs, loop=loop, parallel=parallel
+        )
     finally:
         faulthandler.cancel_dump_traceback_later()
     if left := _mnsched_threads():
@@ -293,12 +314,14 @@ def main(argv: list[str] | None = None) -> int:
         if time.monotonic() >= end:
             break
         rseed, p, lk = rnd.getrandbits(32), rnd.choice(procs), rnd.choice(loops)
+        parallel = rnd.random() < 0.25
         seconds = min(args.round_seconds, max(0.5, end - time.monotonic()))
-        ledger = run_round(rseed, p, lk, seconds)
+        ledger = run_round(rseed, p, lk, seconds, parallel)
         s = ledger.stats
         total.update(s)
+        mode = "parallel" if parallel else "serial"
         print(
-            f"round {n} (seed {rseed}, procs={p}, {lk}): {s['goroutines']} goroutines, "
+            f"round {n} (seed {rseed}, procs={p}, {lk}, {mode}): {s['goroutines']} goroutines, "
             f"{s['values']} values, {s['cancels']} cancels, {s['syscalls']} syscalls, "
             f"{s['timeouts']} select timeouts, {s['gomaxprocs']} P-count changes: "
             + ("ok" if not ledger.violations else "FAILED"),

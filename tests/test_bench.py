@@ -226,3 +226,18 @@ def test_skynet_in_go_is_built_checked_and_compared(tmp_path):
     assert rows["time / Go's"] == ["4.00", "3.00", "-"]  # each against Go at its P count
     with pytest.raises(wl.WrongResult):
         cli.measure_go(exe, "skynet", "go-p1", 1000 + 1)  # not a power of 10: wrong sum
+
+
+def test_parallel_variants_run_with_parallel_steps(monkeypatch):
+    seen: list[bool] = []
+    real_run = mnsched.run
+
+    def run(main, **options):
+        seen.append(options["parallel"])
+        return real_run(main, **options)
+
+    monkeypatch.setattr(mnsched, "run", run)
+    for variant in ("mnsched-p2", "mnsched-p2-parallel"):
+        assert child.run_variant("cpu", variant, 20)["value"] > 0
+    assert seen == [False, True]
+    assert parse_args(["--parallel"]).parallel

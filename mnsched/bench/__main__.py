@@ -17,8 +17,9 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
     measures another), plus any extra figures the workload reports.
 
     Variants: ``asyncio``, ``uvloop``, ``mnsched-pN`` (N Ps), ``mnsched-pN-nosysmon``,
-    ``mnsched-pN-traced`` (with the execution trace recording, in memory), and
-    ``mnsched-pN-counted`` (no sysmon, endless batches: for callgrind, instructions.py).
+    ``mnsched-pN-traced`` (with the execution trace recording, in memory),
+    ``mnsched-pN-parallel`` (Go's parallel steps) and ``mnsched-pN-counted`` (no sysmon,
+    endless batches: for callgrind, instructions.py).
     """
     w = WORKLOADS[workload]
     if variant == "asyncio":
@@ -33,7 +34,7 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
         import mnsched
 
         procs, _, flag = variant.removeprefix("mnsched-p").partition("-")
-        if flag not in ("", "nosysmon", "counted", "traced") or not procs.isdigit():
+        if flag not in ("", "nosysmon", "counted", "traced", "parallel") or not procs.isdigit():
             raise SystemExit(f"unknown variant {variant!r}")
         if flag == "traced":
             from mnsched import trace
@@ -50,10 +51,17 @@ def run_variant(workload: str, variant: str, n: int) -> dict[str, float]:
 
             from . import workloads
 
-            workloads.EMBEDDED.update(procs=int(procs), sysmon=flag != "nosysmon")
+            workloads.EMBEDDED.update(
+                procs=int(procs), sysmon=flag != "nosysmon", parallel=flag == "parallel"
+            )
             result = uvloop.run(w.run_mnsched(n))
         else:
-            result = mnsched.run(w.run_mnsched(n), procs=int(procs), sysmon=flag != "nosysmon")
+            result = mnsched.run(
+                w.run_mnsched(n),
+                procs=int(procs),
+                sysmon=flag != "nosysmon",
+                parallel=flag == "parallel",
+            )
     else:
         raise SystemExit(f"unknown variant {variant!r}")
     elapsed = time.perf_counter() - t

@@ -202,6 +202,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run mnsched without sysmon, to see what it costs",
     )
     ap.add_argument(
+        "--parallel",
+        action="store_true",
+        help="also run mnsched with parallel steps (Go's: Runtime(parallel=True)), for work "
+        "that releases the GIL",
+    )
+    ap.add_argument(
         "--trace-overhead",
         action="store_true",
         help="also run mnsched with the execution trace on (mnsched.trace), to see what it costs",
@@ -258,6 +264,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = [*BASE_VARIANTS, *(f"mnsched-p{p}" for p in args.procs)]
     if args.overhead:
         variants += [f"mnsched-p{p}-nosysmon" for p in args.procs]
+    if args.parallel:
+        variants += [f"mnsched-p{p}-parallel" for p in args.procs if p > 1]
     if args.trace_overhead:
         variants += [f"mnsched-p{p}-traced" for p in args.procs]
     tmp = tempfile.TemporaryDirectory()

@@ -537,7 +537,7 @@ async def http_blocking_mnsched(n: int) -> tuple[bool, float]:
 
 FASTAPI_MIX = "cpu=0.02,blocking=0.05"
 FASTAPI_CONCURRENCY = 64
-EMBEDDED: dict[str, Any] = {"procs": None, "sysmon": True}
+EMBEDDED: dict[str, Any] = {"procs": None, "sysmon": True, "parallel": False}
 
 
 def _fastapi_app(cpu: Callable[[], Any], blocking: Callable[[], Any], lifespan: Any = None) -> Any:
@@ -618,7 +618,9 @@ def _mnsched_fastapi() -> Any:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> Any:
-        async with mnsched.Runtime(EMBEDDED["procs"], sysmon=EMBEDDED["sysmon"]):
+        async with mnsched.Runtime(
+            EMBEDDED["procs"], sysmon=EMBEDDED["sysmon"], parallel=EMBEDDED["parallel"]
+        ):
             yield
 
     async def burn_in_goroutine() -> None:

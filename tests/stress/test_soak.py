@@ -40,7 +40,7 @@ def _checked_round(tamper) -> list[str]:
         assert ledger.violations == [] and ledger.sent
         tamper(r.ledger)
         ledger.violations.clear()
-        r.check()
+        r.check(serial=True)
         return ledger.violations
 
     return mnsched.run(body(), procs=2)
@@ -62,9 +62,13 @@ def test_the_checks_catch_a_skipped_or_doubled_finally_and_a_lost_increment():
     def lose(L):
         L.count -= 1
 
+    def lose_plain(L):
+        L.plain_increments += 1
+
     assert any("never ran" in v for v in _checked_round(skip))
     assert any("more than once" in v for v in _checked_round(double))
     assert any("mutex" in v for v in _checked_round(lose))
+    assert any("serial steps" in v for v in _checked_round(lose_plain))
 
 
 def test_bad_arguments(capsys):
