@@ -994,6 +994,7 @@ typedef struct {
     PyObject_HEAD
     PyThread_type_lock mutex;
     PyObject *owner; /* the P holding it (a strong reference), or NULL */
+    char stepping;   /* the owner is running steps now (acquire to idle or release) */
     Waiter *head, *tail;
     Py_ssize_t nwaiting, nhandoffs, nrevokes;
 } StepToken;
@@ -1017,6 +1018,7 @@ token_pass_on(StepToken *t)
     Waiter *w = t->head;
     if (w == NULL) {
         t->owner = NULL;
+        t->stepping = 0;
         return old;
     }
     t->head = w->next;
@@ -1024,6 +1026,7 @@ token_pass_on(StepToken *t)
         t->tail = NULL;
     t->nwaiting--;
     t->nhandoffs++;
+    t->stepping = 1;
     t->owner = Py_NewRef(w->p);
     PyThread_release_lock(w->gate); /* w is on the waiter's stack: last touch */
     return old;
@@ -1039,18 +1042,21 @@ token_lock(StepToken *t)
     }
 }
 
-/* Take the token for p, waiting for its turn: 1, or 0 if p held it already, -1 with an
- * exception if a signal handler raised while p waited (its turn is then given up). */
+/* p is about to step: make it the owner, waiting for its turn, and mark it stepping:
+ * 1, or 0 if p held it already, -1 with an exception if a signal handler raised while p
+ * waited (its turn is then given up). */
 static int
 token_acquire(StepToken *t, PyObject *p)
 {
     token_lock(t);
     if (t->owner == p) {
+        t->stepping = 1;
         PyThread_release_lock(t->mutex);
         return 0;
     }
     if (t->owner == NULL) {
         t->owner = Py_NewRef(p);
+        t->stepping = 1;
         PyThread_release_lock(t->mutex);
         return 1;
     }
@@ -1103,20 +1109,36 @@ token_acquire(StepToken *t, PyObject *p)
     return rc;
 }
 
-/* p is done stepping for now (or sysmon revokes: only if p holds it): 1 if passed on. */
+/* Pass the token on from p, if p holds it and (when given) is still in step number
+ * tick (sysmon's revoke: the hog's step may have ended since sysmon looked), or (idle_only:
+ * sysmon's reclaim) is not stepping: 1 if passed on. */
+enum { PASS_ANY = -1, PASS_IF_IDLE = -2 };
+
 static int
-token_release(StepToken *t, PyObject *p, int revoke)
+token_pass_from(StepToken *t, PyObject *p, Py_ssize_t tick)
 {
     token_lock(t);
-    if (t->owner != p) {
+    int mine = t->owner == p && (tick == PASS_ANY || (tick == PASS_IF_IDLE && !t->stepping) ||
+                                 (tick >= 0 && PB(p)->tick == tick));
+    if (!mine) {
         PyThread_release_lock(t->mutex);
         return 0;
     }
-    t->nrevokes += revoke;
+    t->nrevokes += tick >= 0;
     PyObject *old = token_pass_on(t);
     PyThread_release_lock(t->mutex);
     Py_XDECREF(old);
     return 1;
+}
+
+/* p stepped and keeps the token between steps (P.take_token): sysmon may reclaim it. */
+static void
+token_idle(StepToken *t, PyObject *p)
+{
+    token_lock(t);
+    if (t->owner == p)
+        t->stepping = 0;
+    PyThread_release_lock(t->mutex);
 }
 
 static PyObject *
@@ -1162,14 +1184,32 @@ steptoken_acquire(StepToken *t, PyObject *p)
 static PyObject *
 steptoken_release(StepToken *t, PyObject *p)
 {
-    token_release(t, p, 0);
+    token_pass_from(t, p, PASS_ANY);
     Py_RETURN_NONE;
 }
 
 static PyObject *
-steptoken_revoke(StepToken *t, PyObject *p)
+steptoken_idle(StepToken *t, PyObject *p)
 {
-    return PyBool_FromLong(token_release(t, p, 1));
+    token_idle(t, p);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+steptoken_revoke(StepToken *t, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &PBase_type))
+        return PyErr_Format(PyExc_TypeError, "revoke(p, tick): p a P");
+    Py_ssize_t tick = PyLong_AsSsize_t(args[1]);
+    if (tick < 0)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "tick must be >= 0");
+    return PyBool_FromLong(token_pass_from(t, args[0], tick));
+}
+
+static PyObject *
+steptoken_reclaim(StepToken *t, PyObject *p)
+{
+    return PyBool_FromLong(token_pass_from(t, p, PASS_IF_IDLE));
 }
 
 static PyObject *
@@ -1183,15 +1223,20 @@ steptoken_get_owner(StepToken *t, void *Py_UNUSED(closure))
 
 static PyMethodDef steptoken_methods[] = {
     {"acquire", (PyCFunction)steptoken_acquire, METH_O,
-     "acquire(p): take the token for p, waiting for its turn; False if p held it."},
+     "acquire(p): p is about to step: the token for it, waiting its turn; False if held."},
+    {"idle", (PyCFunction)steptoken_idle, METH_O,
+     "idle(p): p keeps it between steps (not stepping): sysmon may reclaim it."},
     {"release", (PyCFunction)steptoken_release, METH_O,
      "release(p): the next waiting P gets it (a no-op unless p holds it)."},
-    {"revoke", (PyCFunction)steptoken_revoke, METH_O,
-     "revoke(p): sysmon takes it from p's hogging step; False if p did not hold it."},
+    {"revoke", (PyCFunction)(void (*)(void))steptoken_revoke, METH_FASTCALL,
+     "revoke(p, tick): sysmon takes it from p's hogging step number tick, if still in it."},
+    {"reclaim", (PyCFunction)steptoken_reclaim, METH_O,
+     "reclaim(p): sysmon takes it from p holding it between steps; False if stepping."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMemberDef steptoken_members[] = {
+    {"stepping", T_BOOL, offsetof(StepToken, stepping), READONLY, "the owner is stepping"},
     {"waiting", T_PYSSIZET, offsetof(StepToken, nwaiting), READONLY, "Ps waiting for it"},
     {"nhandoffs", T_PYSSIZET, offsetof(StepToken, nhandoffs), READONLY,
      "times it was given to a waiting P"},
@@ -1981,7 +2026,8 @@ core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs
             break;
         }
         int rc = 0;
-        if (tok != NULL && token_owner(tok) != p && token_acquire(tok, p) < 0) {
+        /* The first step marks p stepping (it may hold the token from a loop turn). */
+        if (tok != NULL && (n == 1 || token_owner(tok) != p) && token_acquire(tok, p) < 0) {
             if (ready_here(p, g) < 0) /* a signal handler raised while p waited: keep g */
                 PyErr_Clear();        /* (the first error is the one to report) */
             rc = -1;
@@ -2347,9 +2393,12 @@ core_spawn_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t narg
     PyObject *tok = SLOT(sched, sc_token);
     int serial = Py_IS_TYPE(tok, &StepToken_type);
     PyObject *clock = spawned(p, g) < 0 ? NULL : PyFloat_FromDouble(monotonic());
-    if (clock != NULL && serial && token_owner((StepToken *)tok) != p &&
-        call_method0(p, str_take_token) < 0)
-        Py_CLEAR(clock);
+    if (clock != NULL && serial) {
+        if (token_owner((StepToken *)tok) == p)
+            token_acquire((StepToken *)tok, p); /* held this turn: stepping again */
+        else if (call_method0(p, str_take_token) < 0)
+            Py_CLEAR(clock);
+    }
     if (clock != NULL) { /* for sysmon: a step starts now */
         Py_SETREF(SLOT(p, p_last_clock), clock);
         PB(p)->last_cpu = -1.0; /* (not read: P.step_from_callback) */
@@ -2358,6 +2407,9 @@ core_spawn_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t narg
             PyObject *now = PyFloat_FromDouble(monotonic());
             rc = now == NULL ? -1 : call_method1(p, str_yield_token, now);
             Py_XDECREF(now);
+        }
+        else if (serial) {
+            token_idle((StepToken *)tok, p); /* P.yield_token, with nobody waiting */
         }
     }
     if (clock == NULL || rc < 0) {

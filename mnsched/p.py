@@ -1035,13 +1035,11 @@ class P(_PBase):
         a callback posted now (give_token); or after a step, if another P waits and this
         one has held it a batch's time (yield_token)."""
         tok = self.sched.token
-        if tok is None or tok.owner is self:
-            return
-        tok.acquire(self)
-        self.tok_since = time.monotonic()
-        if not self.tok_posted:
-            self.tok_posted = True
-            self.loop.call_soon(self.give_token)
+        if tok is not None and tok.acquire(self):  # (held already: stepping again)
+            self.tok_since = time.monotonic()
+            if not self.tok_posted:
+                self.tok_posted = True
+                self.loop.call_soon(self.give_token)
 
     def give_token(self) -> None:
         """The end of the loop turn in which take_token took the token; or of this P's
@@ -1052,10 +1050,15 @@ class P(_PBase):
 
     def yield_token(self, now: float) -> None:
         """After a step from a loop callback: hand the token on if another P waits and
-        this one has held it for a batch (BATCH_TIME), as a batch would."""
+        this one has held it for a batch (BATCH_TIME), as a batch would; else keep it for
+        the loop turn, not stepping (sysmon may reclaim it meanwhile)."""
         tok = self.sched.token
-        if tok is not None and tok.waiting and now - self.tok_since >= BATCH_TIME:
+        if tok is None:
+            return
+        if tok.waiting and now - self.tok_since >= BATCH_TIME:
             tok.release(self)
+        else:
+            tok.idle(self)
 
     def _throw_pending(self, g: G[Any]) -> Any:
         pend = g._pend

@@ -145,6 +145,10 @@ class Runtime:
         async with mnsched.Runtime(procs=4) as rt:
             g = rt.go(work())
             print(await g)
+
+    Its goroutines take serial steps (one at a time, asyncio's promise) unless
+    ``parallel=True`` (or ``MNSCHED_PARALLEL=1``) asks for Go's parallel ones
+    (docs/design.md, section 19).
     """
 
     def __init__(

@@ -24,13 +24,18 @@ from .g import CORE
 
 
 class _PureStepToken:
-    """``owner``: the P holding it, or None. Every change is made under ``_lock``."""
+    """``owner``: the P holding it, or None; ``stepping``: whether the owner is running
+    steps now (from its ``acquire`` to its ``idle`` or ``release``), or holds it between
+    them. Every change is made under ``_lock``: sysmon's ``revoke`` and ``reclaim`` decide
+    against the owner's own moves under it, so that the token is never taken from a P
+    about to step."""
 
-    __slots__ = ("_lock", "_waiters", "nhandoffs", "nrevokes", "owner")
+    __slots__ = ("_lock", "_waiters", "nhandoffs", "nrevokes", "owner", "stepping")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.owner: Any = None
+        self.stepping = False
         self._waiters: deque[tuple[Any, threading.Lock]] = deque()  # (P, its gate), FIFO
         self.nhandoffs = 0  # given to a waiting P
         self.nrevokes = 0  # taken from a hogging step by sysmon
@@ -41,21 +46,22 @@ class _PureStepToken:
         return len(self._waiters)
 
     def acquire(self, p: Any) -> bool:
-        """Take the token for p (its own thread, outside any step), waiting for its turn;
-        False if p held it already. Interruptible as a lock's wait on the main thread:
-        the turn is then given up."""
+        """p is about to step (its own thread, outside any step): make it the owner,
+        waiting for its turn, and mark it stepping. False if p held it already.
+        Interruptible as a lock's wait on the main thread: the turn is then given up."""
         with self._lock:
             if self.owner is p:
+                self.stepping = True
                 return False
             if self.owner is None:
-                self.owner = p
+                self.owner, self.stepping = p, True
                 return True
             gate = threading.Lock()
             gate.acquire()
             entry = (p, gate)
             self._waiters.append(entry)
         try:
-            gate.acquire()  # released by whoever hands it to p
+            gate.acquire()  # released by whoever hands it to p (stepping, then)
         except BaseException:
             with self._lock:
                 if self.owner is p:
@@ -65,6 +71,13 @@ class _PureStepToken:
             raise
         return True
 
+    def idle(self, p: Any) -> None:
+        """p stepped, and keeps the token until its loop turn ends (P.take_token): not
+        stepping meanwhile, so that sysmon may ``reclaim`` it."""
+        with self._lock:
+            if self.owner is p:
+                self.stepping = False
+
     def release(self, p: Any) -> None:
         """p is done stepping for now: the next waiting P gets the token. A no-op if p
         does not hold it (sysmon took it)."""
@@ -72,23 +85,33 @@ class _PureStepToken:
             if self.owner is p:
                 self._pass_on()
 
-    def revoke(self, p: Any) -> bool:
-        """sysmon: p's step hogs; give the token to the next P. False if p did not hold it."""
+    def revoke(self, p: Any, tick: int) -> bool:
+        """sysmon: p's step number ``tick`` hogs; give the token to the next P, if p holds
+        it and is still in that step (it may have ended since sysmon looked)."""
         with self._lock:
-            if self.owner is not p:
+            if self.owner is not p or p.tick != tick:
                 return False
             self.nrevokes += 1
+            self._pass_on()
+            return True
+
+    def reclaim(self, p: Any) -> bool:
+        """sysmon: p holds the token between steps while others wait (its loop is busy
+        elsewhere): give it to the next P, unless p is stepping."""
+        with self._lock:
+            if self.owner is not p or self.stepping:
+                return False
             self._pass_on()
             return True
 
     def _pass_on(self) -> None:
         if self._waiters:
             p, gate = self._waiters.popleft()
-            self.owner = p
+            self.owner, self.stepping = p, True
             self.nhandoffs += 1
             gate.release()
         else:
-            self.owner = None
+            self.owner, self.stepping = None, False
 
 
 # The driver's: the C one when the C driver runs (run_batch reads its owner directly).

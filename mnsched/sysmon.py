@@ -238,17 +238,18 @@ class Sysmon:
 
     def _check_token_holder(self) -> None:
         """A P keeps the step token between the steps of one loop turn (P.take_token).
-        If it holds it outside any step at two rounds in a row while others wait, its
+        If it holds it without stepping at two rounds in a row while others wait, its
         loop is busy elsewhere (a plain task's long callback, or one blocked waiting for
-        something a goroutine must do: a deadlock, with the token held): it goes to them.
-        No step runs, so the promise holds; the holder takes it again for its next step."""
+        something a goroutine must do: a deadlock, with the token held): it goes to them
+        (``reclaim``, which refuses if the P has begun to step meanwhile). No step runs,
+        so the promise holds; the holder takes it again for its next step."""
         tok = self.sched.token
-        p = tok.owner if tok is not None and tok.waiting else None
-        if p is None or p.curg is not None:
+        p = tok.owner if tok is not None and tok.waiting and not tok.stepping else None
+        if p is None:
             self._holder = None
             return
         if self._holder == (p, p.tick):
-            tok.release(p)
+            tok.reclaim(p)
             self._holder = None
         else:
             self._holder = (p, p.tick)
@@ -331,7 +332,7 @@ class Sysmon:
         p.stuck_g = p.curg
         self.nhogs += 1
         tok = self.sched.token
-        revoked = tok is not None and tok.revoke(p)
+        revoked = tok is not None and tok.revoke(p, p.sm_tick)
         if self.debug.hogs:
             frame = sys._current_frames().get(p.thread_ident)
             stack = "".join(traceback.format_stack(frame)) if frame is not None else ""

@@ -193,7 +193,6 @@ def _one_cpu_shared_with_burners(n: int) -> Iterator[None]:
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
-@at_procs(1, 2)
 def test_a_step_the_os_deschedules_is_no_hog(run):
     # Steps of 4 ms of CPU each, on a CPU shared with 2 burners: their wall time is ~12
     # ms, past the hog threshold, but they are not hogs (wall time would have said so).
@@ -406,7 +405,6 @@ def _in_child(parent: mnsched.Runtime) -> int:
 
 
 @pytest.mark.parametrize("how", ["os.fork", "multiprocessing"])
-@at_procs(2, 4)
 def test_fork_from_a_goroutine_while_ps_run(run, how):
     # Every other P busy with channel ping-pong (locks taken and dropped all the time)
     # while a goroutine forks: every child must find no runtime, start its own, and exit.

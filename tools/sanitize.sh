@@ -27,6 +27,7 @@ LD_PRELOAD="$asan" python3 -c "import mnsched.g as g; assert g.DRIVER == 'c', 't
 if [ $# -eq 0 ]; then
   set -- tests/test_driver.py tests/test_runtime.py tests/test_chan.py tests/test_select.py \
     tests/test_sync.py tests/test_sched.py tests/test_runq.py tests/test_embed.py \
+    tests/test_steptoken.py tests/test_serial.py \
     tests/test_observe.py \
     tests/stress/test_cancel_races.py -q -p no:cacheprovider \
     --deselect tests/test_observe.py::test_trace_plot_draws_a_picture
