@@ -169,3 +169,36 @@ def test_the_switch_interval_is_short_while_a_runtime_runs_and_put_back_after():
     assert sys.getswitchinterval() == SHARED_SWITCH_INTERVAL  # the second still runs
     second.close()
     assert sys.getswitchinterval() == saved
+
+
+@at_procs(1, 2)
+def test_at_most_one_spare_per_p(rt_params):
+    # Every goroutine hogs (150 ms of CPU each, twice as many as Ps): each stuck P gets
+    # one spare, and a stuck spare none (before, one more spare at every sysmon round
+    # while all were stuck: 14 at procs 1 on a busy host).
+    procs, loop = rt_params
+    with mnsched.Runtime(procs=procs, loop=loop) as rt:
+        most = [0]
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.is_set():
+                most[0] = max(most[0], rt.stats()["running_procs"])
+                time.sleep(0.002)
+
+        async def hog() -> None:
+            end = time.thread_time() + 0.15
+            while time.thread_time() < end:
+                pass
+
+        t = threading.Thread(target=watch)
+        t.start()
+        try:
+            gs = [rt.go(hog()) for _ in range(2 * procs + 2)]
+            for g in gs:
+                g.result(timeout=60)
+        finally:
+            stop.set()
+            t.join()
+        assert rt.stats()["spare_procs_started"] >= 1  # the point: spares were needed
+    assert most[0] <= 2 * procs
