@@ -226,7 +226,7 @@ def gopark_op(g: G[Any], lock: Any, op: Operation, reason: str) -> Generator[Any
 
 
 CO_ITERABLE = inspect.CO_ITERABLE_COROUTINE
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def check_coroutine(coro: object) -> None:
@@ -275,7 +275,7 @@ def user_frames(frames: list[types.FrameType]) -> list[traceback.FrameSummary]:
     return [
         traceback.FrameSummary(f.f_code.co_filename, f.f_lineno, f.f_code.co_name)
         for f in frames
-        if not f.f_code.co_filename.startswith(_PACKAGE_DIR)
+        if not f.f_code.co_filename.startswith(PACKAGE_DIR)
     ]
 
 
@@ -363,7 +363,7 @@ def spawn_site(g: G[Any]) -> tuple[str, int] | None:
 
 def _caller_outside_package() -> types.FrameType | None:
     f: types.FrameType | None = sys._getframe(2)
-    while f is not None and f.f_code.co_filename.startswith(_PACKAGE_DIR):
+    while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR):
         f = f.f_back
     return f
 
@@ -497,7 +497,11 @@ class G(_GBase, Generic[T]):
                         yield from gopark(g, lock, Join(self, g), WAIT_GOROUTINE)
                     else:
                         lock.release()
-            return self._outcome()
+            try:
+                return self._outcome()
+            except BaseException:
+                del self  # (see _outcome)
+                raise
 
     def _await_foreign(self) -> Generator[Any, None, T]:
         """Await from an asyncio task (a foreign loop, or a plain task on a P's loop)."""
@@ -516,13 +520,25 @@ class G(_GBase, Generic[T]):
                 # As asyncio.wrap_future: cancelling the waiter cancels the goroutine.
                 self.cancel()
                 raise
-        return self._outcome()
+        try:
+            return self._outcome()
+        except BaseException:
+            del self  # (see _outcome)
+            raise
 
     def _outcome(self) -> T:
-        if self._exc is not None:
-            self._retrieved()
-            raise self._exc
-        return self._result  # type: ignore[no-any-return]
+        exc = self._exc
+        if exc is None:
+            return self._result  # type: ignore[no-any-return]
+        self._retrieved()
+        # The frames it passes through join its traceback, and the G holds it: a frame
+        # holding the G or the exception would make a cycle that only a collection
+        # frees, keeping the goroutine's locals (its frame is in the traceback too). So
+        # no frame of ours holds either once it has left (concurrent.futures does so).
+        try:
+            raise exc
+        finally:
+            del exc, self
 
     def result(self, timeout: float | None = None) -> T:
         """Wait (blocking this thread) until the goroutine finishes; return or raise its outcome.
@@ -531,7 +547,11 @@ class G(_GBase, Generic[T]):
         inside a goroutine, use ``await g``.
         """
         self._wait_blocking(timeout)
-        return self._outcome()
+        try:
+            return self._outcome()
+        except BaseException:
+            del self  # (see _outcome)
+            raise
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Wait like ``result``; return the exception it raised, or None. Raises

@@ -201,7 +201,23 @@ _sigquit_prev: Any = None
 
 
 def _on_sigquit(signum: int, frame: object) -> None:
-    dump()
+    if _sigquit_users:
+        dump()
+        return
+    # Every runtime that wanted it is closed, the last one off the main thread (where no
+    # handler can be changed): the program's handler goes back now (handlers run on the
+    # main thread), and gets this signal.
+    _put_back_sigquit()
+    if callable(_sigquit_prev):
+        _sigquit_prev(signum, frame)
+    elif _sigquit_prev == signal.SIG_DFL:
+        os.kill(os.getpid(), signum)
+
+
+def _put_back_sigquit() -> None:
+    """The handler before ours, unless the program has installed another meanwhile."""
+    if signal.getsignal(signal.SIGQUIT) is _on_sigquit:
+        signal.signal(signal.SIGQUIT, _sigquit_prev)
 
 
 def _after_fork_in_child() -> None:
@@ -210,7 +226,7 @@ def _after_fork_in_child() -> None:
     _sigquit_lock._at_fork_reinit()  # type: ignore[attr-defined]
     if _sigquit_users:
         _sigquit_users = 0
-        signal.signal(signal.SIGQUIT, _sigquit_prev)
+        _put_back_sigquit()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -220,14 +236,18 @@ def install_sigquit() -> Callable[[], None]:
     """Make SIGQUIT print the goroutine dump and carry on (Go's dumps and exits; a
     service is better left running). From the main thread only, where Python's signal
     handlers run; returns what restores the previous handler (counted: several runtimes
-    share it). A no-op where there is no SIGQUIT or off the main thread."""
+    share it), unless the program installed another one meanwhile; off the main thread,
+    our handler puts it back when SIGQUIT next comes. A no-op where there is no SIGQUIT
+    or off the main thread."""
     global _sigquit_users, _sigquit_prev
     sigquit = getattr(signal, "SIGQUIT", None)
     if sigquit is None or threading.current_thread() is not threading.main_thread():
         return lambda: None
     with _sigquit_lock:
         if _sigquit_users == 0:
-            _sigquit_prev = signal.signal(sigquit, _on_sigquit)
+            prev = signal.signal(sigquit, _on_sigquit)
+            if prev is not _on_sigquit:  # (else: left installed by a close off the main thread)
+                _sigquit_prev = prev
         _sigquit_users += 1
     done = False
 
@@ -240,6 +260,6 @@ def install_sigquit() -> Callable[[], None]:
             done = True
             _sigquit_users -= 1
             if _sigquit_users == 0 and threading.current_thread() is threading.main_thread():
-                signal.signal(sigquit, _sigquit_prev)
+                _put_back_sigquit()
 
     return restore

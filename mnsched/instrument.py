@@ -31,13 +31,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .g import G
     from .p import P
 
 logger = logging.getLogger("mnsched")
+T = TypeVar("T")
 
 HOOKS = (
     "spawned",
@@ -106,14 +107,26 @@ def _log_failure(obj: object, name: str) -> None:
     logger.exception("instrument %r raised in %s(); it is removed", obj, name)
 
 
+# The instrument classes of mnsched's own whose hooks are all there and never raise (the
+# tracer), which the driver may call directly. Exact types, registered by their module:
+# no flag a user's object could answer (a proxy's __getattr__ answers anything) is
+# trusted, nor a subclass (its overrides may raise).
+_DIRECT: set[type] = set()
+
+
+def direct(cls: type[T]) -> type[T]:
+    """Class decorator: cls's hooks are complete and never raise (see _DIRECT)."""
+    _DIRECT.add(cls)
+    return cls
+
+
 def build(objs: list[object], on_fail: Callable[[object], None]) -> Any:
     """What a runtime's driver calls (``Sched.instr``): None for no instrument; a lone
-    instrument that says its hooks are all there and never raise (``direct_hooks``: the
-    tracer, whose driver events the C driver then records without a call) itself; else
-    an Instruments fan-out."""
+    instrument of a ``direct`` class (the tracer, whose driver events the C driver then
+    records without a call) itself; else an Instruments fan-out."""
     if not objs:
         return None
-    if len(objs) == 1 and getattr(objs[0], "direct_hooks", False):
+    if len(objs) == 1 and type(objs[0]) in _DIRECT:
         return objs[0]
     return Instruments(objs, on_fail)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .aio import complete_future
+from .errors import resource_limit
 from .instrument import notify_global
 
 if TYPE_CHECKING:
@@ -161,6 +162,10 @@ class Call:
             result, exc = None, e
         if ins is not None:
             ins.syscall_end(g0)
+        self.finish(result, exc)
+
+    def finish(self, result: Any, exc: BaseException | None) -> None:
+        """The call's outcome: to its goroutine (readied) or its loop's future."""
         with self.lock:
             self.result, self.exc = result, exc
             g, self.g = self.g, None
@@ -203,6 +208,7 @@ class MPool:
         self._ids = itertools.count(1)
         self._wake_starter = threading.Condition(self.lock)
         self._starter: threading.Thread | None = None
+        self._cap = max_threads  # max_threads, or fewer while the OS refuses threads
 
     def submit(self, call: Call) -> None:
         with self.lock:
@@ -214,10 +220,16 @@ class MPool:
                 return
             self.pending.append(call)
             if self._starter is None:
-                self._starter = threading.Thread(
+                starter = threading.Thread(
                     target=self._start_ms, daemon=True, name="mnsched-mstart"
                 )
-                self._starter.start()
+                try:
+                    starter.start()
+                except RuntimeError as e:  # the OS refused the thread: the caller gets it
+                    self.pending.pop()
+                    self.ncalls -= 1
+                    raise resource_limit("mnsched's M-starting thread", e)  # noqa: B904
+                self._starter = starter
             else:
                 self._wake_starter.notify()
 
@@ -226,7 +238,7 @@ class MPool:
         while True:
             with self.lock:
                 while not self.closed and not (
-                    len(self.pending) > self.nstarting and len(self.threads) < self.max_threads
+                    len(self.pending) > self.nstarting and len(self.threads) < self._cap
                 ):
                     self._wake_starter.wait()
                 if self.closed:
@@ -237,7 +249,26 @@ class MPool:
                 )
                 self.threads.add(t)
                 self.nstarted += 1
-            t.start()
+            try:
+                t.start()
+            except RuntimeError as e:  # the OS refused the thread
+                self._refused(t, e)
+
+    def _refused(self, t: threading.Thread, err: RuntimeError) -> None:
+        """The OS refused M thread t. The waiting calls wait on for the Ms that run (each
+        takes the next call when its own ends), and no new M is tried until one of them
+        ends; with no M at all, they fail with err (their goroutines get it: a call that
+        cannot run must not hang)."""
+        with self.lock:
+            self.threads.discard(t)
+            self.nstarting -= 1
+            self.nstarted -= 1
+            self._cap = max(1, len(self.threads))
+            failed = [] if self.threads else list(self.pending)
+            if failed:
+                self.pending.clear()
+        for call in failed:  # (an exception each: each is raised in its own goroutine)
+            call.finish(None, resource_limit("an M thread for a blocking call", err))
 
     def _main(self) -> None:
         mailbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -267,6 +298,7 @@ class MPool:
             call.run()
         with self.lock:
             self.threads.discard(me)
+            self._cap = self.max_threads  # a thread ended: worth trying a new one again
 
     @property
     def counts(self) -> tuple[int, int]:

@@ -11,14 +11,16 @@ here: the G state machine, where a G may be, who may touch which field, the lock
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import random
 import threading
 import time
+import traceback
 from asyncio import CancelledError
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,7 @@ from .aio import (
     serialise_spawns,
     wake_on_signals,
 )
-from .errors import InternalError, check
+from .errors import InternalError, check, resource_limit
 from .g import (
     CANCEL,
     CANCELLING,
@@ -43,6 +45,7 @@ from .g import (
     LOCKS,
     METRICS_SAMPLE,
     NEVER_QUEUED,
+    PACKAGE_DIR,
     PARKED,
     RUNNABLE,
     RUNNING,
@@ -135,7 +138,7 @@ def hist_bucket(ns: int) -> int:
 BUCKET_BOUNDS_US = tuple([float(1 << i) for i in range(METRICS_BUCKETS - 1)] + [float("inf")])
 
 
-def histograms(ps: tuple[P, ...] | list[P]) -> dict[str, dict[str, Any]]:
+def histograms(ps: Iterable[P | PTotals]) -> dict[str, dict[str, Any]]:
     """The sampled latency and step-duration histograms of ps, summed (stats())."""
     lat = [0] * METRICS_BUCKETS
     step = [0] * METRICS_BUCKETS
@@ -149,6 +152,36 @@ def histograms(ps: tuple[P, ...] | list[P]) -> dict[str, dict[str, Any]]:
         "sched_latency": {"bounds_us": bounds, "counts": lat},
         "step_time": {"bounds_us": bounds, "counts": step},
     }
+
+
+class PTotals:
+    """The counters of the Ps that are gone (retired, their threads ended), for stats()'
+    totals: a P itself is not kept once its thread has ended (its loop held megabytes,
+    and sysmon retires a spare every time a hog spell ends)."""
+
+    __slots__ = ("_lat", "_steptime", "nfinished", "njoined", "njoinmiss", "nspawned",
+                 "nsteals", "nstolen")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.nspawned = self.nfinished = self.nsteals = self.nstolen = 0
+        self.njoined = self.njoinmiss = 0
+        self._lat = [0] * METRICS_BUCKETS
+        self._steptime = [0] * METRICS_BUCKETS
+
+    def add(self, p: P) -> None:
+        self.nspawned += p.nspawned
+        self.nfinished += p.nfinished
+        self.nsteals += p.nsteals
+        self.nstolen += p.nstolen
+        self.njoined += p.njoined
+        self.njoinmiss += p.njoinmiss
+        lat, step = p._histograms()
+        for i in range(METRICS_BUCKETS):
+            self._lat[i] += lat[i]
+            self._steptime[i] += step[i]
+
+    def _histograms(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        return tuple(self._lat), tuple(self._steptime)
 
 
 class _PurePBase:
@@ -332,23 +365,41 @@ class P(_PBase):
         self.loop = loop
 
     def start_thread(self) -> None:
+        """Start this P's thread and loop; raise (ResourceLimitError where the OS refused
+        a thread or fds) with nothing left behind if either cannot be made."""
         started = threading.Event()
+        failed: list[BaseException] = []
 
         def main() -> None:
             m.p = self
             try:
-                self.create_loop()
-                started.set()
+                try:
+                    self.create_loop()
+                except BaseException as e:
+                    # Its frames' locals go: a half-made loop there holds fds (EMFILE).
+                    traceback.clear_frames(e.__traceback__)
+                    failed.append(e)  # for the starter to raise
+                    return
+                finally:
+                    started.set()
                 self.loop.run_forever()
             finally:
-                started.set()
                 self.stopped = True
                 self.close_loop()
                 m.p = None
+                self.sched.forget_retired(self)
 
-        self.thread = threading.Thread(target=main, name=f"mnsched-P{self.id}", daemon=True)
-        self.thread.start()
+        t = threading.Thread(target=main, name=f"mnsched-P{self.id}", daemon=True)
+        try:
+            t.start()
+        except RuntimeError as e:
+            self.stopped = True
+            raise resource_limit(f"P{self.id}'s thread", e)  # noqa: B904 (its __cause__ is e)
+        self.thread = t
         started.wait()
+        if failed:
+            t.join()
+            raise resource_limit(f"P{self.id}'s event loop", failed[0])
         check(hasattr(self, "loop"), f"P{self.id} failed to create its loop")
 
     def stop(self) -> None:
@@ -861,11 +912,14 @@ class P(_PBase):
         goroutine can reach them any more: they are this P's). Checked whenever it goes
         idle: on parking, after a step from a loop callback (a G's last step may be one:
         resumed by the future it awaited), and after its timers fire (its last sleeper
-        may leave: free Gs woken on a retired P go to the global queue)."""
+        may leave: free Gs woken on a retired P go to the global queue). The warm P
+        (a retired one, waiting for sysmon's next stuck spell) stays."""
+        if self.sched.warm is self:
+            return
         if self.npinned == 0 and len(self.timers) == 0 and self._closing is None:
             if self.resources:
                 self._closing = self.loop.create_task(self._close_and_stop())
-            else:
+            elif not self.sched.rewarm(self):
                 self.loop.stop()
 
     async def _close_and_stop(self) -> None:
@@ -1135,9 +1189,17 @@ class P(_PBase):
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:
     """A goroutine's traceback without the driver's frames at its head: they are noise
     to the user, and they hold the G (a reference cycle through its own exception, which
-    would leave a failed G to the cyclic GC)."""
+    would leave a failed G, and the locals of its frames, to the cyclic GC). mnsched's
+    frames further in (where it parked: gopark_op holds the G) keep their lines but lose
+    their locals, for the same reason; they have all returned."""
     while tb is not None and tb.tb_frame.f_code in _DRIVER_CODE:
         tb = tb.tb_next
+    t = tb
+    while t is not None:
+        if t.tb_frame.f_code.co_filename.startswith(PACKAGE_DIR):
+            with contextlib.suppress(RuntimeError):  # (a frame still running: none is)
+                t.tb_frame.clear()
+        t = t.tb_next
     return tb
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import inspect
 import logging
 import os
 import queue
@@ -17,17 +18,17 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Iterable
-from types import FrameType
+from types import CoroutineType, FrameType
 from typing import Any, TypeVar
 
 from . import trace
 from .aio import complete_future
-from .errors import BlockingCallError, RuntimeClosedError
+from .errors import BlockingCallError, InternalError, RuntimeClosedError
 from .g import DONE, DRIVER, RUNNING, G, abandon, add_waiter, check_coroutine, logger
 from .goroutines import install_sigquit
 from .log import debug_output
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m, share_gil
-from .p import P, histograms
+from .p import P, PTotals, histograms
 from .sched import Sched
 from .sigqueue import SignalGuard
 from .sysmon import Debug, Sysmon, ignore_signal_handler
@@ -126,13 +127,26 @@ def resolve_parallel(parallel: object) -> bool:
     return parallel
 
 
+class _SelectorLoop(asyncio.SelectorEventLoop):
+    """asyncio's selector loop, but one whose constructor runs out of fds (its self-pipe)
+    closes its selector at once: asyncio's own leaves it to a __del__ that fails."""
+
+    def _make_self_pipe(self) -> None:
+        try:
+            super()._make_self_pipe()  # type: ignore[misc]
+        except BaseException:
+            self._selector.close()  # type: ignore[attr-defined]
+            self._closed = True  # (nothing else to close: its __del__ has nothing to do)
+            raise
+
+
 def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if kind == "uvloop":
         import uvloop
 
         return uvloop.new_event_loop
     if kind == "asyncio":
-        return asyncio.SelectorEventLoop
+        return _SelectorLoop
     raise ValueError(f"loop must be one of {LOOP_KINDS}, not {kind!r}")
 
 
@@ -261,8 +275,18 @@ class Runtime:
         return state
 
     def _end_close(self) -> None:
-        """10. Report the exceptions of failed goroutines that nobody retrieved."""
+        """10. Report the exceptions of failed goroutines that nobody retrieved. (Left
+        behind by a broken runtime, one that never ran is closed: no code of it runs,
+        and Python would warn that it was never awaited.)"""
         share_gil(self, False)
+        for g in self.sched.allg.copy():
+            coro = g._coro
+            if (
+                g._status != DONE
+                and isinstance(coro, CoroutineType)
+                and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
+            ):
+                coro.close()
         for u in list(self.sched.unretrieved):
             u.report()
         self._state = CLOSED
@@ -290,6 +314,7 @@ class Runtime:
         finally:
             self._stop_threads(p0=None)
             self._end_close()
+        self._raise_fatal()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Close from a coroutine without blocking its loop (required in attach mode)."""
@@ -305,10 +330,10 @@ class Runtime:
         sched = self.sched
         try:
             cancel_new = self._begin_stop()
-            await _wait_event(sched.all_done, self._grace(timeout), cancel_new)
+            await _wait_event(sched.all_done, lambda: self._grace(timeout), cancel_new)
             if not sched.all_done.is_set():
                 self._abandon_stubborn(self._grace(timeout))
-                await _wait_event(sched.all_done, ABANDON_GRACE, lambda: None)
+                await _wait_event(sched.all_done, lambda: ABANDON_GRACE, lambda: None)
             if p0 is not None and p0.resources:  # 4b. P0's loop is the one running here
                 await p0.close_resources()
             await _in_thread(self._close_resources, p0)
@@ -318,8 +343,22 @@ class Runtime:
             if p0 is not None:
                 p0.close_loop()  # 8. gives the host loop back as it was
             self._end_close()
+        self._raise_fatal()
+
+    def _raise_fatal(self) -> None:
+        """9. Why the runtime had to end, if it had (a goroutine's KeyboardInterrupt or
+        SystemExit, an internal error) goes on to whoever closed it, as run() raises it."""
+        if self.sched.fatal is not None:
+            raise self.sched.fatal
+
+    def _broken(self) -> bool:
+        """A scheduler failed (Sched.throw): its goroutines may never run again, so the
+        shutdown gives them what a program on its way out gets (EXIT_GRACE)."""
+        return isinstance(self.sched.fatal, InternalError)
 
     def _grace(self, timeout: float | None) -> float:
+        if self._broken():
+            return EXIT_GRACE
         return self.shutdown_timeout if timeout is None else timeout
 
     def _begin_stop(self) -> Callable[[], None]:
@@ -344,28 +383,42 @@ class Runtime:
         return cancel_new
 
     def _stop_goroutines(
-        self, timeout: float | None, p0: P | None, abandon_grace: float = ABANDON_GRACE
+        self,
+        timeout: float | None,
+        p0: P | None,
+        abandon_grace: float = ABANDON_GRACE,
+        hurry: bool = False,
     ) -> None:
         """1-4. Cancel every G and wait until none is left. With p0 (``run`` mode) the
-        caller is P0's thread, so the wait runs P0's loop instead of blocking it."""
+        caller is P0's thread, so the wait runs P0's loop instead of blocking it.
+        ``hurry`` (after a Ctrl-C, or while the program exits): stop waiting once every
+        G left is stuck in a step (a hog on a P: waiting cannot end it)."""
         sched = self.sched
         cancel_new = self._begin_stop()
 
-        def wait(seconds: float, every: Callable[[], None]) -> None:
+        def wait(seconds: Callable[[], float], every: Callable[[], None]) -> None:
+            def left() -> float:
+                return 0.0 if hurry and self._only_hogs_left() else seconds()
+
             if p0 is None:
-                deadline = time.monotonic() + seconds
-                while not sched.all_done.wait(0.05) and time.monotonic() < deadline:
+                start = time.monotonic()
+                while not sched.all_done.wait(0.05) and time.monotonic() - start < left():
                     every()
             else:
-                p0.loop.run_until_complete(_wait_event(sched.all_done, seconds, every))
+                p0.loop.run_until_complete(_wait_event(sched.all_done, left, every))
 
-        wait(self._grace(timeout), cancel_new)
+        wait(lambda: self._grace(timeout), cancel_new)
         if not sched.all_done.is_set():
             self._abandon_stubborn(self._grace(timeout))
-            wait(abandon_grace, lambda: None)
+            wait(lambda: abandon_grace, lambda: None)
         if p0 is not None and p0.resources:  # 4b. P0's loop is this thread's
             p0.loop.run_until_complete(p0.close_resources())
         self._close_resources(p0)
+
+    def _only_hogs_left(self) -> bool:
+        """Every goroutine not done is stuck in a step (sysmon's judgement), or none is."""
+        stuck = {p.stuck_g for p in self.sched.allp if p.stuck_since}
+        return all(g.done() or g in stuck for g in self.sched.allg.copy())
 
     def _close_resources(self, p0: P | None) -> None:
         """4b. The PerP instances of every P but p0, each closed on its own P's loop while
@@ -405,7 +458,8 @@ class Runtime:
     def _stop_threads(self, p0: P | None, wait: bool = True, m_grace: float | None = None) -> None:
         """5-7. Stop sysmon, every P but p0, and the M threads; join them all (unless a
         second Ctrl-C said not to wait: then they are daemon threads, left to exit). An
-        M in a blocking call gets ``m_grace`` (default ``shutdown_timeout``) to end it."""
+        M in a blocking call, and a P's thread stuck in a step, get ``m_grace`` (default
+        ``shutdown_timeout``; after an internal error, INTERRUPT_M_GRACE) to end it."""
         if self.sysmon is not None:
             self.sysmon.stop()
         self._unsigquit()
@@ -415,9 +469,10 @@ class Runtime:
         if not wait:
             self.sched.mpool.close(0)
             return
-        self._join(ps)
-        grace = self.shutdown_timeout if m_grace is None else m_grace
-        for t in self.sched.mpool.close(grace):
+        if m_grace is None:
+            m_grace = INTERRUPT_M_GRACE if self._broken() else self.shutdown_timeout
+        self._join(ps, m_grace)
+        for t in self.sched.mpool.close(m_grace):
             logger.error("shutdown: M thread %s is still in a blocking call; leaving it", t.name)
 
     def waiting_for(self) -> list[str]:
@@ -434,17 +489,19 @@ class Runtime:
                 lines.append(f"{t.name}: a blocking call, at {where}")
         return lines
 
-    def _join(self, ps: list[P]) -> None:
+    def _join(self, ps: list[P], grace: float) -> None:
+        """Join the Ps' threads, each within grace; one still in a step is reported and
+        left (a daemon thread: a thread cannot be killed)."""
         me = threading.current_thread()
         for p in ps:
             t = p.thread
             if t is None or t is me:
                 continue
-            t.join(self.shutdown_timeout)
+            t.join(grace)
             if t.is_alive():
                 g = p.curg
                 logger.error(
-                    "shutdown: P%d's thread did not stop; it is stuck in %r:\n%s",
+                    "shutdown: P%d's thread did not stop; it is stuck in %r; leaving it:\n%s",
                     p.id,
                     g,
                     g.format_stack() if g is not None else "",
@@ -471,8 +528,9 @@ class Runtime:
         with self._lock:
             if self._state != RUNNING_RT:
                 raise RuntimeClosedError(f"{self!r} is not running")
-            old, self._procs = self._procs, n
-            self.sched.procresize(n)
+            old = self._procs
+            self.sched.procresize(n)  # (if it raises, the runtime keeps its old size)
+            self._procs = n
             return old
 
     def instrument(self, obj: object) -> None:
@@ -492,7 +550,7 @@ class Runtime:
         finishing while the counters are read)."""
         sched = self.sched
         ps = sched.allp
-        everp = (*ps, *sched.retired)
+        everp: tuple[P | PTotals, ...] = (*ps, *sched.retired, sched.gone)
         spawned = sched.nspawned_outside + sum(p.nspawned for p in everp)
         finished = sum(p.nfinished for p in everp)
         mthreads, midle = sched.mpool.counts
@@ -707,7 +765,11 @@ class CallerP0:
         self.p0 = rt.sched.allp[0]
         self.interrupted: list[str] = []
         self._restore_sigint = _install_sigint(rt.sched, self.p0.loop, self.interrupted)
-        self._signals = SignalGuard(self.p0.loop)
+        self._signals = SignalGuard(self.p0.loop, self._handler_raised)
+        self._done: asyncio.Future[None] | None = None  # run_pinned's, while it runs
+        self._raised: list[BaseException] = []  # by a signal handler, for run_pinned
+        self._aborted = False  # run_pinned raised one: the program is on its way out
+        rt.sched.on_throw = self._end_run_pinned
         if threading.current_thread() is threading.main_thread():
             self._signals.install()
         _callers.add(self)
@@ -723,14 +785,41 @@ class CallerP0:
         which the deadlock detector watches."""
         sched = self.rt.sched
         g: G[T] = sched.newproc(coro, pin=True)
-        done = self.p0.loop.create_future()
+        done = self._done = self.p0.loop.create_future()
         add_waiter(g, lambda _: complete_future(done))
         sched.main = g
         try:
             self.p0.loop.run_until_complete(done)
         finally:
+            self._done = None
             self.p0.give_token()  # P0's loop stops running until the next call
+        if not g.done() and isinstance(fatal := sched.fatal, InternalError):
+            raise fatal  # the runtime broke (Sched.throw): g may never run again
+        if self._raised:
+            self._aborted = True
+            exc = self._raised.pop()
+            if g.done() and g._exc is exc:
+                g.exception()  # it interrupted main itself: retrieved, by raising it here
+            raise exc
         return g
+
+    def _end_run_pinned(self) -> None:
+        """The runtime broke (Sched.throw, any thread): run_pinned stops waiting at once;
+        close raises the InternalError."""
+        done = self._done
+        if done is not None:
+            complete_future(done)
+
+    def _handler_raised(self, exc: BaseException, queued: bool) -> None:
+        """A signal handler raised exc: it ends run_pinned, as it would have ended
+        asyncio.run (the goroutines are left to close's cancellation), or else, if the
+        handler was queued (sigqueue.py, 2.), the shutdown (close raises it). One that
+        ran at once in the program's code outside run_pinned goes on from there."""
+        if self._done is None and not queued:
+            return
+        self._raised.append(exc)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
 
     def result(self, g: G[T]) -> T:
         """g's result, or KeyboardInterrupt if a Ctrl-C came while it ran (it was
@@ -762,7 +851,11 @@ class CallerP0:
         forced = False  # a second Ctrl-C: stop waiting
         # The program is on its way out (a signal handler's, or a goroutine's, SystemExit
         # or KeyboardInterrupt): goroutines get EXIT_GRACE.
-        exits = exiting or isinstance(rt.sched.fatal, (KeyboardInterrupt, SystemExit))
+        exits = (
+            exiting
+            or self._aborted
+            or isinstance(rt.sched.fatal, (KeyboardInterrupt, SystemExit, InternalError))
+        )
         try:
             try:
                 with rt._lock:
@@ -770,7 +863,12 @@ class CallerP0:
                 if exiting:
                     p0.requeue_interrupted()
                 grace = EXIT_GRACE if exits else None
-                rt._stop_goroutines(grace, p0, abandon_grace=grace or ABANDON_GRACE)
+                rt._stop_goroutines(
+                    grace,
+                    p0,
+                    abandon_grace=grace or ABANDON_GRACE,
+                    hurry=exits or bool(self.interrupted),
+                )
             except KeyboardInterrupt:
                 forced = True
                 raise
@@ -794,6 +892,7 @@ class CallerP0:
             try:
                 p0.close_loop(force=forced)  # 8.
             finally:
+                m.p = None  # (a schedule callback left on the loop ran in close_loop)
                 self._restore_sigint()
                 try:
                     rt._end_close()
@@ -801,8 +900,9 @@ class CallerP0:
                     # A handler's exception queued meanwhile (SystemExit) goes on from here.
                     _callers.discard(self)
                     self._signals.restore()
-        if rt.sched.fatal is not None:  # 9.
-            raise rt.sched.fatal
+        if self._raised:  # a signal handler's, delivered during the shutdown's waits
+            raise self._raised.pop()
+        rt._raise_fatal()  # 9.
 
     def _report(self) -> None:
         """Shutdown has taken SHUTDOWN_REPORT_AFTER: after a Ctrl-C, say what it waits for."""
@@ -843,10 +943,13 @@ async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
             t.join()  # it has only its return left: leave no thread behind
 
 
-async def _wait_event(ev: threading.Event, seconds: float, every: Callable[[], None]) -> None:
-    """Wait for a threading.Event on a loop without blocking it (P0 during shutdown)."""
-    deadline = time.monotonic() + seconds
-    while not ev.is_set() and time.monotonic() < deadline:
+async def _wait_event(
+    ev: threading.Event, seconds: Callable[[], float], every: Callable[[], None]
+) -> None:
+    """Wait for a threading.Event on a loop without blocking it (P0 during shutdown), at
+    most seconds() (asked again as it waits: the runtime may break meanwhile)."""
+    start = time.monotonic()
+    while not ev.is_set() and time.monotonic() - start < seconds():
         await asyncio.sleep(0.005)
         every()
 
@@ -881,6 +984,14 @@ def _install_sigint(
             ).start()
         else:
             interrupted.append(WHILE_RUNNING)
+            p0 = sched.allp[0] if sched.allp else None
+            if p0 is not None and p0.stuck_since and p0.curg is not None:
+                # This thread is in a hog's step (sysmon judged it), which would hold
+                # the cancel below up until it ends, maybe for ever: the interrupt goes
+                # into the hog, here (the handler runs in its code: SignalGuard delivers
+                # at once only there), as Go's exits at once. Its finally blocks run;
+                # the KeyboardInterrupt ends the runtime (Sched.fatal_error).
+                raise KeyboardInterrupt
             # Not cancelled here: the handler runs between two bytecodes of whatever
             # this thread was doing, maybe inside mnsched holding a lock cancel() takes
             # (a channel's, sched.lock): that hung the process. P0's loop cancels it
@@ -904,7 +1015,11 @@ def _install_sigint(
         return lambda: None
 
     def restore() -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        # Unless the program installed its own meanwhile (asyncio.Runner leaves it too);
+        # ours may be wrapped by the SignalGuard (restored after this).
+        now = signal.getsignal(signal.SIGINT)
+        if now is on_sigint or getattr(now, "__wrapped__", None) is on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     return restore
 

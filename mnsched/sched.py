@@ -37,7 +37,7 @@ from .g import (
     sample_ready,
 )
 from .m import Call, MPool, m
-from .p import P
+from .p import P, PTotals
 from .runq import LOCAL_QUEUE_SIZE
 from .steptoken import StepToken
 
@@ -107,10 +107,10 @@ class Sched:
     # Slots: the C core reads allg, closing, idle, nspinning, all_done, runq, lock and
     # instr at their offsets (bind_sched, below) instead of looking them up by name.
     __slots__ = (
-        "__weakref__", "all_done", "allg", "allp", "closing", "fatal", "idle", "instr",
-        "instruments", "lock", "main", "make_loop", "mpool", "nspawned_outside", "nspinning",
-        "nsyscall", "order", "resize_lock", "retired", "rt", "runq", "spares", "token",
-        "unretrieved", "warm",
+        "__weakref__", "all_done", "allg", "allp", "closing", "fatal", "gone", "idle",
+        "instr", "instruments", "lock", "main", "make_loop", "mpool", "nspawned_outside",
+        "nspinning", "nsyscall", "on_throw", "order", "resize_lock", "retired", "rt", "runq",
+        "spares", "token", "unretrieved", "warm",
     )  # fmt: skip
 
     def __init__(
@@ -140,8 +140,11 @@ class Sched:
         self.closing = False  # no new goroutines; set once, at the start of shutdown
         self.all_done = threading.Event()  # set once closing and no G is left
         # Why the runtime must end: KeyboardInterrupt/SystemExit from a G, a Deadlock, or
-        # an InternalError. run() raises it.
+        # an InternalError. run(), close() and aclose() raise it.
         self.fatal: BaseException | None = None
+        # Called (from any thread) after an InternalError: run() stops waiting for main,
+        # whose P may be the broken one.
+        self.on_throw: Callable[[], None] | None = None
         # This runtime's own instruments; instr is what the driver calls: None when there
         # are none here or global (the hot path's one check), else an Instruments.
         self.instruments: list[object] = []
@@ -153,6 +156,7 @@ class Sched:
         # parked P kept ready for sysmon, outside allp.
         self.resize_lock = threading.Lock()
         self.retired: list[P] = []
+        self.gone = PTotals()  # the counters of retired Ps whose threads have ended
         self.spares: list[P] = []
         self.warm: P | None = None
         _SCHEDS.add(self)
@@ -257,13 +261,26 @@ class Sched:
 
     def _refuse(self, coro: Coroutine[Any, Any, Any]) -> NoReturn:
         coro.close()  # it will never run; close it so Python does not warn "never awaited"
+        fatal = self.fatal
+        if fatal is not None:
+            raise RuntimeClosedError(
+                f"cannot spawn a goroutine: {self.rt!r} is ending, because of "
+                f"{type(fatal).__name__}{': ' + str(fatal) if str(fatal) else ''} "
+                "(close() raises it)"
+            ) from fatal
         raise RuntimeClosedError(f"cannot spawn a goroutine: {self.rt!r}")
 
     def fatal_error(self, exc: BaseException) -> None:
         """The program must end (a G raised KeyboardInterrupt or SystemExit, as it would
-        under asyncio; or a deadlock): cancel every G; ``run`` raises exc."""
-        if self.fatal is None:
-            self.fatal = exc
+        under asyncio; a deadlock; an internal error): refuse new Gs and cancel every one;
+        ``run``, ``close`` and ``aclose`` raise exc. The first one counts."""
+        with self.lock:  # as shutdown's step 1: a spawn in flight is refused or seen
+            if self.fatal is None:
+                self.fatal = exc
+            self.closing = True
+            empty = not self.allg
+        if empty:
+            self.all_done.set()
         for g in self.allg.copy():
             g.cancel()
 
@@ -273,6 +290,8 @@ class Sched:
         if self.fatal is None:
             logger.critical("mnsched internal error (please report it): %s", err, exc_info=err)
         self.fatal_error(err)
+        if (on_throw := self.on_throw) is not None:
+            on_throw()
 
     # -- the global run queue ------------------------------------------------------------
 
@@ -403,16 +422,14 @@ class Sched:
         """Start the first n Ps: P0 on the calling thread when caller_is_p0 (on a new
         loop, or on the running loop it borrows), the others on threads of their own."""
         ps = [P(self, i, self.make_loop) for i in range(n)]
-        try:
-            for p in ps:
-                if caller_is_p0 and p.id == 0:
-                    p.create_loop(borrow)
-                else:
-                    p.start_thread()
-        except BaseException:
-            for p in ps:
-                p.stop()
-            raise
+
+        def start(p: P) -> None:
+            if caller_is_p0 and p.id == 0:
+                p.create_loop(borrow)
+            else:
+                p.start_thread()
+
+        _start_all(ps, start)
         with self.lock:
             self.idle = list(reversed(ps))
             self.order = StealOrder(len(ps))
@@ -438,9 +455,10 @@ class Sched:
             return p
 
     def ensure_warm(self) -> None:
-        """For sysmon, when it has time: keep one parked P ready for the next stuck spell."""
+        """For sysmon, when it has time: keep one parked P ready for the next stuck spell
+        (a retired P still draining will be it: rewarm)."""
         with self.resize_lock:
-            if self.warm is None and not self.closing:
+            if self.warm is None and not self.closing and not self.retired:
                 self.warm = self._new_ps(1)[0]
 
     def retire_spares(self, keep: int = 0) -> None:
@@ -453,6 +471,36 @@ class Sched:
             gone = by_idle[: len(self.spares) - keep]
             self.spares = [p for p in self.spares if p not in gone]
             self._remove_ps(gone)
+
+    def rewarm(self, p: P) -> bool:
+        """From a retired P that has drained, on its thread: become the warm P, if none
+        is, rather than stop (True). A P started at the peak of a stuck spell (its loop,
+        thread and hooks: hundreds of objects, each in a pymalloc arena full of that
+        spell's goroutines) and stopped after it kept those arenas from being freed:
+        RSS grew a few MiB with every spell. Go keeps its idle Ms too."""
+        with self.resize_lock:
+            if (
+                self.warm is not None
+                or self.closing
+                or p.active
+                or p.resources
+                or p not in self.retired
+            ):
+                return False
+            self.retired.remove(p)
+            self.warm = p  # still retiring: it takes no work until add_spare takes it
+            return True
+
+    def forget_retired(self, p: P) -> None:
+        """p's thread has ended: if p was retired, keep its counters, not p. (Checked
+        first without the lock: a P that failed to start is joined under it, and was
+        never retired; a retired one was before its thread could end.)"""
+        if p not in self.retired:
+            return
+        with self.resize_lock:
+            if p in self.retired:
+                self.retired.remove(p)
+                self.gone.add(p)
 
     def ps_with_resources(self) -> list[P]:
         """Every P holding PerP instances, for shutdown to close them on its loop: running
@@ -476,8 +524,7 @@ class Sched:
             taken.add(self.warm.id)
         ids = [i for i in range(len(taken) + k) if i not in taken][:k]
         new = [P(self, i, self.make_loop) for i in ids]
-        for p in new:
-            p.start_thread()
+        _start_all(new, P.start_thread)
         return new
 
     def _add_ps(self, new: list[P]) -> list[P]:
@@ -485,7 +532,10 @@ class Sched:
         with self.lock:
             self.order = StealOrder(len(self.allp) + len(new))
             self.allp = self.allp + tuple(new)
-            self.idle.extend(new)
+            for p in new:
+                p.retiring = False  # (a warm P that was a spare before)
+                if not p.active:  # (one is after a stray wake-up: it idles itself)
+                    self.idle.append(p)
         for p in new:
             p._instrumented = self.instr is not None  # a reinstall may have missed it
         if (ins := self.instr) is not None:
@@ -505,6 +555,27 @@ class Sched:
             if (ins := self.instr) is not None:
                 ins.procs_changed(p, False)
             p.loop.call_soon_threadsafe(p.retire)
+
+
+def _start_all(ps: list[P], start: Callable[[P], None]) -> None:
+    """start(p) each of ps; if one cannot start (out of threads or fds), stop the ones
+    that did, close their loops and join their threads (nothing is left behind: the
+    runtime stays as it was) and raise its error."""
+    started: list[P] = []
+    try:
+        for p in ps:
+            start(p)
+            started.append(p)
+    except BaseException:
+        for p in started:
+            if p.thread is None:  # P0 on the caller's thread: its loop is closed here
+                p.close_loop()
+            else:
+                p.stop()
+        for p in started:
+            if p.thread is not None:
+                p.thread.join()
+        raise
 
 
 if CORE is not None:

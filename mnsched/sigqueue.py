@@ -15,11 +15,18 @@ So while ``run`` runs, each Python handler installed when it started is wrapped.
 wrapper looks at where the signal interrupted the thread (``interrupted_in_driver``):
 
 1. In the user's code, or the standard library called from it: the handler runs at once,
-   as without mnsched (a CPU hog in a goroutine is interrupted where it is).
+   as without mnsched (a CPU hog in a goroutine is interrupted where it is). What it
+   raises fails that goroutine, as it would a Task; ``on_error`` hears of it too, so
+   that ``run`` ends with it even if the goroutine was not main (KeyboardInterrupt and
+   SystemExit end the runtime by themselves).
 2. Inside mnsched, or the standard library called from it: the signal is queued and the
    handler runs at the next safe point, a callback on P0's loop (woken through its
-   self-pipe, which takes no lock this thread can hold). If the loop is not running (the
-   shutdown's own waits), the queue is run when ``run`` has shut down (``restore``).
+   self-pipe, which takes no lock this thread can hold). What the handler raises ends
+   the loop's run as it would have ended ``asyncio.run``'s (a loop logs what its
+   callbacks raise, but for KeyboardInterrupt and SystemExit: the guard's ``on_error``
+   passes the rest on, so that pytest-timeout's ``Failed`` fails the test). If the loop
+   is not running (the shutdown's own waits), the queue is run when ``run`` has shut down
+   (``restore``), and what a handler raises goes on from there.
 3. Two cases deliver at once even inside mnsched: a wait for a thread to end
    (``Thread.join``: shutdown joins holding no lock), and a signal arriving while an
    earlier one is still queued (the thread is not reaching a safe point: stuck, or the
@@ -73,8 +80,12 @@ class SignalGuard:
     """The wrapped handlers of one ``run``: ``install`` on the main thread when it starts,
     ``restore`` once it has shut down."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_error: Callable[[BaseException, bool], None]
+    ) -> None:
         self._loop = loop
+        # on_error(exc, queued): a handler raised exc, queued (2.) or at once (1.)
+        self._on_error = on_error
         self._installed: dict[int, tuple[Handler, Handler]] = {}  # signum: (theirs, ours)
         # Signals caught inside mnsched, not yet handled. Only this thread touches it,
         # and deque appends and pops are atomic against a handler interrupting them.
@@ -96,14 +107,20 @@ class SignalGuard:
         def guarded(signum: int, frame: FrameType | None) -> Any:
             pending = self._pending
             if not pending and not interrupted_in_driver(frame):
-                return handler(signum, frame)  # 1.
+                try:
+                    return handler(signum, frame)  # 1.
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as e:
+                    self._on_error(e, False)
+                    raise
             earlier = bool(pending)
             pending.append((handler, signum, frame))
             if earlier:  # 3. an earlier one never reached a safe point
                 self.deliver()
                 return None
             try:  # 2.
-                self._loop.call_soon_threadsafe(self.deliver)
+                self._loop.call_soon_threadsafe(self._deliver_on_loop)
             except RuntimeError:  # the loop is closed: restore() delivers it
                 pass
             return None
@@ -117,6 +134,14 @@ class SignalGuard:
         while pending:
             handler, signum, frame = pending.popleft()
             handler(signum, frame)
+
+    def _deliver_on_loop(self) -> None:
+        try:
+            self.deliver()
+        except (KeyboardInterrupt, SystemExit):
+            raise  # the loop passes these on itself, out of its run
+        except BaseException as e:
+            self._on_error(e, True)
 
     def restore(self) -> None:
         """Put the program's handlers back (where nobody replaced ours meanwhile), then

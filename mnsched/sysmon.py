@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import Deadlock
+from .errors import Deadlock, ResourceLimitError
 from .g import PARKED
 from .log import debug_output
 from .m import thread_cpu, thread_runnable
@@ -131,6 +131,7 @@ class Sysmon:
         self._thread: threading.Thread | None = None
         self.nhandoffs = 0  # goroutines moved off stuck Ps
         self.nspares = 0  # spare Ps started
+        self._p_refused = False  # the OS refused the last spare or warm P (said once)
         self.nhogs = 0  # stuck steps seen
         self.urgent = False  # a step looked suspect or stuck at the last round
         self._holder: tuple[P, int] | None = None  # the step token's idle holder, and tick
@@ -209,17 +210,35 @@ class Sysmon:
         if nstuck and nstuck == len(ps):
             # Every P is stuck: a spare takes the work, as Go's handoffp gives a stuck M's
             # P to a new M. At most one per regular P (SPARES_PER_P).
-            if sched.runq and len(sched.spares) < SPARES_PER_P * sched.rt.gomaxprocs():
-                sched.add_spare()
+            if (
+                sched.runq
+                and len(sched.spares) < SPARES_PER_P * sched.rt.gomaxprocs()
+                and self._start_p(sched.add_spare)
+            ):
                 self.nspares += 1
         elif sched.spares:
             sched.retire_spares(keep=nstuck)  # spares idle beyond the stuck Ps go
         self.urgent = bool(nsuspect or nstuck or sched.spares)
         if not nstuck:
-            sched.ensure_warm()
+            self._start_p(sched.ensure_warm)
         if not busy:
             self._check_deadlock(ps)
         return busy
+
+    def _start_p(self, start: Callable[[], object]) -> bool:
+        """Start a spare or warm P; if the OS refuses its thread or fds, the work waits
+        for the stuck Ps instead: said once (until one starts again), not fatal."""
+        try:
+            start()
+        except ResourceLimitError as e:
+            if not self._p_refused:
+                self._p_refused = True
+                debug_output(
+                    logging.WARNING, f"mnsched: sysmon: {e}; the stuck Ps' goroutines wait"
+                )
+            return False
+        self._p_refused = False
+        return True
 
     def _work_waits(self, ps: tuple[P, ...], now: float) -> bool:
         """Whether runnable goroutines wait that no P is about to run, so that an idle P

@@ -29,11 +29,13 @@ into JSON at ``stop``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import itertools
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -105,15 +107,14 @@ else:
     _TraceBase = _PureTraceBuf if CORE is None else CORE.TraceBuf
 
 
+@instrument.direct
 class Tracer(_TraceBase):
     """An instrument that records the schedule. The driver's events go to its base (in C
     under the C driver); the rest (steals, blocking calls, handoffs, collections, the
     switch interval) to ``buf``. ``events()`` turns them into trace-event dicts;
-    ``write(path)`` saves them as JSON."""
-
-    # Every hook is here and none raises: the runtime calls it without the Instruments
-    # fan-out (and the C driver records its events in C) when it is the only instrument.
-    direct_hooks = True
+    ``write(path)`` saves them as JSON. Every hook is here and none raises (``direct``):
+    the runtime calls it without the Instruments fan-out (and the C driver records its
+    events in C) when it is the only instrument."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -277,15 +278,54 @@ class Tracer(_TraceBase):
         return meta
 
     def write(self, path: str | os.PathLike[str]) -> None:
+        """Save the trace to path (atomically, mode 0600: see TraceFile)."""
+        TraceFile(path).commit(self)
+
+    def to_json(self) -> str:
         doc = {"traceEvents": self.events(), "displayTimeUnit": "ms",
                "otherData": {"producer": "mnsched", "python": sys.version.split()[0]}}  # fmt: skip
-        Path(path).write_text(json.dumps(doc, separators=(",", ":")))
+        return json.dumps(doc, separators=(",", ":"))
+
+
+class TraceFile:
+    """Where a trace goes, reserved when tracing starts: a temporary file (mode 0600: a
+    trace shows the program's names and timings) in the target's directory, so that a
+    path that cannot be written fails at once, not at exit with the trace lost. At the
+    end it is renamed over the target: a reader never sees half a file, and a symlink
+    there is replaced, not written through."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        target = Path(self.path)
+        if target.is_dir():
+            raise IsADirectoryError(f"mnsched.trace: {self.path!r} is a directory, not a file")
+        try:
+            self._fd, self._tmp = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+            )
+        except OSError as e:
+            raise OSError(e.errno, f"mnsched.trace: cannot write a trace to {self.path!r}: "
+                          f"{e.strerror}") from e  # fmt: skip
+
+    def commit(self, tracer: Tracer) -> None:
+        try:
+            with os.fdopen(self._fd, "w") as f:
+                f.write(tracer.to_json())
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            raise
+
+    def forget(self) -> None:
+        """In a forked child: the file is the parent's to finish."""
+        os.close(self._fd)
 
 
 # -- the process's trace --------------------------------------------------------------------
 
 _lock = threading.Lock()
-_active: tuple[Tracer, str | None] | None = None
+_active: tuple[Tracer, TraceFile | None] | None = None
 
 
 def start(path: str | os.PathLike[str] | None = None) -> Tracer:
@@ -295,8 +335,9 @@ def start(path: str | os.PathLike[str] | None = None) -> Tracer:
     with _lock:
         if _active is not None:
             raise RuntimeError("mnsched.trace: a trace is already running; stop() it first")
+        out = None if path is None else TraceFile(path)
         tracer = Tracer()
-        _active = (tracer, None if path is None else os.fspath(path))
+        _active = (tracer, out)
     gc.callbacks.append(tracer.gc_callback)
     tracer.switch_interval(sys.getswitchinterval())
     instrument.add_global(tracer)
@@ -310,12 +351,12 @@ def stop() -> Tracer:
     with _lock:
         if _active is None:
             raise RuntimeError("mnsched.trace: no trace is running (start() one)")
-        tracer, path = _active
+        tracer, out = _active
         _active = None
     instrument.remove_global(tracer)
     gc.callbacks.remove(tracer.gc_callback)
-    if path is not None:
-        tracer.write(path)
+    if out is not None:
+        out.commit(tracer)
     return tracer
 
 
@@ -324,17 +365,36 @@ def tracing() -> bool:
 
 
 def start_from_env() -> None:
-    """``MNSCHED_TRACE=path``: trace from the first runtime on; written at exit."""
+    """``MNSCHED_TRACE=path``: trace from the first runtime on; written at exit. A path
+    that cannot be written fails here, naming the variable."""
     path = os.environ.get(TRACE_ENV)
     if not path or tracing():
         return
-    start(path)
+    try:
+        start(path)
+    except OSError as e:
+        raise ValueError(f"{TRACE_ENV}={path!r}: {e.strerror or e}") from e
     atexit.register(_stop_at_exit)
 
 
+# The exit status of a program whose trace could not be written at exit (the path was
+# writable when tracing started): the trace was what was asked for, and it is lost.
+TRACE_LOST_STATUS = 1
+
+
 def _stop_at_exit() -> None:
-    if tracing():
+    if not tracing():
+        return
+    try:
         stop()
+    except Exception as e:
+        print(f"mnsched: {TRACE_ENV}: the trace was not written: {e}", file=sys.stderr)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        # An atexit handler cannot change the exit status otherwise: exit handlers
+        # registered before the first runtime started do not run.
+        os._exit(TRACE_LOST_STATUS)
 
 
 def _after_fork_in_child() -> None:
@@ -342,8 +402,10 @@ def _after_fork_in_child() -> None:
     global _active
     _lock._at_fork_reinit()  # type: ignore[attr-defined]
     if _active is not None:
-        tracer, _ = _active
+        tracer, out = _active
         _active = None
+        if out is not None:
+            out.forget()
         instrument.remove_global(tracer)
         gc.callbacks.remove(tracer.gc_callback)
 

@@ -29,6 +29,15 @@ SIG = getattr(signal, sys.argv[3])
 if SIG == signal.SIGTERM:  # as a service does: exit cleanly on SIGTERM
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+class Timeout(BaseException):  # as pytest-timeout's alarm raises pytest's Failed
+    pass
+
+def alarm(signum, frame):
+    raise Timeout("the alarm rang")
+
+if SIG == signal.SIGALRM:
+    signal.signal(signal.SIGALRM, alarm)
+
 def ready():
     print("ready", flush=True)
 
@@ -224,3 +233,29 @@ def test_a_slow_shutdown_says_what_it_waits_for_and_a_second_ctrl_c_exits(kind):
     out, err, took = finish(proc, sent)
     assert "KeyboardInterrupt" in out and proc.returncode == 130, (out, err)
     assert took < PROMPT, f"{took:.2f} s after the second SIGINT"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("moment", list(MOMENTS))
+@pytest.mark.parametrize("procs", matrix_procs(1, 2, 4))
+@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
+def test_a_signal_handlers_exception_ends_the_program_as_under_asyncio(moment, procs, kind):
+    # A handler raising anything else (pytest-timeout's alarm): asyncio.run passes it on
+    # wherever the signal finds the main thread. So does run(): a handler queued while
+    # the main thread was inside mnsched raises it when it runs on P0's loop. Where it
+    # interrupts a goroutine other than main, that goroutine fails with it (as a Task
+    # does), and it is reported as its unretrieved exception.
+    proc = start(MOMENTS[moment], procs, kind, "SIGALRM")
+    if moment != "cpu in main":  # there it is raised at once, in main, before "ready"
+        wait_ready(proc)
+    sent = time.monotonic()
+    if moment not in SELF_SIGNALLED:
+        proc.send_signal(signal.SIGALRM)
+    out, err, took = finish(proc, sent)
+    assert "Timeout: the alarm rang" in err, (out, err)
+    if proc.returncode == 0:  # the handler ran in the worker's finally: reported there
+        assert moment == "in a finally during shutdown", (out, err)
+        assert "returned finished" in out and "nobody retrieved it" in err, (out, err)
+    else:
+        assert proc.returncode == 1, (proc.returncode, out, err)
+    assert took < PROMPT, f"{took:.2f} s after SIGALRM:\n{err}"

@@ -116,11 +116,15 @@ def test_a_second_signal_while_one_is_queued_delivers_both(usr1):
     mnsched.run(main(), procs=1)
 
 
+def _unexpected(exc: BaseException, queued: bool) -> None:
+    raise AssertionError(f"nothing was delivered on a loop, yet {exc!r}")
+
+
 def test_a_signal_queued_when_the_loop_is_gone_is_raised_by_restore(usr1):
     handler, got, also = usr1
     loop = asyncio.new_event_loop()
     loop.close()
-    guard = SignalGuard(loop)
+    guard = SignalGuard(loop, _unexpected)
     guard.install()
     guarded: Any = signal.getsignal(signal.SIGUSR1)
 
@@ -139,7 +143,7 @@ def test_a_signal_queued_when_the_loop_is_gone_is_raised_by_restore(usr1):
 def test_restore_leaves_a_handler_installed_meanwhile(usr1):
     loop = asyncio.new_event_loop()
     try:
-        guard = SignalGuard(loop)
+        guard = SignalGuard(loop, _unexpected)
         guard.install()
 
         def theirs(signum: int, frame: object) -> None:
