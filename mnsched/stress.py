@@ -293,7 +293,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--procs", default="1,2,4", help="P counts to draw from (default 1,2,4)")
     ap.add_argument("--loops", default="uvloop,asyncio", help="loop kinds to draw from")
     ap.add_argument("--round-seconds", type=float, default=5.0, help="per round (default 5)")
+    ap.add_argument(
+        "--service",
+        action="store_true",
+        help="the service soak instead (mnsched/stress_service.py): aiohttp and FastAPI "
+        "services with PostgreSQL and Redis under a bounded load",
+    )
+    ap.add_argument(
+        "--interval",
+        type=float,
+        default=60.0,
+        help="--service: seconds between the series' lines (default 60)",
+    )
     args = ap.parse_args(argv)
+    if args.service:
+        if args.minutes <= 0 or args.interval <= 0:
+            ap.error("--minutes and --interval must be positive")
+        from .stress_service import soak
+
+        return soak(args.minutes, args.interval)
     try:
         procs = [int(p) for p in args.procs.split(",")]
     except ValueError:

@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "mnsched"
 MODULES = {p.stem: p for p in PKG.glob("*.py") if p.stem not in ("__init__", "__main__")}
 # The runtime's layers, bottom first: a module may import only from earlier layers.
 LAYERS = [
-    {"errors", "aio", "sigqueue", "instrument"},
+    {"errors", "aio", "sigqueue", "instrument", "localservers"},
     {"m"},
     {"g", "log"},
     {"runq", "steptoken", "sudog", "trace"},
@@ -24,7 +24,8 @@ LAYERS = [
     {"sysmon", "goroutines", "metrics"},
     {"runtime"},
     {"api", "serve", "tracetool"},
-    {"pytest_plugin", "gunicorn", "stress"},
+    {"pytest_plugin", "gunicorn", "stress_service"},
+    {"stress"},
 ]
 
 

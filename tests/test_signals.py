@@ -176,13 +176,23 @@ def finish(proc: subprocess.Popen[str], since: float) -> tuple[str, str, float]:
 @pytest.mark.parametrize("moment", list(MOMENTS))
 @pytest.mark.parametrize("procs", matrix_procs(1, 2, 4))
 @pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
-def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
-    proc = start(MOMENTS[moment], procs, kind)
-    wait_ready(proc)
+def signal_at(
+    moment: str, procs: int, kind: str, sig: str
+) -> tuple[subprocess.Popen[str], str, str, float]:
+    """Run the moment's program, signal it once it is ready (unless it signals itself),
+    and return it once ended, with its output and the seconds from the signal."""
+    proc = start(MOMENTS[moment], procs, kind, sig)
+    if not (moment == "cpu in main" and sig != "SIGINT"):  # (there its handler's
+        wait_ready(proc)  # exception comes at once, before "ready")
     sent = time.monotonic()
     if moment not in SELF_SIGNALLED:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(getattr(signal, sig))
     out, err, took = finish(proc, sent)
+    return proc, out, err, took
+
+
+def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
+    proc, out, err, took = signal_at(moment, procs, kind, "SIGINT")
     assert "KeyboardInterrupt" in out, (out, err)
     assert proc.returncode == 130, (proc.returncode, out, err)
     assert took < PROMPT, f"{took:.2f} s after SIGINT:\n{err}"
@@ -193,13 +203,7 @@ def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
 @pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
 def test_sigterm_with_an_exiting_handler_ends_the_program_promptly(moment, kind):
     # A service's SIGTERM handler raising SystemExit: the program ends with its code.
-    proc = start(MOMENTS[moment], 2, kind, "SIGTERM")
-    if moment != "cpu in main":  # there SystemExit comes at once, before "ready"
-        wait_ready(proc)
-    sent = time.monotonic()
-    if moment not in SELF_SIGNALLED:
-        proc.send_signal(signal.SIGTERM)
-    out, err, took = finish(proc, sent)
+    proc, out, err, took = signal_at(moment, 2, kind, "SIGTERM")
     assert proc.returncode == 143, (proc.returncode, out, err)
     assert took < PROMPT, f"{took:.2f} s after SIGTERM:\n{err}"
 
@@ -245,13 +249,7 @@ def test_a_signal_handlers_exception_ends_the_program_as_under_asyncio(moment, p
     # the main thread was inside mnsched raises it when it runs on P0's loop. Where it
     # interrupts a goroutine other than main, that goroutine fails with it (as a Task
     # does), and it is reported as its unretrieved exception.
-    proc = start(MOMENTS[moment], procs, kind, "SIGALRM")
-    if moment != "cpu in main":  # there it is raised at once, in main, before "ready"
-        wait_ready(proc)
-    sent = time.monotonic()
-    if moment not in SELF_SIGNALLED:
-        proc.send_signal(signal.SIGALRM)
-    out, err, took = finish(proc, sent)
+    proc, out, err, took = signal_at(moment, procs, kind, "SIGALRM")
     assert "Timeout: the alarm rang" in err, (out, err)
     if proc.returncode == 0:  # the handler ran in the worker's finally: reported there
         assert moment == "in a finally during shutdown", (out, err)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -511,3 +512,48 @@ def test_ctrl_c_beats_a_cpu_hog(rt_params, tmp_path, where):
     assert finals == list(range(20)), out
     if where == "another p":
         assert "stuck in" in err and "leaving it" in err, err
+
+
+def test_churn_leaves_no_ps_or_objects_behind(run):
+    # Rounds of goroutines spawned in one long step (a hog spell: sysmon adds a spare P
+    # each time), parked, then cancelled: the retired spares are not kept, and Python's
+    # objects are as many after the last round as after the second.
+    async def parked(ch: mnsched.Chan[None]) -> None:
+        await ch.recv()
+
+    async def main() -> tuple[list[int], list[int]]:
+        sched = mnsched.current_runtime().sched
+        counts, retired = [], []
+        for _ in range(6):
+            ch: mnsched.Chan[None] = mnsched.Chan()
+            gs = [mnsched.go(parked(ch)) for _ in range(20_000)]
+            while any(g.status != "parked" for g in gs[-100:]):
+                await mnsched.sleep(0.001)
+            for g in gs:
+                g.cancel()
+            for g in gs:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await g
+            del gs, g
+            gc.collect()
+            counts.append(len(gc.get_objects()))
+            retired.append(len(sched.retired))
+        return counts, retired
+
+    counts, retired = run(main())
+    assert max(retired) <= 1, retired  # (one may still be draining)
+    assert max(counts[1:]) - min(counts[1:]) < 200, counts
+
+
+# -- starvation ---------------------------------------------------------------------------------
+
+
+def test_a_threads_sends_reach_a_goroutine_beside_a_spinner(run):
+    # A goroutine spinning on gosched() must not starve a wake-up from a plain thread:
+    # it reached its goroutine with p99 414 ms at procs 2 on the asyncio loop. Not a
+    # speed test (the bench's starve-wake measures it): a bound 25x the ~2 ms seen.
+    from mnsched.bench.workloads import starve_wake_mnsched
+
+    ok, p99_ms = run(starve_wake_mnsched(300))
+    assert ok
+    assert p99_ms < 50, f"p99 {p99_ms:.1f} ms"
