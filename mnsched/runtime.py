@@ -550,7 +550,8 @@ class Runtime:
         finishing while the counters are read)."""
         sched = self.sched
         ps = sched.allp
-        everp: tuple[P | PTotals, ...] = (*ps, *sched.retired, sched.gone)
+        warm = sched.warm  # (a spare before, maybe: its counts count)
+        everp: tuple[P | PTotals, ...] = (*ps, *sched.retired, *filter(None, [warm]), sched.gone)
         spawned = sched.nspawned_outside + sum(p.nspawned for p in everp)
         finished = sum(p.nfinished for p in everp)
         mthreads, midle = sched.mpool.counts

@@ -524,6 +524,7 @@ def test_churn_leaves_no_ps_or_objects_behind(run):
     async def main() -> tuple[list[int], list[int]]:
         sched = mnsched.current_runtime().sched
         counts, retired = [], []
+        ledger: list[tuple[int, int, int]] = []
         for _ in range(6):
             ch: mnsched.Chan[None] = mnsched.Chan()
             gs = [mnsched.go(parked(ch)) for _ in range(20_000)]
@@ -538,6 +539,10 @@ def test_churn_leaves_no_ps_or_objects_behind(run):
             gc.collect()
             counts.append(len(gc.get_objects()))
             retired.append(len(sched.retired))
+            st = mnsched.stats()
+            ledger.append((st["spawned"], st["finished"], st["goroutines"]))
+        # The counts of Ps gone, warm or retired still add up (main is the one left).
+        assert all(s == f + n and n == 1 for s, f, n in ledger), ledger
         return counts, retired
 
     counts, retired = run(main())
