@@ -172,10 +172,6 @@ def finish(proc: subprocess.Popen[str], since: float) -> tuple[str, str, float]:
     return out, err, time.monotonic() - since
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("moment", list(MOMENTS))
-@pytest.mark.parametrize("procs", matrix_procs(1, 2, 4))
-@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
 def signal_at(
     moment: str, procs: int, kind: str, sig: str
 ) -> tuple[subprocess.Popen[str], str, str, float]:
@@ -191,6 +187,10 @@ def signal_at(
     return proc, out, err, took
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("moment", list(MOMENTS))
+@pytest.mark.parametrize("procs", matrix_procs(1, 2, 4))
+@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
 def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
     proc, out, err, took = signal_at(moment, procs, kind, "SIGINT")
     assert "KeyboardInterrupt" in out, (out, err)
