@@ -49,10 +49,11 @@ def resource_limit(what: str, exc: BaseException) -> BaseException:
     elif (isinstance(exc, OSError) and exc.errno in _LIMIT_ERRNOS) or (
         type(exc) is RuntimeError and "can't start new thread" in str(exc)
     ):
+        refused = "a new thread" if isinstance(exc, RuntimeError) else "it"
         err = ResourceLimitError(
-            f"cannot start {what}: the OS refused a new thread ({exc}): a limit on "
-            "threads or memory was reached (ulimit -u, /proc/sys/kernel/threads-max, "
-            "RLIMIT_AS); use fewer Ps, a smaller max_threads=, or raise the limit"
+            f"cannot start {what}: the OS refused {refused} ({exc}): a limit on threads or "
+            "memory was reached (ulimit -u, /proc/sys/kernel/threads-max, RLIMIT_AS); "
+            "use fewer Ps, a smaller max_threads=, or raise the limit"
         )
     else:
         return exc

@@ -393,7 +393,6 @@ class P(_PBase):
         try:
             t.start()
         except RuntimeError as e:
-            self.stopped = True
             raise resource_limit(f"P{self.id}'s thread", e)  # noqa: B904 (its __cause__ is e)
         self.thread = t
         started.wait()

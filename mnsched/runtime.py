@@ -550,8 +550,9 @@ class Runtime:
         finishing while the counters are read)."""
         sched = self.sched
         ps = sched.allp
-        warm = sched.warm  # (a spare before, maybe: its counts count)
-        everp: tuple[P | PTotals, ...] = (*ps, *sched.retired, *filter(None, [warm]), sched.gone)
+        # (The warm P may have been a spare: its counts count.)
+        warm = [sched.warm] if sched.warm else []
+        everp: tuple[P | PTotals, ...] = (*ps, *sched.retired, *warm, sched.gone)
         spawned = sched.nspawned_outside + sum(p.nspawned for p in everp)
         finished = sum(p.nfinished for p in everp)
         mthreads, midle = sched.mpool.counts

@@ -2,16 +2,18 @@
 
 Two services run in processes of their own, each on mnsched with 2 Ps:
 
-- an aiohttp server served on every P (``serve_aiohttp``), each request a goroutine, with
-  PerP clients (an asyncpg pool, a redis.asyncio client) to a PostgreSQL and a Redis of
-  its own on 127.0.0.1 (``localservers``);
+- the aiohttp sample's application (``samples/aiohttp_service.py``) served on every P
+  (``serve_aiohttp``), each request a goroutine, with two routes more that use PerP
+  clients (an asyncpg pool, a redis.asyncio client) to a PostgreSQL and a Redis of its
+  own on 127.0.0.1 (``localservers``);
 - the FastAPI sample (``samples/fastapi_service.py``) under uvicorn, its runtime started
   in the lifespan.
 
 A bounded load runs against both from this process (plain asyncio, ``LOAD_CONCURRENCY``
 requests in flight per service, closed loop): light requests mostly, and CPU-heavy ones
-(pure-Python work in a goroutine), blocking ones (``mnsched.syscall``), PostgreSQL
-queries and Redis round trips; every response is checked. Every ``--interval`` seconds a
+(pure-Python work in a goroutine; hashing on an M thread), blocking ones
+(``mnsched.syscall``), PostgreSQL queries and Redis round trips; every response is
+checked. Every ``--interval`` seconds a
 line gives the requests, errors and p99 latency of that interval, and each service's
 RSS, open fds and threads. At the end the services get Ctrl-C and must exit 0; the soak
 fails (exit status 1) on any error, or if RSS, fds or threads grew after the warm-up
@@ -49,9 +51,9 @@ RSS_GROWTH, RSS_SLACK_MIB, FD_SLACK, THREAD_SLACK = 0.10, 8.0, 8, PROCS + 4
 # The request mix: (weight, service, path, check of the JSON answer).
 MIX: list[tuple[int, str, str]] = [
     (60, "aiohttp", "/"),
-    (6, "aiohttp", "/cpu?ms=5"),
-    (6, "aiohttp", "/blocking?ms=10"),
-    (8, "aiohttp", "/db"),
+    (6, "aiohttp", "/cpu?kb=64"),
+    (6, "aiohttp", "/db?ms=10"),
+    (8, "aiohttp", "/pg"),
     (8, "aiohttp", "/cache"),
     (60, "fastapi", "/"),
     (6, "fastapi", "/cpu?ms=5"),
@@ -63,6 +65,9 @@ MIX: list[tuple[int, str, str]] = [
 
 
 def _serve_aiohttp(port: int, dsn: str, redis_url: str) -> None:
+    """The aiohttp sample's application (samples/aiohttp_service.py: light, hashing on
+    an M thread, a blocking call), plus a PostgreSQL query and a Redis round trip."""
+    import aiohttp_service  # samples/, the working directory
     import asyncpg  # type: ignore[import-untyped]
     import redis.asyncio as aioredis
     from aiohttp import web
@@ -73,44 +78,20 @@ def _serve_aiohttp(port: int, dsn: str, redis_url: str) -> None:
     pools = mnsched.PerP(lambda: asyncpg.create_pool(dsn, min_size=1, max_size=4))
     caches = mnsched.PerP(lambda: aioredis.Redis.from_url(redis_url))
 
-    def burn(ms: float) -> int:
-        end, n = time.perf_counter() + ms / 1000, 0
-        while time.perf_counter() < end:
-            n += 1
-        return n
+    async def pg(request: web.Request) -> web.Response:
+        pool = await pools.aget()
+        n = random.randrange(1000)
+        return web.json_response({"sum": await pool.fetchval("SELECT $1::int + 1", n), "n": n})
 
-    async def cpu_work(ms: float) -> int:
-        return burn(ms)
+    async def cache(request: web.Request) -> web.Response:
+        r = await caches.aget()  # (a Redis client is awaited to set it up)
+        key = f"k{random.randrange(100)}"
+        return web.json_response({"incr": await r.incr(key), "key": key})
 
     def make_app() -> web.Application:
-        app = web.Application()
-
-        async def index(request: web.Request) -> web.Response:
-            return web.json_response({"hello": "world"})
-
-        async def cpu(request: web.Request) -> web.Response:
-            ms = float(request.query.get("ms", "5"))
-            return web.json_response({"loops": await mnsched.go(cpu_work(ms))})
-
-        async def blocking(request: web.Request) -> web.Response:
-            ms = float(request.query.get("ms", "10"))
-            await mnsched.syscall(time.sleep, ms / 1000)
-            return web.json_response({"slept_ms": ms})
-
-        async def db(request: web.Request) -> web.Response:
-            pool = await pools.aget()
-            n = random.randrange(1000)
-            return web.json_response({"sum": await pool.fetchval("SELECT $1::int + 1", n), "n": n})
-
-        async def cache(request: web.Request) -> web.Response:
-            r = await caches.aget()  # (a Redis client is awaited to set it up)
-            key = f"k{random.randrange(100)}"
-            n = await r.incr(key)
-            return web.json_response({"incr": n, "key": key})
-
-        for path, handler in [("/", index), ("/cpu", cpu), ("/blocking", blocking),
-                              ("/db", db), ("/cache", cache)]:  # fmt: skip
-            app.router.add_get(path, handler)
+        app = aiohttp_service.make_app()
+        app.router.add_get("/pg", pg)
+        app.router.add_get("/cache", cache)
         return app
 
     async def main() -> None:

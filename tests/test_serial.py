@@ -23,10 +23,10 @@ import mnsched
 from conftest import at_procs, burn_until, ticker
 from mnsched.sysmon import HOG_THRESHOLD
 
-# The lost-update program (issue's shape): WORKERS goroutines each add 1 to a shared count
-# ROUNDS times by read, a plain helper, write; a yield every YIELD_EVERY rounds (a step of
-# ~0.1 ms, ~2 ms under the sanitizer's malloc: well under the hog threshold, so no step is
-# preempted).
+# The lost-update program, as the bug was first shown: WORKERS goroutines each add 1 to
+# a shared count ROUNDS times by read, a plain helper, write; a yield every YIELD_EVERY
+# rounds (a step of ~0.1 ms, ~2 ms under the sanitizer's malloc: well under the hog
+# threshold, so no step is preempted).
 WORKERS, ROUNDS, YIELD_EVERY = 8, 100_000, 1_000
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -172,6 +173,18 @@ def finish(proc: subprocess.Popen[str], since: float) -> tuple[str, str, float]:
     return out, err, time.monotonic() - since
 
 
+def at_every_moment(test: Callable[..., None]) -> Callable[..., None]:
+    """The test for each moment, at procs 1, 2 and 4 on both loops (60 s at most each)."""
+    for mark in (
+        pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio")),
+        pytest.mark.parametrize("procs", matrix_procs(1, 2, 4)),
+        pytest.mark.parametrize("moment", list(MOMENTS)),
+        pytest.mark.timeout(60),
+    ):
+        test = mark(test)
+    return test
+
+
 def signal_at(
     moment: str, procs: int, kind: str, sig: str
 ) -> tuple[subprocess.Popen[str], str, str, float]:
@@ -187,10 +200,7 @@ def signal_at(
     return proc, out, err, took
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("moment", list(MOMENTS))
-@pytest.mark.parametrize("procs", matrix_procs(1, 2, 4))
-@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
+@at_every_moment
 def test_one_ctrl_c_ends_the_program_promptly(moment, procs, kind):
     proc, out, err, took = signal_at(moment, procs, kind, "SIGINT")
     assert "KeyboardInterrupt" in out, (out, err)
@@ -239,10 +249,7 @@ def test_a_slow_shutdown_says_what_it_waits_for_and_a_second_ctrl_c_exits(kind):
     assert took < PROMPT, f"{took:.2f} s after the second SIGINT"
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("moment", list(MOMENTS))
-@pytest.mark.parametrize("procs", matrix_procs(1, 2, 4))
-@pytest.mark.parametrize("kind", matrix_loops("uvloop", "asyncio"))
+@at_every_moment
 def test_a_signal_handlers_exception_ends_the_program_as_under_asyncio(moment, procs, kind):
     # A handler raising anything else (pytest-timeout's alarm): asyncio.run passes it on
     # wherever the signal finds the main thread. So does run(): a handler queued while

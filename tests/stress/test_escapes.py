@@ -1,4 +1,4 @@
-"""What must never escape (issue 24): a goroutine's KeyboardInterrupt in an embedded
+"""What must never escape: a goroutine's KeyboardInterrupt in an embedded
 runtime, a signal handler's exception while every goroutine is parked, running out of fds
 and threads, memory kept after goroutines end, a Ctrl-C behind a CPU hog, an internal
 failure. Each probe at procs 1, 2 and 4 on both loops."""
