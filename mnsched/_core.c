@@ -140,6 +140,14 @@ typedef struct {
      * adds one: the joined step runs inside its joiner's. */
     Py_ssize_t clock_tick;
     double last_cpu;
+    /* Its clocks (P.__init__ says what each is) and the counters Python updates: C
+     * numbers, not attributes holding a float or int object. A long-lived object replaced
+     * during a spawn storm lands in a pymalloc arena full of the storm's goroutines and
+     * keeps it after they are gone: such objects left RSS climbing by about a MiB for each
+     * storm (design.md, memory). */
+    double last_clock, slice_start, batch_deadline, busy, tok_since, stuck_since;
+    double sm_when, sm_cpu, sm_cpu0, sm_pre, sm_ran; /* sysmon's view (its thread writes) */
+    Py_ssize_t sm_tick, nsteals, nstolen;
     Py_ssize_t lat[HIST_BUCKETS];      /* scheduling latency, sampled */
     Py_ssize_t steptime[HIST_BUCKETS]; /* step duration, sampled */
 } PBase;
@@ -151,6 +159,7 @@ typedef struct {
     Py_ssize_t golasti; /* where the spawner was in its code (_gocode), or -1 */
     Py_ssize_t goparent; /* the spawning goroutine's id, or 0 */
     long long readyts;   /* when it became runnable (ns), if sampled for latency; else 0 */
+    double waitsince;    /* when it last parked or began to wait (its P's last_clock) */
 } GBase;
 
 #define PB(p) ((PBase *)(p))
@@ -160,10 +169,10 @@ static PyTypeObject PBase_type, GBase_type;
 static Py_ssize_t never_queued; /* g.NEVER_QUEUED */
 
 /* Slot offsets. */
-static Py_ssize_t g_coro, g_ctx, g_status, g_pend, g_waitq, g_waitsince, g_abandoned, g_sched,
+static Py_ssize_t g_coro, g_ctx, g_status, g_pend, g_waitq, g_abandoned, g_sched,
     g_p, g_home, g_waiters, g_futw, g_name, g_result, g_exc, g_waitreason, g_gocode;
-static Py_ssize_t p_curg, p_loop, p_last_clock, p_sched, p_runq, p_runnext, p_retiring,
-    p_active, p_batch_deadline, p_slice_start, p_spinning, p_id;
+static Py_ssize_t p_curg, p_loop, p_sched, p_runq, p_runnext, p_retiring, p_active, p_spinning,
+    p_id;
 
 static BoundSlot bound_slots[] = {
     {&G_type, "_coro", &g_coro},
@@ -171,7 +180,6 @@ static BoundSlot bound_slots[] = {
     {&G_type, "_status", &g_status},
     {&G_type, "_pend", &g_pend},
     {&G_type, "_waitq", &g_waitq},
-    {&G_type, "_waitsince", &g_waitsince},
     {&G_type, "_abandoned", &g_abandoned},
     {&G_type, "_sched", &g_sched},
     {&G_type, "_p", &g_p},
@@ -185,14 +193,11 @@ static BoundSlot bound_slots[] = {
     {&G_type, "_gocode", &g_gocode},
     {&P_type, "curg", &p_curg},
     {&P_type, "loop", &p_loop},
-    {&P_type, "last_clock", &p_last_clock},
     {&P_type, "sched", &p_sched},
     {&P_type, "runq", &p_runq},
     {&P_type, "runnext", &p_runnext},
     {&P_type, "retiring", &p_retiring},
     {&P_type, "active", &p_active},
-    {&P_type, "batch_deadline", &p_batch_deadline},
-    {&P_type, "slice_start", &p_slice_start},
     {&P_type, "spinning", &p_spinning},
     {&P_type, "id", &p_id},
 };
@@ -1802,7 +1807,7 @@ park(PyObject *p, PyObject *g, PyObject *lock)
         unlock_failed(sl);
         return unlock_failed(lock);
     }
-    slot_set(g, g_waitsince, SLOT(p, p_last_clock));
+    GB(g)->waitsince = PB(p)->last_clock;
     PB(p)->nparks++;
     PyObject *ins = instr_here(p);
     if (ins != NULL && fire(ins, TR_PARK, str_parked, p, g, SLOT(g, g_waitreason)) < 0) {
@@ -1967,7 +1972,7 @@ next_g(PyObject *p, PyObject *glob, PyObject *now)
                 Py_DECREF(g);
                 return NULL;
             }
-            slot_set(p, p_slice_start, now);
+            PB(p)->slice_start = PyFloat_AS_DOUBLE(now);
             return g;
         }
         Py_DECREF(g);
@@ -1976,7 +1981,7 @@ next_g(PyObject *p, PyObject *glob, PyObject *now)
     PyObject *g = runq_pop(SLOT(p, p_runnext));
     if (g != NULL || PyErr_Occurred())
         return g;
-    slot_set(p, p_slice_start, now);
+    PB(p)->slice_start = PyFloat_AS_DOUBLE(now);
     /* 4. The local queue. */
     g = runq_pop(SLOT(p, p_runq));
     if (g != NULL || PyErr_Occurred())
@@ -2047,13 +2052,10 @@ core_run_batch(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t nargs
             if (clock == NULL)
                 break;
             Py_SETREF(now, clock);
-            slot_set(p, p_last_clock, now);
+            PB(p)->last_clock = t;
             PB(p)->clock_tick = PB(p)->tick;
             PB(p)->last_cpu = every == 1 ? thread_cpu_now() : -1.0; /* long steps only */
-            double start = PyFloat_AsDouble(SLOT(p, p_slice_start));
-            if (start == -1.0 && PyErr_Occurred())
-                break;
-            if (t - start >= time_slice) {
+            if (t - PB(p)->slice_start >= time_slice) {
                 /* The runnext chain used up its slice: to the back of the queue. */
                 PyObject *x = runq_pop(SLOT(p, p_runnext));
                 rc = x == NULL ? (PyErr_Occurred() ? -1 : 0) : runqput(p, x);
@@ -2124,15 +2126,10 @@ join(PyObject *p, PyObject *g)
     }
     Py_DECREF(x);
     Py_ssize_t depth = PB(p)->njoin;
-    double now, deadline = PyFloat_AsDouble(SLOT(p, p_batch_deadline));
-    if (deadline == -1.0 && PyErr_Occurred())
-        return -1;
-    if (depth >= inline_join_depth || (now = monotonic()) >= deadline)
+    double now;
+    if (depth >= inline_join_depth || (now = monotonic()) >= PB(p)->batch_deadline)
         return ready_here(p, g); /* too deep, or the batch is over: g runs next */
-    PyObject *clock = PyFloat_FromDouble(now); /* for sysmon: this P makes progress */
-    if (clock == NULL)
-        return -1;
-    Py_SETREF(SLOT(p, p_last_clock), clock);
+    PB(p)->last_clock = now; /* for sysmon: this P makes progress */
     /* g takes runnext's turn: what sits there goes where a thief can take it. */
     PyObject *nxt = rq_pop_locked(rn);
     if (nxt != NULL) {
@@ -2392,15 +2389,16 @@ core_spawn_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t narg
     /* The step token, as P.step_from_callback takes and yields it. */
     PyObject *tok = SLOT(sched, sc_token);
     int serial = Py_IS_TYPE(tok, &StepToken_type);
-    PyObject *clock = spawned(p, g) < 0 ? NULL : PyFloat_FromDouble(monotonic());
-    if (clock != NULL && serial) {
+    int started = spawned(p, g) == 0;
+    double clock = monotonic();
+    if (started && serial) {
         if (token_owner((StepToken *)tok) == p)
             token_acquire((StepToken *)tok, p); /* held this turn: stepping again */
         else if (call_method0(p, str_take_token) < 0)
-            Py_CLEAR(clock);
+            started = 0;
     }
-    if (clock != NULL) { /* for sysmon: a step starts now */
-        Py_SETREF(SLOT(p, p_last_clock), clock);
+    if (started) { /* for sysmon: a step starts now */
+        PB(p)->last_clock = clock;
         PB(p)->last_cpu = -1.0; /* (not read: P.step_from_callback) */
         rc = step_eagerly(p, g);
         if (rc == 0 && serial && ((StepToken *)tok)->nwaiting > 0) {
@@ -2412,7 +2410,7 @@ core_spawn_here(PyObject *Py_UNUSED(mod), PyObject *const *args, Py_ssize_t narg
             token_idle((StepToken *)tok, p); /* P.yield_token, with nobody waiting */
         }
     }
-    if (clock == NULL || rc < 0) {
+    if (!started || rc < 0) {
         /* It never ran: queue it rather than lose it. */
         PyObject *e = PyErr_GetRaisedException();
         if (status_is(g, S_RUNNABLE) && ready_here(p, g) < 0)
@@ -2748,6 +2746,7 @@ static PyMemberDef gbase_members[] = {
     {"_golasti", T_PYSSIZET, offsetof(GBase, golasti), 0, NULL},
     {"_goparent", T_PYSSIZET, offsetof(GBase, goparent), 0, NULL},
     {"_readyts", T_LONGLONG, offsetof(GBase, readyts), 0, NULL},
+    {"_waitsince", T_DOUBLE, offsetof(GBase, waitsince), 0, NULL},
     {NULL},
 };
 
@@ -2762,6 +2761,7 @@ static PyTypeObject GBase_type = {
 };
 
 #define PBASE_COUNTER(name) {#name, T_PYSSIZET, offsetof(PBase, name), 0, NULL}
+#define PBASE_DOUBLE(name) {#name, T_DOUBLE, offsetof(PBase, name), 0, NULL}
 
 static PyMemberDef pbase_members[] = {
     PBASE_COUNTER(tick),     PBASE_COUNTER(qseq),   PBASE_COUNTER(nspawned),
@@ -2770,7 +2770,12 @@ static PyMemberDef pbase_members[] = {
     {"_instrumented", T_BOOL, offsetof(PBase, instrumented), 0, NULL},
     {"_long_steps", T_BOOL, offsetof(PBase, long_steps), 0, NULL},
     {"_clock_tick", T_PYSSIZET, offsetof(PBase, clock_tick), 0, NULL},
-    {"_last_cpu", T_DOUBLE, offsetof(PBase, last_cpu), 0, NULL}, {NULL},
+    {"_last_cpu", T_DOUBLE, offsetof(PBase, last_cpu), 0, NULL},
+    PBASE_DOUBLE(last_clock), PBASE_DOUBLE(slice_start), PBASE_DOUBLE(batch_deadline),
+    PBASE_DOUBLE(busy),       PBASE_DOUBLE(tok_since),   PBASE_DOUBLE(stuck_since),
+    PBASE_DOUBLE(sm_when),    PBASE_DOUBLE(sm_cpu),      PBASE_DOUBLE(sm_cpu0),
+    PBASE_DOUBLE(sm_pre),     PBASE_DOUBLE(sm_ran),      PBASE_COUNTER(sm_tick),
+    PBASE_COUNTER(nsteals),   PBASE_COUNTER(nstolen),    {NULL},
 };
 
 static PyObject *

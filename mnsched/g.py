@@ -61,9 +61,10 @@ DRIVER = "python" if CORE is None else "c"
 class _PureGBase:
     # C integers in the C driver's GBase: P.qseq when it was last pushed into a local
     # queue (see P.join), the goroutine id, where it was spawned (the offset in _gocode),
-    # the spawning goroutine's id (0: none), and when it became runnable if that is being
-    # timed (sample_ready; 0: not).
-    __slots__ = ("_goid", "_golasti", "_goparent", "_qpos", "_readyts")
+    # the spawning goroutine's id (0: none), when it became runnable if that is being
+    # timed (sample_ready; 0: not), and when it last parked or began to wait (its P's
+    # last_clock; 0: never).
+    __slots__ = ("_goid", "_golasti", "_goparent", "_qpos", "_readyts", "_waitsince")
 
 
 if TYPE_CHECKING:
@@ -403,7 +404,6 @@ class G(_GBase, Generic[T]):
         "_result",
         "_unretrieved",  # an Unretrieved while its exception is not retrieved
         "_waitreason",  # why it waits (a WAIT_* string), while not runnable
-        "_waitsince",  # when it started waiting (its P's clock, within a batch)
     )
 
     # Those set when first needed (declared, not assigned: they are slots).
@@ -415,7 +415,6 @@ class G(_GBase, Generic[T]):
     _result: Any
     _unretrieved: Unretrieved | None
     _waitreason: str
-    _waitsince: float
 
     def __init__(
         self,
@@ -439,6 +438,7 @@ class G(_GBase, Generic[T]):
         self._qpos = NEVER_QUEUED
         self._goid = newgoid(p if p is not None and m.p is p else None)
         self._readyts = 0
+        self._waitsince = 0.0
         sample_ready(self)
         f = _caller_outside_package()
         self._gocode = None if f is None else f.f_code
@@ -646,8 +646,8 @@ class G(_GBase, Generic[T]):
         what = getattr(coro, "__qualname__", type(coro).__name__)
         state = STATUS_NAMES[self._status]
         if (reason := self.wait_reason) is not None:
-            since = getattr(self, "_waitsince", None)
-            took = "" if since is None else f", {(time.monotonic() - since) * 1000:.0f} ms"
+            since = self._waitsince
+            took = f", {(time.monotonic() - since) * 1000:.0f} ms" if since else ""
             state = f"{state} ({reason}{took})"
         where = f" on P{self._p.id}" if self._p is not None and self._status != DONE else ""
         return f"<G{self.id} {self.name!r} {what} {state}{where}>"

@@ -117,8 +117,8 @@ def _goroutine(g: G[Any], now: float, thread_frames: dict[int, FrameType]) -> Go
         frames = coro_frames(g._coro)
         if status != RUNNABLE:
             reason = g.wait_reason
-            ws = getattr(g, "_waitsince", None)
-            since = None if ws is None or not ws else max(0.0, now - ws)
+            ws = g._waitsince
+            since = max(0.0, now - ws) if ws else None
     # A P holds a G that runs or is queued there, or one pinned to it; a parked G that
     # is free may resume on any P.
     holder = home if home is not None else p if status in (RUNNING, RUNNABLE) else None

@@ -185,8 +185,10 @@ class PTotals:
 
 
 class _PurePBase:
-    # The counters and histograms: C integers in the C driver's PBase (there, making a
-    # Python int per update cost ~130 instructions, several times per goroutine).
+    # The counters, histograms and clocks: C numbers in the C driver's PBase (there, making
+    # a Python int per update cost ~130 instructions, several times per goroutine; and a
+    # long-lived float or int replaced during a spawn storm pins the storm's pymalloc
+    # arena: see _core.c's PBase).
     __slots__ = (
         "_clock_tick",
         "_instrumented",
@@ -194,6 +196,9 @@ class _PurePBase:
         "_lat",
         "_long_steps",
         "_steptime",
+        "batch_deadline",
+        "busy",
+        "last_clock",
         "nfinished",
         "njoin",
         "njoined",
@@ -201,8 +206,19 @@ class _PurePBase:
         "nparks",
         "npinned",
         "nspawned",
+        "nsteals",
+        "nstolen",
         "qseq",
+        "slice_start",
+        "sm_cpu",
+        "sm_cpu0",
+        "sm_pre",
+        "sm_ran",
+        "sm_tick",
+        "sm_when",
+        "stuck_since",
         "tick",
+        "tok_since",
     )
 
     def __init__(self) -> None:
@@ -220,8 +236,8 @@ else:
 
 
 class P(_PBase):
-    # Slots: the C driver reads and writes curg, loop, last_clock and sched at their
-    # offsets (mnsched/_core.c), and counters in a dict cost a hash per store.
+    # Slots: the C driver reads and writes curg, loop and sched at their offsets
+    # (mnsched/_core.c), and counters in a dict cost a hash per store.
     __slots__ = (
         "_closing",
         "_make_loop",
@@ -230,40 +246,27 @@ class P(_PBase):
         "_unserialise_spawns",
         "_unwake_on_signals",
         "active",
-        "batch_deadline",
         "borrowed",
-        "busy",
         "cpuclk",
         "curg",
         "id",
         "inbox",
-        "last_clock",
+        "leaving",
         "loop",
         "native_id",
-        "nsteals",
-        "nstolen",
         "rand",
         "resources",
         "retiring",
         "runnext",
         "runq",
         "sched",
-        "slice_start",
-        "sm_cpu",
-        "sm_cpu0",
-        "sm_pre",
-        "sm_ran",
-        "sm_tick",
-        "sm_when",
         "spinning",
         "stopped",
         "stuck_g",
-        "stuck_since",
         "thread",
         "thread_ident",
         "timers",
         "tok_posted",
-        "tok_since",
     )
 
     def __init__(self, sched: Sched, pid: int, make_loop: Callable[[], asyncio.AbstractEventLoop]):
@@ -319,6 +322,7 @@ class P(_PBase):
         self.spinning = False  # woken to look for work and has not found any yet
         self.retiring = False  # removed by gomaxprocs; runs only its pinned Gs until done
         self.stopped = False  # its loop has stopped
+        self.leaving = False  # retired and about to stop (Sched.rewarm said so)
         self.borrowed = False  # its loop is the host's (attach mode): not ours to close
         self._unhook_task_factory: Callable[[], None] | None = None
         self._unwake_on_signals: Callable[[], None] = lambda: None
@@ -926,26 +930,31 @@ class P(_PBase):
         self.loop.stop()
 
     def retire(self) -> None:
-        """gomaxprocs removed this P (run on its own thread). Its free Gs go to the global
-        queue and its timer channels to another P; it keeps running only the Gs pinned
-        to it (and its sleepers' timers), and stops once none is left."""
-        self.retiring = True
+        """gomaxprocs or sysmon removed this P (run on its own thread). Its free Gs go to
+        the global queue and its timer channels to another P; it keeps running only the
+        Gs pinned to it (and its sleepers' timers), and stops once none is left. Nothing
+        to do if sysmon took it back as a spare before this ran (Sched.add_spare): under
+        resize_lock, as that is."""
         sched = self.sched
-        while self.runnext:
-            self.runq.appendleft(self.runnext.popleft())
-        while self.inbox:
-            self.runq.append(self.inbox.popleft())
-        mine = [g for g in self.runq if g._home is not None]
-        free = [g for g in self.runq if g._home is None]
-        self.runq.clear()
-        self.runq.extend(mine)
-        heir = sched.allp[0]
-        for t in self.timers.take_funcs():
-            heir.timers.add_func(t)
-        with sched.lock:
-            sched.unidle_locked(self)
-        if free:
-            sched.globrunqputbatch(free)
+        with sched.resize_lock:
+            if self not in sched.retired:
+                return
+            self.retiring = True
+            while self.runnext:
+                self.runq.appendleft(self.runnext.popleft())
+            while self.inbox:
+                self.runq.append(self.inbox.popleft())
+            mine = [g for g in self.runq if g._home is not None]
+            free = [g for g in self.runq if g._home is None]
+            self.runq.clear()
+            self.runq.extend(mine)
+            heir = sched.allp[0]
+            for t in self.timers.take_funcs():
+                heir.timers.add_func(t)
+            with sched.lock:
+                sched.unidle_locked(self)
+            if free:
+                sched.globrunqputbatch(free)
         if not self.active:
             self.wake()  # its schedule parks at once, and stops the loop if drained
 

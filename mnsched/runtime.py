@@ -226,7 +226,7 @@ class Runtime:
         with self._lock:
             if self._state != NEW:
                 raise RuntimeError(f"{self!r} was already started")
-            self.sched.start_ps(self._procs, borrow, caller_is_p0)
+            self.sched.start_ps(self._procs, borrow, caller_is_p0, warm=self.sysmon is not None)
             self._state = RUNNING_RT
             share_gil(self, True)
         if caller_is_p0:

@@ -50,7 +50,9 @@ logger = logging.getLogger("mnsched")
 
 class StealOrder:
     """Go's randomOrder: visit all n Ps once, from a random start with a random stride
-    coprime to n, so that thieves spread over victims instead of all trying P0 first."""
+    coprime to n, so that thieves spread over victims instead of all trying P0 first.
+    One per n, made once (steal_order): the P count changes with every hog spell, and a
+    long-lived object made during a spawn storm pins the storm's memory (design.md)."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -63,6 +65,16 @@ class StealOrder:
         for _ in range(n):
             yield pos
             pos = (pos + inc) % n
+
+
+_STEAL_ORDERS: dict[int, StealOrder] = {}
+
+
+def steal_order(n: int) -> StealOrder:
+    """The StealOrder for n Ps (a race makes two equal ones: either will do)."""
+    if (order := _STEAL_ORDERS.get(n)) is None:
+        order = _STEAL_ORDERS.setdefault(n, StealOrder(n))
+    return order
 
 
 # Every scheduler not yet collected, for asyncio.all_tasks().
@@ -110,7 +122,7 @@ class Sched:
         "__weakref__", "all_done", "allg", "allp", "closing", "fatal", "gone", "idle",
         "instr", "instruments", "lock", "main", "make_loop", "mpool", "nspawned_outside",
         "nspinning", "nsyscall", "on_throw", "order", "resize_lock", "retired", "rt", "runq",
-        "spares", "token", "unretrieved", "warm",
+        "spares", "steady", "token", "unretrieved", "warm",
     )  # fmt: skip
 
     def __init__(
@@ -130,7 +142,10 @@ class Sched:
         self.runq: deque[G[Any]] = deque()  # the global run queue; pinned Gs never enter it
         # The running Ps and their steal order, swapped together by procresize.
         self.allp: tuple[P, ...] = ()
-        self.order = StealOrder(1)
+        # allp when no spare runs: put back as the same tuple when the spares retire
+        # (a new one, made at the end of a hog spell, would pin its memory: StealOrder).
+        self.steady: tuple[P, ...] = ()
+        self.order = steal_order(1)
         self.idle: list[P] = []
         self.nspinning = 0
         self.allg: set[G[Any]] = set()
@@ -417,11 +432,19 @@ class Sched:
     # -- the number of Ps ------------------------------------------------------------------
 
     def start_ps(
-        self, n: int, borrow: asyncio.AbstractEventLoop | None = None, caller_is_p0: bool = False
+        self,
+        n: int,
+        borrow: asyncio.AbstractEventLoop | None = None,
+        caller_is_p0: bool = False,
+        warm: bool = False,
     ) -> None:
         """Start the first n Ps: P0 on the calling thread when caller_is_p0 (on a new
-        loop, or on the running loop it borrows), the others on threads of their own."""
-        ps = [P(self, i, self.make_loop) for i in range(n)]
+        loop, or on the running loop it borrows), the others on threads of their own; and
+        the warm P (ensure_warm) if sysmon runs. It starts now, before any goroutine: made
+        in the middle of a spawn storm, its hundreds of objects would each pin an arena of
+        the storm's goroutines for as long as it lives (and it lives as long as the
+        runtime: rewarm)."""
+        ps = [P(self, i, self.make_loop) for i in range(n + warm)]
 
         def start(p: P) -> None:
             if caller_is_p0 and p.id == 0:
@@ -430,10 +453,12 @@ class Sched:
                 p.start_thread()
 
         _start_all(ps, start)
+        if warm:
+            self.warm = ps.pop()
         with self.lock:
             self.idle = list(reversed(ps))
-            self.order = StealOrder(len(ps))
-            self.allp = tuple(ps)
+            self.order = steal_order(len(ps))
+            self.allp = self.steady = tuple(ps)
 
     def procresize(self, n: int) -> None:
         """Make the regular (non-spare) Ps n: start new ones, or retire the last ones."""
@@ -443,14 +468,23 @@ class Sched:
                 self._add_ps(self._new_ps(n - len(regular)))
             elif n < len(regular):
                 self._remove_ps(regular[n:])
+            if not self.spares:
+                self.steady = self.allp
 
     def add_spare(self) -> P:
         """For sysmon: every P is stuck; add one more to run their goroutines. The warm
         spare is used when there is one: starting a thread and a loop while a hog holds
         the GIL takes several GIL hand-offs, and the point is to be quick."""
         with self.resize_lock:
-            warm, self.warm = self.warm, None
-            p = self._add_ps([warm] if warm is not None else self._new_ps(1))[0]
+            p, self.warm = self.warm, None
+            if p is None:
+                # A spare of the last spell that has not drained yet (its thread waits
+                # for the GIL the new hog holds) runs again rather than a new P being
+                # made now, in the middle of the storm (see start_ps).
+                p = next((r for r in self.retired if not (r.leaving or r.resources)), None)
+                if p is not None:
+                    self.retired.remove(p)
+            p = self._add_ps([p] if p is not None else self._new_ps(1))[0]
             self.spares.append(p)
             return p
 
@@ -469,23 +503,22 @@ class Sched:
                 return  # (shutting down: every P is stopped anyway)
             by_idle = sorted(self.spares, key=lambda p: p.active)
             gone = by_idle[: len(self.spares) - keep]
-            self.spares = [p for p in self.spares if p not in gone]
+            for p in gone:
+                self.spares.remove(p)  # (in place: see StealOrder)
             self._remove_ps(gone)
 
     def rewarm(self, p: P) -> bool:
         """From a retired P that has drained, on its thread: become the warm P, if none
-        is, rather than stop (True). A P started at the peak of a stuck spell (its loop,
-        thread and hooks: hundreds of objects, each in a pymalloc arena full of that
-        spell's goroutines) and stopped after it kept those arenas from being freed:
-        RSS grew a few MiB with every spell. Go keeps its idle Ms too."""
+        is, rather than stop; True if it runs on (warm, or a spare again: add_spare took
+        it back). A P started at the peak of a stuck spell (its loop, thread and hooks:
+        hundreds of objects, each in a pymalloc arena full of that spell's goroutines)
+        and stopped after it kept those arenas from being freed: RSS grew a few MiB with
+        every spell. Go keeps its idle Ms too."""
         with self.resize_lock:
-            if (
-                self.warm is not None
-                or self.closing
-                or p.active
-                or p.resources
-                or p not in self.retired
-            ):
+            if p not in self.retired:
+                return True  # a spare again
+            if self.warm is not None or self.closing or p.active or p.resources:
+                p.leaving = True  # it stops: add_spare must not take it back
                 return False
             self.retired.remove(p)
             self.warm = p  # still retiring: it takes no work until add_spare takes it
@@ -530,11 +563,13 @@ class Sched:
     def _add_ps(self, new: list[P]) -> list[P]:
         """Add started Ps to the running ones (under resize_lock)."""
         with self.lock:
-            self.order = StealOrder(len(self.allp) + len(new))
+            self.order = steal_order(len(self.allp) + len(new))
             self.allp = self.allp + tuple(new)
             for p in new:
-                p.retiring = False  # (a warm P that was a spare before)
-                if not p.active:  # (one is after a stray wake-up: it idles itself)
+                p.retiring = False  # (a warm P, or a retired spare taken back)
+                # (An active one is after a stray wake-up: it idles itself. A spare taken
+                # back before its retire() ran is idle still.)
+                if not p.active and p not in self.idle:
                     self.idle.append(p)
         for p in new:
             p._instrumented = self.instr is not None  # a reinstall may have missed it
@@ -548,7 +583,9 @@ class Sched:
         """Retire these Ps (under resize_lock): their free goroutines move to others."""
         with self.lock:
             keep = tuple(p for p in self.allp if p not in gone)
-            self.order = StealOrder(len(keep))
+            if keep == self.steady:
+                keep = self.steady
+            self.order = steal_order(len(keep))
             self.allp = keep
         self.retired.extend(gone)
         for p in gone:

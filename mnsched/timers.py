@@ -153,7 +153,7 @@ class Timers:
             t.g = t.fn = None
             self._ndead += 1
             if self._ndead >= COMPACT_MIN and self._ndead * 2 > len(self.heap):
-                self.heap = [e for e in self.heap if e[2].g is not None or e[2].fn is not None]
+                self.heap[:] = [e for e in self.heap if e[2].g is not None or e[2].fn is not None]
                 heapq.heapify(self.heap)
                 self._ndead = 0
             return True
@@ -162,7 +162,8 @@ class Timers:
         """Take the pending function timers out (a retiring P hands them on)."""
         with self.lock:
             funcs = [e[2] for e in self.heap if e[2].fn is not None]
-            self.heap = [e for e in self.heap if e[2].g is not None]
+            # (In place: a new list, made as a hog spell ends, would pin its memory.)
+            self.heap[:] = [e for e in self.heap if e[2].g is not None]
             heapq.heapify(self.heap)
             self._ndead = 0
         return funcs
