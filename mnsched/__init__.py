@@ -12,6 +12,7 @@ from .errors import (
 )
 from .g import G
 from .goroutines import GoroutineInfo, dump, stacks
+from .group import Group
 from .perp import PerP
 from .runtime import Runtime, current_runtime, run
 from .selectgo import Recv, Send, select
@@ -25,6 +26,7 @@ __all__ = [
     "Deadlock",
     "G",
     "GoroutineInfo",
+    "Group",
     "InternalError",
     "MnschedError",
     "Mutex",

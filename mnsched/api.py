@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dis
 import functools
 import inspect
+import sys
 import time
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .g import CORE, GOSCHED, WAIT_SLEEP, WAIT_SYSCALL, G, check_coroutine, gopark
 from .m import Call, m
-from .runtime import current_runtime
+from .runtime import current_runtime, resolve_procs, running_runtime
 from .timers import check_seconds
 
 T = TypeVar("T")
@@ -67,6 +69,7 @@ def go(
         return g  # from a goroutine: newproc's fast path, in the C driver
     if type(coro) is not types.CoroutineType and inspect.iscoroutinefunction(coro):
         fn = coro
+        _refuse_a_dropped_spawner(fn, sys._getframe(1))
 
         @functools.wraps(fn)
         def spawner(*args: Any, **kwargs: Any) -> G[Any]:
@@ -80,6 +83,23 @@ def go(
         return p.sched.newproc(coro, name, pin=pin, context=context)
     check_coroutine(coro)  # before a default runtime is started for it
     return current_runtime().go(coro, name=name, pin=pin, context=context)
+
+
+def _refuse_a_dropped_spawner(fn: Callable[..., Any], caller: types.FrameType) -> None:
+    """``go(worker)`` is ``@go``'s call: it makes a spawner, to be kept (a decorator's
+    result is stored). Dropped (``go(worker)`` as a statement) or awaited, it was meant as
+    ``go(worker())``: nothing would run, silently, or fail with an unrelated TypeError."""
+    after = next(
+        (i.opname for i in dis.get_instructions(caller.f_code) if i.offset > caller.f_lasti),
+        None,
+    )
+    if after in ("POP_TOP", "GET_AWAITABLE"):
+        name = getattr(fn, "__qualname__", repr(fn))
+        raise TypeError(
+            f"go({name}) was given the async function, not a coroutine: nothing would run. "
+            f"Write go({name}(...)) to spawn it (go as a decorator, @go above async def, "
+            "makes every call of the function spawn one)"
+        )
 
 
 if not TYPE_CHECKING and CORE is not None:
@@ -176,10 +196,17 @@ def stats() -> dict[str, Any]:
 
 
 def num_goroutine() -> int:
-    """The number of live goroutines in the current runtime (Go: runtime.NumGoroutine)."""
-    return current_runtime().num_goroutine()
+    """The number of live goroutines in the current runtime (Go: runtime.NumGoroutine);
+    0 if none runs (no default runtime is started to say so)."""
+    rt = running_runtime()
+    return 0 if rt is None else rt.num_goroutine()
 
 
 def gomaxprocs(n: int | None = None) -> int:
-    """The number of Ps of the current runtime; with n, set it and return the old value."""
+    """The number of Ps of the current runtime; with n >= 1, set it and return the old
+    value. As Go's GOMAXPROCS, n < 1 (or None) only asks; asked with no runtime running,
+    it says how many Ps one would have (procs=, $MNSCHED_PROCS, the CPUs), starting none."""
+    if n is None or (isinstance(n, int) and not isinstance(n, bool) and n < 1):
+        rt = running_runtime()
+        return resolve_procs(None) if rt is None else rt.gomaxprocs()
     return current_runtime().gomaxprocs(n)

@@ -89,6 +89,23 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# The most Ps a runtime may have (Go's _MaxGomaxprocs until Go 1.10). Each P is a thread
+# and an event loop (3 fds, ~0.4 MB): 500 took 1.9 s and 190 MB to start, and a million
+# ran the process out of threads for minutes. Under serial steps one goroutine step runs
+# at a time, so Ps beyond the CPUs only add threads waiting for the GIL anyway.
+MAX_PROCS = 256
+
+
+def _check_max(procs: int, what: str) -> int:
+    if procs > MAX_PROCS:
+        raise ValueError(
+            f"{what} is more than mnsched's limit of {MAX_PROCS} Ps: each P is a "
+            "thread with an event loop, and beyond the CPUs they only wait for each other "
+            f"(this machine has {os.cpu_count()}); use at most {MAX_PROCS}"
+        )
+    return procs
+
+
 def resolve_procs(procs: object) -> int:
     """procs= if given, else $MNSCHED_PROCS, else the CPUs this process may use."""
     if procs is None:
@@ -104,12 +121,12 @@ def resolve_procs(procs: object) -> int:
             raise ValueError(f"{PROCS_ENV} must be a positive integer, not {env!r}") from None
         if procs < 1:
             raise ValueError(f"{PROCS_ENV} must be a positive integer, not {env!r}")
-        return procs
+        return _check_max(procs, f"{PROCS_ENV}={env}")
     if isinstance(procs, bool) or not isinstance(procs, int):
         raise TypeError(f"procs must be an int >= 1, not {type(procs).__name__} {procs!r}")
     if procs < 1:
         raise ValueError(f"procs must be >= 1, not {procs}")
-    return procs
+    return _check_max(procs, f"procs={procs}")
 
 
 def resolve_parallel(parallel: object) -> bool:
@@ -140,14 +157,25 @@ class _SelectorLoop(asyncio.SelectorEventLoop):
             raise
 
 
-def loop_factory(kind: str) -> Callable[[], asyncio.AbstractEventLoop]:
+def loop_factory(kind: str, debug: bool = False) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The Ps' loops: uvloop's or asyncio's, in asyncio's debug mode if debug."""
     if kind == "uvloop":
         import uvloop
 
-        return uvloop.new_event_loop
-    if kind == "asyncio":
-        return _SelectorLoop
-    raise ValueError(f"loop must be one of {LOOP_KINDS}, not {kind!r}")
+        make: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    elif kind == "asyncio":
+        make = _SelectorLoop
+    else:
+        raise ValueError(f"loop must be one of {LOOP_KINDS}, not {kind!r}")
+    if not debug:
+        return make
+
+    def make_debug() -> asyncio.AbstractEventLoop:
+        loop = make()
+        loop.set_debug(True)
+        return loop
+
+    return make_debug
 
 
 class Runtime:
@@ -172,7 +200,7 @@ class Runtime:
         loop: str = "uvloop",
         attach: bool = False,
         shutdown_timeout: float = 10.0,
-        debug: str | None = None,
+        debug: str | bool | None = None,
         sysmon: bool = True,
         max_threads: int = MAX_THREADS,
         m_idle_timeout: float = M_IDLE_TIMEOUT,
@@ -188,7 +216,10 @@ class Runtime:
             raise ValueError(f"max_threads must be an int >= 1, not {max_threads!r}")
         self.debug = Debug.from_env() if debug is None else Debug.parse(debug)
         self.sched = Sched(
-            self, loop_factory(loop), MPool(max_threads, m_idle_timeout), self.parallel
+            self,
+            loop_factory(loop, self.debug.loops),
+            MPool(max_threads, m_idle_timeout),
+            self.parallel,
         )
         self.sysmon = Sysmon(self.sched, self.debug) if sysmon else None
         for obj in instruments:
@@ -521,8 +552,9 @@ class Runtime:
         return self.sched.newproc(coro, name, pin=pin, context=context)
 
     def gomaxprocs(self, n: int | None = None) -> int:
-        """Return the number of Ps; with n, change it (Ps are added or retired)."""
-        if n is None:
+        """Return the number of Ps; with n >= 1, change it (Ps are added or retired) and
+        return the old number. As Go's GOMAXPROCS, n < 1 only asks."""
+        if n is None or (isinstance(n, int) and not isinstance(n, bool) and n < 1):
             return self._procs
         n = resolve_procs(n)
         with self._lock:
@@ -655,7 +687,15 @@ def _unregister(loop: asyncio.AbstractEventLoop, rt: Runtime) -> None:
 def current_runtime() -> Runtime:
     """The runtime that ``go`` spawns on from here: this P's; the one ``async with
     Runtime()`` started on the running loop (from any task on it); the one made current
-    with ``with Runtime()``; the one ``run`` is running; or else the default runtime."""
+    with ``with Runtime()``; the one ``run`` is running; or else the default runtime
+    (started now if it is not running)."""
+    rt = running_runtime()
+    return default_runtime() if rt is None else rt
+
+
+def running_runtime() -> Runtime | None:
+    """current_runtime() if that is not a default runtime yet to be started: for the
+    questions that need no runtime to answer (num_goroutine, gomaxprocs)."""
     p = m.p
     if p is not None:
         return p.sched.rt
@@ -670,7 +710,8 @@ def current_runtime() -> Runtime:
         return rt
     if _main_rt is not None:
         return _main_rt
-    return default_runtime()
+    with _registry_lock:
+        return None if _default_rt is None or _default_rt.closed else _default_rt
 
 
 def default_runtime() -> Runtime:
@@ -706,7 +747,7 @@ def run(
     *,
     procs: int | None = None,
     loop: str = "uvloop",
-    debug: str | None = None,
+    debug: str | bool | None = None,
     sysmon: bool = True,
     max_threads: int = MAX_THREADS,
     parallel: bool | None = None,
@@ -771,6 +812,7 @@ class CallerP0:
         self._done: asyncio.Future[None] | None = None  # run_pinned's, while it runs
         self._raised: list[BaseException] = []  # by a signal handler, for run_pinned
         self._aborted = False  # run_pinned raised one: the program is on its way out
+        self._fatal_raised = False  # outcome() raised sched.fatal: close() does not again
         rt.sched.on_throw = self._end_run_pinned
         if threading.current_thread() is threading.main_thread():
             self._signals.install()
@@ -838,6 +880,17 @@ class CallerP0:
             raise KeyboardInterrupt
         return g.result()
 
+    def outcome(self, g: G[T]) -> T:
+        """result(g) for a caller that closes the runtime later (the pytest plugin): if
+        the runtime had to end while g ran (a Deadlock, a goroutine's KeyboardInterrupt),
+        that reason is raised here, not the cancellation it caused g, as run() raises it,
+        and close() does not raise it again."""
+        fatal = self.rt.sched.fatal
+        if fatal is not None and g.done():
+            self._fatal_raised = True
+            raise fatal
+        return self.result(g)
+
     def close(self, exiting: bool = False) -> None:
         """1-8, on this thread; then 9: raise why the runtime had to end, if it had.
         ``exiting``: KeyboardInterrupt or SystemExit is on its way out of the caller.
@@ -904,7 +957,8 @@ class CallerP0:
                     self._signals.restore()
         if self._raised:  # a signal handler's, delivered during the shutdown's waits
             raise self._raised.pop()
-        rt._raise_fatal()  # 9.
+        if not self._fatal_raised:
+            rt._raise_fatal()  # 9.
 
     def _report(self) -> None:
         """Shutdown has taken SHUTDOWN_REPORT_AFTER: after a Ctrl-C, say what it waits for."""

@@ -91,11 +91,21 @@ class Debug:
     hogs: bool = False
     schedtrace_ms: int = 0
     sigquit: bool = False  # SIGQUIT prints the goroutine dump (mnsched/goroutines.py)
+    loops: bool = False  # asyncio's debug mode on every P's loop (debug=True)
 
     @classmethod
-    def parse(cls, spec: str | None) -> Debug:
-        """``"hogs,schedtrace=1000,sigquit"``; the empty string or None means no debug
-        output."""
+    def parse(cls, spec: str | bool | None) -> Debug:
+        """``"hogs,schedtrace=1000,sigquit"``; the empty string, None or False means no
+        debug output. True is asyncio.run's ``debug=True``: asyncio's debug mode on the
+        Ps' loops (slow callbacks, unawaited coroutines' origins), and hog reports, the
+        goroutine counterpart of its slow-callback warnings."""
+        if isinstance(spec, bool):
+            return cls(hogs=spec, loops=spec)
+        if not isinstance(spec, str) and spec is not None:
+            raise TypeError(
+                f"debug must be a string of options (as 'hogs,sigquit'), True, False or "
+                f"None, not {type(spec).__name__} {spec!r}"
+            )
         hogs, trace, sigquit = False, 0, False
         for item in filter(None, (s.strip() for s in (spec or "").split(","))):
             key, _, value = item.partition("=")

@@ -20,7 +20,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from cli import parser
 
 import mnsched
 from mnsched.serve import serve_aiohttp
@@ -105,6 +104,8 @@ async def serve(host: str, port: int, selftest: int, concurrency: int) -> dict[s
 
 
 def main() -> None:
+    from cli import parser  # (here: the app also imports as samples.<this module>)
+
     ap = parser(__doc__)
     ap.add_argument("--host", default="127.0.0.1", help="address to serve on")
     ap.add_argument("--port", type=int, default=8080, help="port to serve on")

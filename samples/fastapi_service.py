@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 import uvicorn
-from cli import parser
 from fastapi import FastAPI, Request
 
 import mnsched
@@ -97,6 +96,8 @@ async def stats(request: Request) -> dict[str, Any]:
 
 
 def main() -> None:
+    from cli import parser  # (here: the app also imports as samples.<this module>)
+
     ap = parser(__doc__)
     ap.add_argument("--host", default="127.0.0.1", help="address to serve on")
     ap.add_argument("--port", type=int, default=8000, help="port to serve on (0: any free)")

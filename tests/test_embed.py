@@ -624,6 +624,11 @@ def test_the_default_runtime_was_closed_after_it():
 @pytest.mark.mnsched
 async def test_failure_shows_the_test_s_exception():
     raise ValueError("from the test body")
+
+
+@pytest.mark.mnsched(procs=2)
+async def test_a_deadlock_is_the_test_s_failure():
+    await mnsched.Chan().recv()  # nobody sends: Go's "all goroutines are asleep"
 """
 
 
@@ -631,5 +636,13 @@ async def test_failure_shows_the_test_s_exception():
 def test_pytest_plugin(pytester, mode):
     pytester.makepyfile(test_plugin=PLUGIN_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"asyncio_mode={mode}")
-    result.assert_outcomes(passed=12, failed=1)
-    result.stdout.fnmatch_lines(["*ValueError: from the test body*"])
+    # The deadlock is its test's failure, not a CancelledError with the Deadlock left to
+    # a teardown error and a pluggy warning.
+    result.assert_outcomes(passed=12, failed=2, errors=0, warnings=0)
+    result.stdout.fnmatch_lines(
+        [
+            "*ValueError: from the test body*",
+            "E *Deadlock: all goroutines are asleep - deadlock!*",
+            "FAILED test_plugin.py::test_a_deadlock_is_the_test_s_failure - mnsched.errors*",
+        ]
+    )

@@ -24,7 +24,7 @@ LAYERS = [
     {"sysmon", "goroutines", "metrics"},
     {"runtime"},
     {"api", "serve", "tracetool"},
-    {"pytest_plugin", "gunicorn", "stress_service"},
+    {"pytest_plugin", "gunicorn", "stress_service", "group"},
     {"stress"},
 ]
 

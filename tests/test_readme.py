@@ -35,6 +35,10 @@ def test_the_shared_count_loses_nothing_between_two_awaits():
     _prints_what_it_says("mnsched.run(main(), procs=2)")
 
 
+def test_the_group_example_prints_what_it_says():
+    _prints_what_it_says("mnsched.run(main(), procs=3)")
+
+
 def test_the_starlette_service_serves_through_its_lifespan_runtime():
     from starlette.testclient import TestClient
 

@@ -298,6 +298,25 @@ def test_gomaxprocs_reports_and_changes_procs(procs):
     assert mnsched.run(main(), procs=procs) == (2 * 2 * sum(range(1000)), 1)
 
 
+def test_gomaxprocs_below_one_only_asks_as_in_go(procs):
+    async def main() -> tuple[int, int, int]:
+        return mnsched.gomaxprocs(0), mnsched.gomaxprocs(-1), mnsched.gomaxprocs()
+
+    assert mnsched.run(main(), procs=procs) == (procs, procs, procs)
+
+
+def test_questions_start_no_default_runtime(monkeypatch):
+    # Outside any runtime, num_goroutine() and gomaxprocs() answered by starting a hidden
+    # default runtime with three threads.
+    from mnsched.runtime import started_default_runtime
+
+    monkeypatch.setenv("MNSCHED_PROCS", "3")
+    assert started_default_runtime() is None
+    threads = threading.active_count()
+    assert (mnsched.num_goroutine(), mnsched.gomaxprocs(), mnsched.gomaxprocs(0)) == (0, 3, 3)
+    assert started_default_runtime() is None and threading.active_count() == threads
+
+
 def test_procs_from_environment(monkeypatch):
     monkeypatch.setenv("MNSCHED_PROCS", "3")
 

@@ -132,3 +132,12 @@ def test_procs_per_worker(monkeypatch):
     assert procs_per_worker(cpus * 4) == 1  # at least one
     monkeypatch.setenv("MNSCHED_PROCS", "3")
     assert procs_per_worker(8) == 3  # what the user set wins
+
+
+@pytest.mark.parametrize("sample", ["fastapi_service", "aiohttp_service"])
+def test_a_service_sample_imports_from_the_repo_root(sample):
+    # As `uvicorn samples.fastapi_service:app` imports it: it failed with "No module
+    # named 'cli'" (the samples' shared command line is for running them as scripts).
+    r = subprocess.run([sys.executable, "-c", f"import samples.{sample}"],
+                       cwd=SAMPLES.parent, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
