@@ -16,6 +16,8 @@ commands:
            by side (mnsched bench --help for its options)
   trace    run a script with the execution trace on: mnsched trace -o out.json
            [--plot out.png] script.py [args] (open out.json in ui.perfetto.dev)
+  console  attach to a running program that opened a console
+           (MNSCHED_DEBUG=console=PATH): mnsched console PATH
 
 Docs: README.md (start here) and docs/design.md (how it works).
 """
@@ -32,6 +34,11 @@ def main(argv: list[str] | None = None) -> None:
         from .tracetool import main as trace_main
 
         trace_main(args[1:])
+        return
+    if args[:1] == ["console"]:
+        from .console import main as console_main
+
+        console_main(args[1:])
         return
     if args[:1] in (["-h"], ["--help"], ["help"]):
         print(USAGE, end="")

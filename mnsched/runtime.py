@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from . import trace
 from .aio import complete_future
+from .console import ConsoleServer
 from .errors import BlockingCallError, InternalError, RuntimeClosedError
 from .g import DONE, DRIVER, RUNNING, G, abandon, add_waiter, check_coroutine, logger
 from .goroutines import install_sigquit
@@ -206,6 +207,7 @@ class Runtime:
         m_idle_timeout: float = M_IDLE_TIMEOUT,
         instruments: Iterable[object] = (),
         parallel: bool | None = None,
+        console: str | None = None,
     ) -> None:
         self._procs = resolve_procs(procs)
         self.parallel = resolve_parallel(parallel)
@@ -215,6 +217,10 @@ class Runtime:
         if isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1:
             raise ValueError(f"max_threads must be an int >= 1, not {max_threads!r}")
         self.debug = Debug.from_env() if debug is None else Debug.parse(debug)
+        if console is not None and not isinstance(console, str | os.PathLike):
+            raise TypeError(f"console must be a socket path, not {console!r}")
+        self._console_path = os.fspath(console) if console is not None else self.debug.console
+        self._console: ConsoleServer | None = None
         self.sched = Sched(
             self,
             loop_factory(loop, self.debug.loops),
@@ -257,7 +263,15 @@ class Runtime:
         with self._lock:
             if self._state != NEW:
                 raise RuntimeError(f"{self!r} was already started")
-            self.sched.start_ps(self._procs, borrow, caller_is_p0, warm=self.sysmon is not None)
+            if self._console_path is not None:  # (first: a taken path leaves nothing behind)
+                self._console = ConsoleServer(self, self._console_path)
+            try:
+                self.sched.start_ps(self._procs, borrow, caller_is_p0, warm=self.sysmon is not None)
+            except BaseException:
+                if self._console is not None:
+                    self._console.close()
+                    self._console = None
+                raise
             self._state = RUNNING_RT
             share_gil(self, True)
         if caller_is_p0:
@@ -266,6 +280,8 @@ class Runtime:
             self.sysmon.start()
         if self.debug.sigquit:
             self._unsigquit = install_sigquit()
+        if self._console is not None:
+            self._console.serve()
 
     def _start_attached(self) -> None:
         """Attach mode: the host's running loop is P0."""
@@ -494,6 +510,9 @@ class Runtime:
         if self.sysmon is not None:
             self.sysmon.stop()
         self._unsigquit()
+        if self._console is not None:
+            self._console.close()
+            self._console = None
         ps = [p for p in self.sched.every_p() if p is not p0]
         for p in ps:
             p.stop()

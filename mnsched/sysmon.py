@@ -92,10 +92,11 @@ class Debug:
     schedtrace_ms: int = 0
     sigquit: bool = False  # SIGQUIT prints the goroutine dump (mnsched/goroutines.py)
     loops: bool = False  # asyncio's debug mode on every P's loop (debug=True)
+    console: str | None = None  # the live console's socket path (mnsched/console.py)
 
     @classmethod
     def parse(cls, spec: str | bool | None) -> Debug:
-        """``"hogs,schedtrace=1000,sigquit"``; the empty string, None or False means no
+        """``"hogs,schedtrace=1000,sigquit,console=PATH"``; the empty string, None or False means no
         debug output. True is asyncio.run's ``debug=True``: asyncio's debug mode on the
         Ps' loops (slow callbacks, unawaited coroutines' origins), and hog reports, the
         goroutine counterpart of its slow-callback warnings."""
@@ -106,13 +107,19 @@ class Debug:
                 f"debug must be a string of options (as 'hogs,sigquit'), True, False or "
                 f"None, not {type(spec).__name__} {spec!r}"
             )
-        hogs, trace, sigquit = False, 0, False
+        hogs, trace, sigquit, console = False, 0, False, None
         for item in filter(None, (s.strip() for s in (spec or "").split(","))):
             key, _, value = item.partition("=")
             if key == "hogs" and not value:
                 hogs = True
             elif key == "sigquit" and not value:
                 sigquit = True
+            elif key == "console":
+                if not value:
+                    raise ValueError(
+                        f"console needs a socket path, as console=/tmp/app.sock: {item!r}"
+                    )
+                console = value
             elif key == "schedtrace":
                 try:
                     trace = int(value)
@@ -124,9 +131,10 @@ class Debug:
                     )
             else:
                 raise ValueError(
-                    f"unknown debug option {item!r}; known: hogs, schedtrace=MS, sigquit"
+                    f"unknown debug option {item!r}; known: hogs, schedtrace=MS, sigquit, "
+                    "console=PATH"
                 )
-        return cls(hogs, trace, sigquit)
+        return cls(hogs, trace, sigquit, console=console)
 
     @classmethod
     def from_env(cls) -> Debug:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +243,37 @@ def test_parallel_variants_run_with_parallel_steps(monkeypatch):
         assert child.run_variant("cpu", variant, 20)["value"] > 0
     assert seen == [False, True]
     assert parse_args(["--parallel"]).parallel
+
+
+def test_the_demo_table_fits_80_columns_and_quotes_the_run_of_record():
+    # The report of a --quick run, here the run of record's own figures: the table, in a
+    # terminal or a pipe, is at most 80 columns, says "-" (never nan) for what was not
+    # run, and prints the recorded full-size ratio beside each of the demo's.
+    full = cli.recorded()
+    assert full is not None and set(full["workloads"]) == set(wl.WORKLOADS)
+    report = {**full, "quick": True}
+    text = cli.text_table(report, full)
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "nan" not in text and "mnsched…" not in text
+    assert text.count("  recorded, n=") == len(wl.WORKLOADS)
+    assert "mn p1" in text and "Go p2" in text
+
+
+def test_the_readme_quotes_the_run_of_record():
+    # Every row of the README's first results table is the recorded run's, as
+    # `mnsched bench --markdown` prints it.
+    full = cli.recorded()
+    assert full is not None
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "mnsched/bench/recorded.json" in readme
+    rows = [ln for ln in cli.markdown(full).splitlines() if ln.startswith("| skynet")]
+    assert rows and all(row in readme for row in rows)
+    for name in ("spawn", "pingpong", "sieve", "http-blocking", "hog-block"):
+        (row,) = [ln for ln in cli.markdown(full).splitlines() if ln.startswith(f"| {name} (")]
+        assert row in readme
+
+
+def test_skynet_sizes_are_powers_of_ten():
+    # Its tree is 10-ary: any other n recursed for ever (200,000 ate 24 GB).
+    for n in (wl.WORKLOADS["skynet"].size, wl.WORKLOADS["skynet"].quick_size):
+        assert 10 ** round(math.log10(n)) == n

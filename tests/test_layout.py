@@ -22,6 +22,7 @@ LAYERS = [
     {"p"},
     {"sched", "perp"},
     {"sysmon", "goroutines", "metrics"},
+    {"console"},
     {"runtime"},
     {"api", "serve", "tracetool"},
     {"pytest_plugin", "gunicorn", "stress_service", "group"},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -20,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,7 +69,8 @@ def extra_rows(data: dict[str, Any], variants: Sequence[str]) -> list[tuple[str,
     vs = [data["variants"].get(v, {"extras": {}}) for v in variants]
     keys = sorted({k for c in vs for k in c["extras"]})
     rows = [
-        (k.replace("_", " "), [f"{c['extras'].get(k, float('nan')):.3f}" for c in vs]) for k in keys
+        (k.replace("_", " "), [f"{c['extras'][k]:.3f}" if k in c["extras"] else "-" for c in vs])
+        for k in keys
     ]
     if "go-p1" in data["variants"]:
         rows.append(("time / Go's", [go_ratio(data, v) for v in variants]))
@@ -304,6 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "machine": machine(),
         "command": "mnsched bench " + " ".join(sys.argv[1:] if args.argv is None else args.argv),
+        "date": time.strftime("%Y-%m-%d"),
         "quick": args.quick,
         "repeat": args.repeat,
         "variants": variants,
@@ -329,40 +333,123 @@ def header(report: dict[str, Any]) -> str:
     )
 
 
-def show(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+# The text table: a label column and a column per variant, 80 columns wide at most (six
+# variants: asyncio, uvloop, two P counts and Go's two), whatever the terminal or pipe.
+LABEL_WIDTH, CELL_WIDTH = 21, 9
+RECORDED = Path(__file__).with_name("recorded.json")  # the full-size run the demo quotes
 
-    table = Table(
-        title=header(report),
-        caption="value: median of the runs; x: ratio to "
-        "asyncio, median of the per-run ratios (higher is better), ± half its range",
-    )
-    table.add_column("workload")
-    table.add_column("metric")
-    for v in report["variants"]:
-        table.add_column(v, justify="right")
+
+def label(variant: str) -> str:
+    """A variant's short column title: mnsched-p2 is "mn p2", go-p1 "Go p1"."""
+    name, _, rest = variant.partition("-p")
+    if name == "mnsched":
+        procs, _, flag = rest.partition("-")
+        return f"mn p{procs}" + {"": "", "nosysmon": " -sm", "traced": " tr",
+                                 "parallel": " par"}.get(flag, f" {flag}")  # fmt: skip
+    return f"Go p{rest}" if name == "go" else variant
+
+
+def number(v: float | None) -> str:
+    """A figure in at most 8 characters, "-" for one not measured."""
+    if v is None or math.isnan(v):
+        return "-"
+    return f"{v:.0f}" if v >= 1000 else f"{v:.1f}" if v >= 100 else f"{v:.3f}"
+
+
+def short(n: int) -> str:
+    """1000000 as 1M, 20000 as 20k."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def recorded() -> dict[str, Any] | None:
+    """The full-size run shipped with mnsched (``mnsched bench --json``), if any."""
+    try:
+        data: dict[str, Any] = json.loads(RECORDED.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def text_table(report: dict[str, Any], full: dict[str, Any] | None = None) -> str:
+    """The report as text: per workload its metric and n, the median values, the ratios
+    to asyncio, any secondary figures, and in a --quick run the ratios the recorded
+    full-size run (full) measured, beside the demo's."""
+    variants = report["variants"]
+
+    def row(name: str, cells: Sequence[str]) -> str:
+        return (f"{name:<{LABEL_WIDTH}}" + "".join(f"{c:>{CELL_WIDTH}}" for c in cells)).rstrip()
+
+    def ratio(c: dict[str, Any] | None) -> str:
+        return "-" if c is None or "ratio_median" not in c else f"{c['ratio_median']:.2f}x"
+
+    lines = [header(report), "", row("", [label(v) for v in variants])]
+    differs = False
     for w, data in report["workloads"].items():
-        row = [f"{w} (n={data['n']:,})", data["metric"]]
-        for v in report["variants"]:
-            c = data["variants"].get(v)
-            if c is None:
-                row.append("-")  # a Go column, for a workload Go does not run
-                continue
-            spread = (c["ratio_max"] - c["ratio_min"]) / 2
-            row.append(
-                f"{c['median']:.3f}\n{c['ratio_median']:.2f}x"
-                + (f" ±{spread:.2f}" if report["repeat"] > 1 else "")
+        cells = [data["variants"].get(v) for v in variants]
+        lines.append(f"{w}: {data['metric']}, n={data['n']:,}")
+        lines.append(row("  value", [number(None if c is None else c["median"]) for c in cells]))
+        if report["repeat"] > 1:
+            lines.append(row("  x asyncio", [ratio(c) for c in cells]))
+            lines.append(row("  (spread)", [
+                "-" if c is None else f"±{(c['ratio_max'] - c['ratio_min']) / 2:.2f}"
+                for c in cells
+            ]))  # fmt: skip
+        else:
+            lines.append(row("  x asyncio", [ratio(c) for c in cells]))
+        for metric, extra in extra_rows(data, variants):
+            lines.append(row(f"  {metric}", [number(_float(x)) for x in extra]))
+        big = (full or {}).get("workloads", {}).get(w)
+        if report["quick"] and big is not None:
+            lines.append(
+                row(
+                    f"  recorded, n={short(big['n'])}",
+                    [ratio(big["variants"].get(v)) for v in variants],
+                )
             )
-        table.add_row(*row)
-        for metric, cells in extra_rows(data, report["variants"]):
-            table.add_row("", metric, *cells)
-    Console().print(table)
+            differs |= any(
+                not 0.7 <= c["ratio_median"] / b["ratio_median"] <= 1.3
+                for v, c in zip(variants, cells, strict=True)
+                if c is not None and (b := big["variants"].get(v)) is not None
+            )
+    lines.append("")
+    notes = [
+        "value: median of the runs; x asyncio: the ratio to plain asyncio (higher is "
+        "better), median of the runs' ratios; mn pN: mnsched with N Ps; -: not run."
+    ]
+    if full is not None and report["quick"]:
+        notes.append(
+            "recorded: the ratios of the full-size run shipped with mnsched "
+            f"(mnsched/bench/recorded.json: {full['command']}, {full.get('date', 'undated')}"
+            f"{', ' + full['machine']['cpu'] if 'machine' in full else ''})."
+        )
+        if differs:
+            notes.append(
+                "Where the demo's ratio and the recorded one differ by more than 30%, it is "
+                "the demo's smaller n (start-up and one-off costs weigh more, asyncio's "
+                "collector less), or the noise of a p99 or of a busy machine: the full "
+                "sizes are `mnsched bench` without --quick."
+            )
     if report["skipped"]:
-        Console().print(
+        notes.append(
             "skipped: "
             + ", ".join(f"{w} ({need} not installed)" for w, need in report["skipped"].items())
         )
+    lines += [textwrap.fill(n, 80) for n in notes]
+    return "\n".join(lines)
+
+
+def _float(cell: str) -> float | None:
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def show(report: dict[str, Any]) -> None:
+    print(text_table(report, recorded()))
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -29,6 +29,10 @@ class Workload:
     name: str
     what: str  # one line for the report
     size: int
+    # The demo's (--quick) size: the full one where that is cheap, else one large enough
+    # that start-up and one-off costs do not decide the ratio (10,000 skynet leaves gave
+    # 2x where a million give 28x; skynet's is a power of 10: its tree is 10-ary). The
+    # demo prints the shipped full-size run's ratios (recorded.json) beside its own.
     quick_size: int
     run_asyncio: Callable[[int], Coroutine[Any, Any, Any]]
     run_mnsched: Callable[[int], Coroutine[Any, Any, Any]]
@@ -757,7 +761,7 @@ WORKLOADS: dict[str, Workload] = {
             "spawn",
             "spawn n trivial goroutines, then await each",
             200_000,
-            20_000,
+            200_000,
             spawn_asyncio,
             spawn_mnsched,
             lambda n: n,
@@ -766,7 +770,7 @@ WORKLOADS: dict[str, Workload] = {
             "skynet",
             "skynet: 10-ary tree of n leaves, each leaf returns its number",
             1_000_000,
-            10_000,
+            100_000,
             skynet_asyncio,
             skynet_mnsched,
             lambda n: n * (n - 1) // 2,
@@ -775,7 +779,7 @@ WORKLOADS: dict[str, Workload] = {
             "blocking",
             "n blocking 10 ms calls at once: asyncio.to_thread vs syscall",
             400,
-            100,
+            400,
             blocking_asyncio,
             blocking_mnsched,
             lambda n: n * (n - 1) // 2,
@@ -793,7 +797,7 @@ WORKLOADS: dict[str, Workload] = {
             "pingpong",
             "n round trips over unbuffered channels (asyncio.Queue(1))",
             200_000,
-            20_000,
+            100_000,
             pingpong_asyncio,
             pingpong_mnsched,
             lambda n: n,
@@ -802,7 +806,7 @@ WORKLOADS: dict[str, Workload] = {
             "sieve",
             "Go's concurrent prime sieve: the first n primes",
             2_000,
-            300,
+            1_000,
             sieve_asyncio,
             sieve_mnsched,
             nth_prime,
@@ -811,7 +815,7 @@ WORKLOADS: dict[str, Workload] = {
             "http-light",
             "aiohttp on loopback, all requests light (load from another process)",
             20_000,
-            2_000,
+            10_000,
             http_light_asyncio,
             http_light_mnsched,
             lambda n: True,
@@ -867,7 +871,7 @@ WORKLOADS: dict[str, Workload] = {
             "starve-syscall",
             "n blocking 10 ms calls at once while a task spins on gosched (asyncio.sleep(0))",
             400,
-            100,
+            400,
             starve_syscall_asyncio,
             starve_syscall_mnsched,
             lambda n: n * (n - 1) // 2,
@@ -927,7 +931,7 @@ WORKLOADS: dict[str, Workload] = {
             "hog-cpu",
             "worst lateness of a 5 ms ticker while a task burns CPU n ms",
             300,
-            100,
+            300,
             hog_cpu_asyncio,
             hog_cpu_mnsched,
             lambda n: True,
@@ -937,7 +941,7 @@ WORKLOADS: dict[str, Workload] = {
             "hog-block",
             "worst lateness of a 5 ms ticker while a task blocks n ms in an unmarked time.sleep",
             300,
-            100,
+            300,
             hog_block_asyncio,
             hog_block_mnsched,
             lambda n: True,
