@@ -17,8 +17,10 @@ import sys
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import pytest
+from churn import churn_round
 
 import mnsched
 from conftest import at_procs, burn_until, default_sigint, wait_until
@@ -519,25 +521,12 @@ def test_churn_leaves_no_ps_or_objects_behind(run):
     # Rounds of goroutines spawned in one long step (a hog spell: sysmon adds a spare P
     # each time), parked, then cancelled: the retired spares are not kept, and Python's
     # objects are as many after the last round as after the second.
-    async def parked(ch: mnsched.Chan[None]) -> None:
-        await ch.recv()
-
     async def main() -> tuple[list[int], list[int]]:
         sched = mnsched.current_runtime().sched
         counts, retired = [], []
         ledger: list[tuple[int, int, int]] = []
         for _ in range(6):
-            ch: mnsched.Chan[None] = mnsched.Chan()
-            gs = [mnsched.go(parked(ch)) for _ in range(20_000)]
-            while any(g.status != "parked" for g in gs[-100:]):
-                await mnsched.sleep(0.001)
-            for g in gs:
-                g.cancel()
-            for g in gs:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await g
-            del gs, g
-            gc.collect()
+            await churn_round(20_000)
             counts.append(len(gc.get_objects()))
             retired.append(len(sched.retired))
             st = mnsched.stats()
@@ -582,31 +571,20 @@ def test_a_hog_spell_puts_back_the_same_objects(rt_params):
 
 
 CHURN = """
-import asyncio, contextlib, gc, os, sys
+import ctypes, os, sys
 import mnsched
+from churn import churn_round
 
+TRIM = ctypes.CDLL(None).malloc_trim
 STATM = os.open("/proc/self/statm", os.O_RDONLY)
 rounds, n = int(sys.argv[2]), int(sys.argv[3])
 rss = [0] * rounds
 
 
-async def parked(ch):
-    await ch.recv()
-
-
 async def main():
     for r in range(rounds):
-        ch = mnsched.Chan()
-        gs = [mnsched.go(parked(ch)) for _ in range(n)]  # one long step: a hog spell
-        while any(g.status != "parked" for g in gs[-100:]):
-            await mnsched.sleep(0.001)
-        for g in gs:
-            g.cancel()
-        for g in gs:
-            with contextlib.suppress(asyncio.CancelledError):
-                await g
-        del gs, g, ch
-        gc.collect()
+        await churn_round(n)
+        TRIM(0)  # glibc's heap back to the OS: what is left is what pymalloc keeps
         rss[r] = int(os.pread(STATM, 64, 0).split()[1])  # (no new object lives on)
 
 
@@ -620,21 +598,28 @@ print(" ".join(str(x * os.sysconf("SC_PAGE_SIZE") >> 10) for x in rss))
     reason="the pure driver's clocks and counters are Python "
     "numbers, each a long-lived object replaced all the time (design.md)",
 )
-@pytest.mark.timeout(120)
-@at_procs(1)  # one P: spawning 30,000 goroutines in one step is a hog spell every round
-def test_rss_after_churn_stays_within_10_percent_of_the_first_round(rt_params, tmp_path):
-    # 16 rounds of 30,000 goroutines spawned in one step, parked, cancelled: RSS grew
-    # 17-18% (39 -> 47 MiB on uvloop) before the spells stopped leaving objects behind,
-    # and keeps within ~6% now. In a child: RSS is the process's.
+@pytest.mark.timeout(240)
+@at_procs(1)  # one P: spawning 100,000 goroutines in one step is a hog spell every round
+def test_rss_after_20_churn_rounds_stays_near_the_first(rt_params, tmp_path):
+    # 20 rounds of 100,000 goroutines spawned in one step, parked, cancelled: RSS grew
+    # 47 -> 66 MiB before the spells stopped leaving objects behind (each kept a pymalloc
+    # arena of the storm's goroutines), and stays within 2-8% now. The baseline is the
+    # larger of the first two rounds (the first spells start the spare P's thread and its
+    # allocator arena once); the end, the median of the last three. In a child: RSS is
+    # the process's.
     _, loop = rt_params
-    script = tmp_path / "churn.py"
+    script = tmp_path / "child.py"  # (not churn.py: that is the module it imports)
     script.write_text(CHURN)
-    r = subprocess.run([sys.executable, str(script), loop, "16", "30000"],
-                       capture_output=True, text=True, timeout=110)  # fmt: skip
+    path = [str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH", "")]  # churn.py
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    r = subprocess.run([sys.executable, str(script), loop, "20", "100000"], capture_output=True,
+                       text=True, timeout=200, env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr
     rss = [int(x) for x in r.stdout.split()]
-    upper_median = sorted(rss[-4:])[2]  # of the last four rounds
-    assert upper_median <= rss[0] * 1.10, f"RSS (KiB) by round: {rss}"
+    # RSS moves 2-3 MiB from round to round beside a busy CPU (on uvloop its own Handle
+    # free list drifts up slowly too: plain uvloop grows an arena a round here), so the
+    # bound is 15%: the growth this guards against was 40%.
+    assert sorted(rss[-3:])[1] <= max(rss[:2]) * 1.15, f"RSS (KiB) by round: {rss}"
 
 
 # -- starvation ---------------------------------------------------------------------------------
