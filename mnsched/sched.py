@@ -481,7 +481,10 @@ class Sched:
                 # A spare of the last spell that has not drained yet (its thread waits
                 # for the GIL the new hog holds) runs again rather than a new P being
                 # made now, in the middle of the storm (see start_ps).
-                p = next((r for r in self.retired if not (r.leaving or r.resources)), None)
+                p = next(
+                    (r for r in self.retired if not (r.leaving or r.resources or r._closing)),
+                    None,
+                )  # (one closing its PerP resources stops next: _close_and_stop)
                 if p is not None:
                     self.retired.remove(p)
             p = self._add_ps([p] if p is not None else self._new_ps(1))[0]
