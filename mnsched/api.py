@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from .g import CORE, GOSCHED, WAIT_SLEEP, WAIT_SYSCALL, G, check_coroutine, gopark
 from .m import Call, m
-from .runtime import current_runtime, resolve_procs, running_runtime
+from .runtime import current_runtime, only_asks, resolve_procs, running_runtime
 from .timers import check_seconds
 
 T = TypeVar("T")
@@ -206,7 +206,7 @@ def gomaxprocs(n: int | None = None) -> int:
     """The number of Ps of the current runtime; with n >= 1, set it and return the old
     value. As Go's GOMAXPROCS, n < 1 (or None) only asks; asked with no runtime running,
     it says how many Ps one would have (procs=, $MNSCHED_PROCS, the CPUs), starting none."""
-    if n is None or (isinstance(n, int) and not isinstance(n, bool) and n < 1):
+    if only_asks(n):
         rt = running_runtime()
         return resolve_procs(None) if rt is None else rt.gomaxprocs()
     return current_runtime().gomaxprocs(n)

@@ -59,7 +59,7 @@ class ConsoleServer:
     def close(self) -> None:
         """Stop serving, join the thread, remove the socket file."""
         os.write(self._stop_w, b"x")
-        if self._thread.is_alive() or self._thread.ident is not None:
+        if self._thread.ident is not None:  # (serve() ran)
             self._thread.join()
         for fd in (self._stop_r, self._stop_w):
             os.close(fd)

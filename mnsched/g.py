@@ -63,8 +63,9 @@ class _PureGBase:
     # queue (see P.join), the goroutine id, where it was spawned (the offset in _gocode),
     # the spawning goroutine's id (0: none), when it became runnable if that is being
     # timed (sample_ready; 0: not), and when it last parked or began to wait (its P's
-    # last_clock; 0: never).
+    # last_clock; 0.0, or unset on this pure base, until then: read with getattr).
     __slots__ = ("_goid", "_golasti", "_goparent", "_qpos", "_readyts", "_waitsince")
+    _waitsince: float  # (declared, not assigned: a spawn does not pay for it)
 
 
 if TYPE_CHECKING:
@@ -438,7 +439,6 @@ class G(_GBase, Generic[T]):
         self._qpos = NEVER_QUEUED
         self._goid = newgoid(p if p is not None and m.p is p else None)
         self._readyts = 0
-        self._waitsince = 0.0
         sample_ready(self)
         f = _caller_outside_package()
         self._gocode = None if f is None else f.f_code
@@ -646,7 +646,7 @@ class G(_GBase, Generic[T]):
         what = getattr(coro, "__qualname__", type(coro).__name__)
         state = STATUS_NAMES[self._status]
         if (reason := self.wait_reason) is not None:
-            since = self._waitsince
+            since = getattr(self, "_waitsince", 0.0)
             took = f", {(time.monotonic() - since) * 1000:.0f} ms" if since else ""
             state = f"{state} ({reason}{took})"
         where = f" on P{self._p.id}" if self._p is not None and self._status != DONE else ""

@@ -117,7 +117,7 @@ def _goroutine(g: G[Any], now: float, thread_frames: dict[int, FrameType]) -> Go
         frames = coro_frames(g._coro)
         if status != RUNNABLE:
             reason = g.wait_reason
-            ws = g._waitsince
+            ws = getattr(g, "_waitsince", 0.0)  # (unset until it first waits: pure driver)
             since = max(0.0, now - ws) if ws else None
     # A P holds a G that runs or is queued there, or one pinned to it; a parked G that
     # is free may resume on any P.

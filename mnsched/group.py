@@ -13,7 +13,8 @@ a runtime's loop (attach mode). So the group's state is touched by several threa
 goroutine's done callback runs on the loop that spawned it (``G.add_done_callback``),
 possibly while the body runs on another P. It is guarded by a lock, never held across an
 await, and the body waits with a WaitGroup, which parks a goroutine and awaits a future
-in a plain task.
+in a plain task. A body that is a goroutine may be cancelled from any thread; one that
+is a plain task only on its loop, so for it the callback moves there first.
 
 This follows CPython's ``asyncio/taskgroups.py`` line for line where it can (the same
 flags, in the same order), with its rules for un-cancelling the body before 3.13 and after;
@@ -27,9 +28,10 @@ import sys
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .api import go
+from .aio import call_on_loop
 from .chan import Chan
 from .g import G, check_coroutine, new_lock
+from .runtime import Runtime, current_runtime
 from .sync import WaitGroup
 
 T = TypeVar("T")
@@ -56,6 +58,7 @@ class Group:
         self._exiting = False
         self._aborting = False
         self._parent: Any = None  # the body's task: a G, or an asyncio.Task
+        self._rt: Runtime | None = None  # the body's runtime: the goroutines' too
         self._parent_cancel_requested = False
         self._gs: set[G[Any]] = set()
         self._errors: list[BaseException] = []
@@ -77,6 +80,7 @@ class Group:
         if self._entered:
             raise RuntimeError(f"Group {self!r} has already been entered")
         self._parent = asyncio.current_task()  # the G, inside a goroutine (its step sets it)
+        self._rt = current_runtime()  # (go() from a plain thread has none of its own)
         if self._parent is None:
             raise RuntimeError(f"Group {self!r} cannot determine the parent task")
         self._entered = True
@@ -141,13 +145,14 @@ class Group:
             if self._exiting and not self._gs
             else "is shutting down"
         )
-        if refusal is not None:
+        rt = self._rt  # (set once entered)
+        if refusal is not None or rt is None:
             coro.close()  # (never awaited, and never will be: no warning for it)
-            raise RuntimeError(f"Group {self!r} {refusal}")
+            raise RuntimeError(f"Group {self!r} {refusal or 'has not been entered'}")
         self._wg.add(1)
         try:
             slots = self._slots
-            g = go(coro if slots is None else _in_slot(slots, coro), name=name, pin=pin)
+            g = rt.go(coro if slots is None else _in_slot(slots, coro), name=name, pin=pin)
         except BaseException:
             self._wg.done()
             raise
@@ -166,6 +171,16 @@ class Group:
 
     def _on_done(self, g: G[Any]) -> None:
         """A goroutine of the group finished (on the loop that spawned it)."""
+        parent = self._parent
+        if (
+            not isinstance(parent, G)
+            and asyncio._get_running_loop() is not parent.get_loop()
+            and call_on_loop(parent.get_loop(), self._on_done, g)
+        ):
+            # The body is a plain task (attach mode) and g was spawned into the group from
+            # another thread: the task, and what reports on it, are its loop's, which
+            # takes it from here as TaskGroup's callbacks run there.
+            return
         try:
             with self._lock:
                 self._gs.discard(g)

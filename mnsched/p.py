@@ -920,9 +920,11 @@ class P(_PBase):
         if self.sched.warm is self:
             return
         if self.npinned == 0 and len(self.timers) == 0 and self._closing is None:
+            if self.sched.rewarm(self):
+                return  # the warm P now, or a spare again
             if self.resources:
                 self._closing = self.loop.create_task(self._close_and_stop())
-            elif not self.sched.rewarm(self):
+            else:
                 self.loop.stop()
 
     async def _close_and_stop(self) -> None:

@@ -130,6 +130,11 @@ def resolve_procs(procs: object) -> int:
     return _check_max(procs, f"procs={procs}")
 
 
+def only_asks(n: object) -> bool:
+    """gomaxprocs(n) only asks for None or, as Go's GOMAXPROCS, any n < 1."""
+    return n is None or (isinstance(n, int) and not isinstance(n, bool) and n < 1)
+
+
 def resolve_parallel(parallel: object) -> bool:
     """parallel= if given, else $MNSCHED_PARALLEL (1: parallel steps), else serial steps."""
     if parallel is None:
@@ -573,7 +578,7 @@ class Runtime:
     def gomaxprocs(self, n: int | None = None) -> int:
         """Return the number of Ps; with n >= 1, change it (Ps are added or retired) and
         return the old number. As Go's GOMAXPROCS, n < 1 only asks."""
-        if n is None or (isinstance(n, int) and not isinstance(n, bool) and n < 1):
+        if only_asks(n):
             return self._procs
         n = resolve_procs(n)
         with self._lock:

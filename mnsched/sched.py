@@ -481,10 +481,7 @@ class Sched:
                 # A spare of the last spell that has not drained yet (its thread waits
                 # for the GIL the new hog holds) runs again rather than a new P being
                 # made now, in the middle of the storm (see start_ps).
-                p = next(
-                    (r for r in self.retired if not (r.leaving or r.resources or r._closing)),
-                    None,
-                )  # (one closing its PerP resources stops next: _close_and_stop)
+                p = next((r for r in self.retired if not r.leaving), None)
                 if p is not None:
                     self.retired.remove(p)
             p = self._add_ps([p] if p is not None else self._new_ps(1))[0]
@@ -513,7 +510,9 @@ class Sched:
     def rewarm(self, p: P) -> bool:
         """From a retired P that has drained, on its thread: become the warm P, if none
         is, rather than stop; True if it runs on (warm, or a spare again: add_spare took
-        it back). A P started at the peak of a stuck spell (its loop, thread and hooks:
+        it back). Decided under resize_lock, as add_spare takes one back: a P told to stop
+        (leaving; it closes its PerP instances first) is never taken back. A P started at
+        the peak of a stuck spell (its loop, thread and hooks:
         hundreds of objects, each in a pymalloc arena full of that spell's goroutines)
         and stopped after it kept those arenas from being freed: RSS grew a few MiB with
         every spell. Go keeps its idle Ms too."""

@@ -96,10 +96,10 @@ class Debug:
 
     @classmethod
     def parse(cls, spec: str | bool | None) -> Debug:
-        """``"hogs,schedtrace=1000,sigquit,console=PATH"``; the empty string, None or False means no
-        debug output. True is asyncio.run's ``debug=True``: asyncio's debug mode on the
-        Ps' loops (slow callbacks, unawaited coroutines' origins), and hog reports, the
-        goroutine counterpart of its slow-callback warnings."""
+        """``"hogs,schedtrace=1000,sigquit,console=PATH"``; the empty string, None or
+        False means no debug output. True is asyncio.run's ``debug=True``: asyncio's
+        debug mode on the Ps' loops (slow callbacks, unawaited coroutines' origins), and
+        hog reports, the goroutine counterpart of its slow-callback warnings."""
         if isinstance(spec, bool):
             return cls(hogs=spec, loops=spec)
         if not isinstance(spec, str) and spec is not None:

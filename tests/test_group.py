@@ -323,6 +323,34 @@ def test_a_group_in_a_plain_task_of_an_attached_runtime(rt_params):
     assert asyncio.run(main()) == list(range(10))
 
 
+def test_a_plain_task_body_is_cancelled_on_its_own_loop(rt_params):
+    # Spawned into from a plain thread, a failing goroutine's callback runs on the loop
+    # it finished on, perhaps another P's: the task body (the host loop's) is cancelled,
+    # and the group's state kept, on the host loop.
+    nprocs, loop = rt_params
+
+    async def main() -> tuple[list[str], bool]:
+        host = asyncio.get_running_loop()
+        seen: list[bool] = []
+
+        async def failing() -> None:
+            await mnsched.sleep(0.001)
+            raise ValueError("from a thread's goroutine")
+
+        async with mnsched.Runtime(procs=nprocs, loop=loop, attach=True):
+            with pytest.raises(ExceptionGroup) as ei:
+                async with mnsched.Group() as grp:
+                    await asyncio.to_thread(grp.go, failing())
+                    try:
+                        await asyncio.Event().wait()
+                    except asyncio.CancelledError:
+                        seen.append(asyncio.get_running_loop() is host)
+                        raise
+        return [str(e) for e in ei.value.exceptions], seen == [True]
+
+    assert asyncio.run(main()) == (["from a thread's goroutine"], True)
+
+
 def test_go_outside_the_group_is_refused():
     grp = mnsched.Group()
     coro = value(1)
