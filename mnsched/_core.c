@@ -81,6 +81,8 @@ typedef struct {
     Py_ssize_t *off;
 } BoundSlot;
 
+static PyObject *ParkLockType; /* g.LockType: lockrank.RankedLock under MNSCHED_LOCKCHECK=1 */
+
 static BoundObject bound_objects[] = {
     {"G", (PyObject **)&G_type},
     {"P", (PyObject **)&P_type},
@@ -110,6 +112,7 @@ static BoundObject bound_objects[] = {
     {"INLINE_JOIN_DEPTH", &INLINE_JOIN_DEPTH_o},
     {"GLOBAL_CHECK_TICKS", &GLOBAL_CHECK_TICKS_o},
     {"CLOCK_EVERY", &CLOCK_EVERY_o},
+    {"LockType", &ParkLockType},
 };
 
 /* A P's counters and a G's queue stamp are C integers in their classes' C bases (PBase,
@@ -844,7 +847,8 @@ unlock_failed(PyObject *lock)
 static inline int
 is_park_lock(PyObject *y)
 {
-    return Py_IS_TYPE(y, &Lock_type) || (PyObject *)Py_TYPE(y) == ThreadLockType;
+    PyObject *t = (PyObject *)Py_TYPE(y);
+    return Py_IS_TYPE(y, &Lock_type) || t == ThreadLockType || t == ParkLockType;
 }
 
 static PyObject *
@@ -2834,10 +2838,12 @@ static PyTypeObject PBase_type = {
  * buffer with senders waiting, a caller that is not a goroutine) releases the lock and
  * delegates to chan.py's coroutine (Chan._send/_recv), which does it all. */
 
-static PyTypeObject *Chan_type, *Sudog_type;
+static PyTypeObject *Chan_type, *Sudog_type, *WaitQ_type;
 static PyObject *ChannelClosed, *WAIT_CHAN_SEND, *WAIT_CHAN_RECEIVE, *OP_SEND, *OP_RECV;
 static Py_ssize_t c_buf, c_cap, c_closed, c_lock, c_recvq, c_sendq;
-static Py_ssize_t s_case, s_done, s_elem, s_fut, s_g, s_ok, s_op, s_owner, s_q, s_sel, s_sem;
+static Py_ssize_t s_case, s_done, s_elem, s_fut, s_g, s_next, s_ok, s_op, s_owner, s_prev, s_q,
+    s_sel, s_sem;
+static Py_ssize_t w_first, w_last;
 static PyObject *str__send, *str__recv, *minus_one;
 
 enum { OP_NEW, OP_PARKED, OP_OVER, OP_DELEGATED };
@@ -2854,11 +2860,59 @@ typedef struct {
 
 static PyTypeObject ChanOp_type;
 
-/* q[0], a new reference (q is not empty). */
+/* -- wait queues: sudog.WaitQ, a doubly linked list of sudogs (first, last; a sudog's
+ * prev, next and q). Each function does what its WaitQ method does, slot by slot. -- */
+
+/* The first sudog waiting in q, borrowed: None if none is (q is None until someone has
+ * waited on the channel). */
 static PyObject *
-deque_head(PyObject *q)
+waitq_first(PyObject *q)
 {
-    return PySequence_GetItem(q, 0);
+    return q == Py_None ? Py_None : SLOT(q, w_first);
+}
+
+/* WaitQ.pop, of sg = q.first (the caller holds a reference to sg). */
+static void
+waitq_pop_first(PyObject *q, PyObject *sg)
+{
+    PyObject *nxt = SLOT(sg, s_next);
+    slot_set(q, w_first, nxt);
+    if (nxt == Py_None)
+        slot_set(q, w_last, Py_None);
+    else
+        slot_set(nxt, s_prev, Py_None);
+    slot_set(sg, s_q, Py_None);
+    slot_set(sg, s_next, Py_None);
+}
+
+/* WaitQ.push. */
+static void
+waitq_push(PyObject *q, PyObject *sg)
+{
+    PyObject *last = SLOT(q, w_last);
+    slot_set(sg, s_q, q);
+    slot_set(sg, s_prev, last);
+    if (last == Py_None)
+        slot_set(q, w_first, sg);
+    else
+        slot_set(last, s_next, sg);
+    slot_set(q, w_last, sg);
+}
+
+/* The channel's queue at offset off, made if no one has waited there yet (Chan._waitq);
+ * borrowed. */
+static PyObject *
+chan_waitq(PyObject *ch, Py_ssize_t off)
+{
+    PyObject *q = SLOT(ch, off);
+    if (q != Py_None)
+        return q;
+    q = PyObject_CallNoArgs((PyObject *)WaitQ_type);
+    if (q == NULL)
+        return NULL;
+    slot_set(ch, off, q);
+    Py_DECREF(q);
+    return q;
 }
 
 /* Wake the partner whose operation this one completed (Sudog.wake, a G inline). */
@@ -2871,10 +2925,9 @@ wake_partner(PyObject *p, PyObject *sg)
     return call_method1(sg, str_wake, p);
 }
 
-/* A new Sudog(ch, op, elem) for curg waiting in q (Sudog.__init__ and sudog.wait,
- * slot by slot). */
+/* A new Sudog(ch, op, elem) for g (Sudog.__init__ and sudog.wait, slot by slot). */
 static PyObject *
-new_sudog(PyObject *ch, PyObject *op, PyObject *elem, PyObject *q, PyObject *g)
+new_sudog(PyObject *ch, PyObject *op, PyObject *elem, PyObject *g)
 {
     PyObject *sg = Sudog_type->tp_alloc(Sudog_type, 0);
     if (sg == NULL)
@@ -2884,7 +2937,9 @@ new_sudog(PyObject *ch, PyObject *op, PyObject *elem, PyObject *q, PyObject *g)
     SLOT(sg, s_elem) = Py_NewRef(elem);
     SLOT(sg, s_ok) = Py_NewRef(Py_False);
     SLOT(sg, s_done) = Py_NewRef(Py_False);
-    SLOT(sg, s_q) = Py_NewRef(q);
+    SLOT(sg, s_q) = Py_NewRef(Py_None);
+    SLOT(sg, s_prev) = Py_NewRef(Py_None);
+    SLOT(sg, s_next) = Py_NewRef(Py_None);
     SLOT(sg, s_g) = Py_NewRef(g);
     SLOT(sg, s_sel) = Py_NewRef(Py_None);
     SLOT(sg, s_case) = Py_NewRef(minus_one);
@@ -2893,24 +2948,32 @@ new_sudog(PyObject *ch, PyObject *op, PyObject *elem, PyObject *q, PyObject *g)
     return sg;
 }
 
-/* Queue a new Sudog for g in q and yield the lock: the driver parks g, then releases it
- * (sudog.wait and gopark_op). */
+/* Queue a new Sudog for g in the channel's queue at offset off and yield the lock: the
+ * driver parks g, then releases it (sudog.wait and gopark_op). */
 static int
-chan_park(ChanOp *self, PyObject *g, PyObject *lock, PyObject *q, PyObject *op,
+chan_park(ChanOp *self, PyObject *g, PyObject *lock, Py_ssize_t off, PyObject *op,
           PyObject *elem, PyObject *reason, PyObject **res)
 {
-    PyObject *sg = new_sudog(self->ch, op, elem, q, g);
-    PyObject *r = sg == NULL ? NULL : deque_call(deque_append, q, sg);
-    if (r == NULL) {
-        Py_XDECREF(sg);
+    PyObject *q = chan_waitq(self->ch, off);
+    PyObject *sg = q == NULL ? NULL : new_sudog(self->ch, op, elem, g);
+    if (sg == NULL)
         return unlock_failed(lock);
-    }
-    Py_DECREF(r);
+    waitq_push(q, sg);
     self->sg = sg;
     slot_set(g, g_waitq, sg);
     slot_set(g, g_waitreason, reason);
     *res = Py_NewRef(lock);
     return PYGEN_NEXT;
+}
+
+/* Take sg, the first of q and no select's, to complete its operation (q.pop()). */
+static PyObject *
+take_first(PyObject *q)
+{
+    PyObject *sg = Py_NewRef(SLOT(q, w_first));
+    waitq_pop_first(q, sg);
+    slot_set(sg, s_done, Py_True);
+    return sg;
 }
 
 /* Outcomes: PYGEN_RETURN with *res, PYGEN_NEXT (parked: *res is the lock), PYGEN_ERROR,
@@ -2921,8 +2984,9 @@ static int
 fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res)
 {
     PyObject *ch = self->ch, *buf = SLOT(ch, c_buf), *sendq = SLOT(ch, c_sendq);
-    Py_ssize_t nbuf = PyObject_Size(buf), nsend = PyObject_Size(sendq);
-    if (nbuf > 0 && nsend == 0) { /* the common buffered case */
+    Py_ssize_t nbuf = buf == Py_None ? 0 : PyObject_Size(buf);
+    PyObject *first = waitq_first(sendq);
+    if (nbuf > 0 && first == Py_None) { /* the common buffered case */
         PyObject *v = deque_call(deque_popleft, buf, NULL);
         if (v == NULL)
             return unlock_failed(lock);
@@ -2933,18 +2997,9 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
         *res = v;
         return PYGEN_RETURN;
     }
-    if (nsend > 0 && nbuf == 0) { /* unbuffered: from the first sender, unless a select */
-        PyObject *sg = deque_head(sendq);
-        if (sg == NULL)
-            return unlock_failed(lock);
-        if (SLOT(sg, s_sel) == Py_None) {
-            PyObject *r = deque_call(deque_popleft, sendq, NULL);
-            if (r == NULL) {
-                Py_DECREF(sg);
-                return unlock_failed(lock);
-            }
-            Py_DECREF(r);
-            slot_set(sg, s_done, Py_True);
+    if (first != Py_None && nbuf == 0) { /* unbuffered: from the first sender, unless a select */
+        if (SLOT(first, s_sel) == Py_None) {
+            PyObject *sg = take_first(sendq);
             if (lock_release(lock) < 0 || wake_partner(p, sg) < 0) {
                 Py_DECREF(sg);
                 return PYGEN_ERROR;
@@ -2953,11 +3008,9 @@ fast_recv(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
             Py_DECREF(sg);
             return PYGEN_RETURN;
         }
-        Py_DECREF(sg);
     }
-    else if (nbuf == 0 && nsend == 0 && SLOT(ch, c_closed) == Py_False) { /* wait */
-        return chan_park(self, g, lock, SLOT(ch, c_recvq), OP_RECV, Py_None, WAIT_CHAN_RECEIVE,
-                         res);
+    else if (nbuf == 0 && first == Py_None && SLOT(ch, c_closed) == Py_False) { /* wait */
+        return chan_park(self, g, lock, c_recvq, OP_RECV, Py_None, WAIT_CHAN_RECEIVE, res);
     }
     if (lock_release(lock) < 0)
         return PYGEN_ERROR;
@@ -2969,21 +3022,12 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
 {
     PyObject *ch = self->ch, *recvq = SLOT(ch, c_recvq);
     if (SLOT(ch, c_closed) == Py_False) {
-        Py_ssize_t nrecv = PyObject_Size(recvq);
-        if (nrecv > 0) { /* straight to the first waiting receiver, unless a select */
-            PyObject *sg = deque_head(recvq);
-            if (sg == NULL)
-                return unlock_failed(lock);
-            if (SLOT(sg, s_sel) == Py_None) {
-                PyObject *r = deque_call(deque_popleft, recvq, NULL);
-                if (r == NULL) {
-                    Py_DECREF(sg);
-                    return unlock_failed(lock);
-                }
-                Py_DECREF(r);
+        PyObject *first = waitq_first(recvq);
+        if (first != Py_None) { /* straight to the first waiting receiver, unless a select */
+            if (SLOT(first, s_sel) == Py_None) {
+                PyObject *sg = take_first(recvq);
                 slot_set(sg, s_elem, self->v);
                 slot_set(sg, s_ok, Py_True);
-                slot_set(sg, s_done, Py_True);
                 int rc = lock_release(lock) < 0 || wake_partner(p, sg) < 0;
                 Py_DECREF(sg);
                 if (rc)
@@ -2991,14 +3035,15 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
                 *res = Py_NewRef(Py_None);
                 return PYGEN_RETURN;
             }
-            Py_DECREF(sg);
         }
         else {
             PyObject *buf = SLOT(ch, c_buf);
             Py_ssize_t cap = PyLong_AsSsize_t(SLOT(ch, c_cap));
             if (cap < 0)
                 return unlock_failed(lock);
-            if (PyObject_Size(buf) < cap) { /* room in the buffer, no receiver waiting */
+            if (cap == 0 || (buf != Py_None && PyObject_Size(buf) >= cap)) /* wait */
+                return chan_park(self, g, lock, c_sendq, OP_SEND, self->v, WAIT_CHAN_SEND, res);
+            if (buf != Py_None) { /* room in the buffer, no receiver waiting */
                 PyObject *r = deque_call(deque_append, buf, self->v);
                 Py_XDECREF(r);
                 if (r == NULL)
@@ -3008,9 +3053,7 @@ fast_send(ChanOp *self, PyObject *p, PyObject *g, PyObject *lock, PyObject **res
                 *res = Py_NewRef(Py_None);
                 return PYGEN_RETURN;
             }
-            /* full (or unbuffered): wait */
-            return chan_park(self, g, lock, SLOT(ch, c_sendq), OP_SEND, self->v, WAIT_CHAN_SEND,
-                             res);
+            /* the first buffered send makes the buffer: chan.py's */
         }
     }
     if (lock_release(lock) < 0)
@@ -3408,6 +3451,7 @@ core_bind(PyObject *Py_UNUSED(mod), PyObject *args, PyObject *kw)
 static BoundObject chan_objects[] = {
     {"Chan", (PyObject **)&Chan_type},
     {"Sudog", (PyObject **)&Sudog_type},
+    {"WaitQ", (PyObject **)&WaitQ_type},
     {"ChannelClosed", &ChannelClosed},
     {"OP_SEND", &OP_SEND},
     {"OP_RECV", &OP_RECV},
@@ -3424,7 +3468,9 @@ static BoundSlot chan_slots[] = {
     {&Sudog_type, "g", &s_g},         {&Sudog_type, "ok", &s_ok},
     {&Sudog_type, "op", &s_op},       {&Sudog_type, "owner", &s_owner},
     {&Sudog_type, "q", &s_q},         {&Sudog_type, "sel", &s_sel},
-    {&Sudog_type, "sem", &s_sem},
+    {&Sudog_type, "sem", &s_sem},     {&Sudog_type, "next", &s_next},
+    {&Sudog_type, "prev", &s_prev},   {&WaitQ_type, "first", &w_first},
+    {&WaitQ_type, "last", &w_last},
 };
 
 static PyObject *

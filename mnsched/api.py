@@ -79,7 +79,7 @@ def go(
     p = m.p
     if p is not None:
         if not pin and context is None:
-            return p.sched.newproc(coro, name)  # newproc's fast path, from a P's thread
+            return p.sched.newproc(coro, name, here=p)  # its fast path, from a P's thread
         return p.sched.newproc(coro, name, pin=pin, context=context)
     check_coroutine(coro)  # before a default runtime is started for it
     return current_runtime().go(coro, name=name, pin=pin, context=context)

@@ -4,6 +4,10 @@ A channel has a lock, a buffer, and two wait queues of sudogs (sudog.py). As in 
 value goes straight from a sender to a waiting receiver, and the goroutine woken by an
 operation goes to the waker's P (runnext) when it may run there. Cancellation never
 loses or duplicates a value: docs/design.md, "Channels".
+
+The buffer and the wait queues are made the first time they are needed (a channel is
+about 170 bytes until then: Go's hchan is 96), because programs keep many idle channels
+(one per goroutine is a common fan-in shape).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import MnschedError
 from .g import CORE, PARKED, WAIT_CHAN_RECEIVE, WAIT_CHAN_SEND, goready, new_lock
+from .lockrank import RANK_CHAN, lock_factory
 from .m import m
-from .sudog import Sudog, wait, wait_blocking
+from .sudog import Sudog, WaitQ, count, wait, wait_blocking
 
 T = TypeVar("T")
 
@@ -31,6 +36,9 @@ class WouldBlock(MnschedError):
 
 # What a waiting party does, in deadlock reports ("send to <Chan ...>").
 OP_SEND, OP_RECV = "send to", "receive from"
+
+
+_new_lock = lock_factory(RANK_CHAN, "a channel's _lock", new_lock)
 
 
 class _PureChanBase:
@@ -68,10 +76,10 @@ class Chan(_ChanBase, Generic[T]):
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise ValueError(f"channel capacity must be an int >= 0, not {capacity!r}")
         self._cap = capacity
-        self._buf: deque[T] = deque()
-        self._lock = new_lock()
-        self._recvq: deque[Sudog] = deque()
-        self._sendq: deque[Sudog] = deque()
+        self._buf: deque[T] | None = None  # made by the first buffered send
+        self._lock = _new_lock()
+        self._recvq: WaitQ | None = None  # made by the first party to wait
+        self._sendq: WaitQ | None = None
         self._closed = False
         self._foreign = False  # used from outside any runtime: deadlock checks skip it
 
@@ -80,7 +88,8 @@ class Chan(_ChanBase, Generic[T]):
         return self._cap
 
     def __len__(self) -> int:
-        return len(self._buf)
+        buf = self._buf
+        return 0 if buf is None else len(buf)
 
     @property
     def closed(self) -> bool:
@@ -89,22 +98,35 @@ class Chan(_ChanBase, Generic[T]):
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return (
-            f"<Chan cap={self._cap} len={len(self._buf)} recvq={len(self._recvq)} "
-            f"sendq={len(self._sendq)}{state}>"
+            f"<Chan cap={self._cap} len={len(self)} recvq={count(self._recvq)} "
+            f"sendq={count(self._sendq)}{state}>"
         )
 
     # -- the core, under self._lock: try to complete at once --------------------------------
 
     @staticmethod
-    def _dequeue(q: deque[Sudog]) -> Sudog | None:
+    def _dequeue(q: WaitQ | None) -> Sudog | None:
         """The first waiter of q that can still take part (a select may have fired on
         another channel already)."""
-        while q:
-            sg = q.popleft()
+        if q is None:
+            return None
+        while (sg := q.pop()) is not None:
             sel = sg.sel
             if sel is None or sel.claim(sg):
                 return sg
         return None
+
+    def _waitq(self, send: bool) -> WaitQ:
+        """The queue for a party about to wait (made now if it is the first)."""
+        if send:
+            q = self._sendq
+            if q is None:
+                q = self._sendq = WaitQ()
+        else:
+            q = self._recvq
+            if q is None:
+                q = self._recvq = WaitQ()
+        return q
 
     def send_now(self, v: T) -> Sudog | bool:
         """Under the lock. Returns False if it would block; True if sent into the buffer;
@@ -115,8 +137,13 @@ class Chan(_ChanBase, Generic[T]):
         if sg is not None:
             sg.elem, sg.ok, sg.done = v, True, True
             return sg
-        if len(self._buf) < self._cap:
-            self._buf.append(v)
+        buf = self._buf
+        if buf is None:
+            if self._cap:
+                self._buf = deque((v,))
+                return True
+        elif len(buf) < self._cap:
+            buf.append(v)
             return True
         return False
 
@@ -146,9 +173,8 @@ class Chan(_ChanBase, Generic[T]):
         lock = self._lock
         lock.acquire()
         q = self._recvq
-        if q and not self._closed and (sg := q[0]).sel is None:
-            # the common case, inline: straight to the first waiting receiver
-            q.popleft()
+        if q is not None and (sg := q.first) is not None and sg.sel is None and not self._closed:
+            q.pop()  # the common case, inline: straight to the first waiting receiver
             sg.elem, sg.ok, sg.done = v, True, True
             lock.release()
             if (g := sg.g) is not None:
@@ -156,7 +182,12 @@ class Chan(_ChanBase, Generic[T]):
             else:
                 sg.wake(p)
             return
-        if q or self._closed or len(self._buf) < self._cap:  # it may complete at once
+        if (
+            (q is not None and q.first is not None)
+            or self._closed
+            or (0 if (buf := self._buf) is None else len(buf)) < self._cap
+        ):
+            # it may complete at once
             try:
                 r = self.send_now(v)
             except BaseException:
@@ -168,7 +199,8 @@ class Chan(_ChanBase, Generic[T]):
                     r.wake(p)
                 return
         sg = Sudog(self, OP_SEND, v)
-        await wait(self, sg, self._sendq, WAIT_CHAN_SEND, p)  # releases the lock
+        # (the queue, made if it is the first wait; releases the lock)
+        await wait(self, sg, self._sendq or self._waitq(True), WAIT_CHAN_SEND, p)
         if not sg.done:
             raise ChannelClosed("send on closed channel")
 
@@ -192,7 +224,7 @@ class Chan(_ChanBase, Generic[T]):
         if r is False:
             sg = Sudog(self, OP_SEND, v)
             if not wait_blocking(
-                self, sg, self._sendq, timeout, "ch.send_blocking", "await ch.send(v)"
+                self, sg, self._waitq(True), timeout, "ch.send_blocking", "await ch.send(v)"
             ):
                 raise TimeoutError(f"channel send did not complete within {timeout} s")
             if not sg.done:
@@ -211,13 +243,13 @@ class Chan(_ChanBase, Generic[T]):
         lock = self._lock
         lock.acquire()
         buf = self._buf
-        if buf and not self._sendq:  # the common buffered case, inline
+        q = self._sendq
+        if buf and (q is None or q.first is None):  # the common buffered case, inline
             v = buf.popleft()
             lock.release()
             return v
-        q = self._sendq
-        if q and not buf and (sg := q[0]).sel is None:  # unbuffered: from the sender
-            q.popleft()
+        if q is not None and (sg := q.first) is not None and sg.sel is None and not buf:
+            q.pop()  # unbuffered: straight from the sender
             sg.done = True
             lock.release()
             if (g := sg.g) is not None:
@@ -227,7 +259,7 @@ class Chan(_ChanBase, Generic[T]):
             return sg.elem  # type: ignore[no-any-return]
         # Nothing buffered, no sender, open: wait, without trying recv_now first.
         done = False
-        if buf or q or self._closed:
+        if buf or (q is not None and q.first is not None) or self._closed:
             done, v, ok, sender = self.recv_now()
         if done:
             lock.release()
@@ -235,7 +267,8 @@ class Chan(_ChanBase, Generic[T]):
                 sender.wake(p)
         else:
             me = Sudog(self, OP_RECV)
-            await wait(self, me, self._recvq, WAIT_CHAN_RECEIVE, p)  # releases the lock
+            # (the queue, made if it is the first wait; releases the lock)
+            await wait(self, me, self._recvq or self._waitq(False), WAIT_CHAN_RECEIVE, p)
             v, ok = me.elem, me.ok
         if not ok:
             raise ChannelClosed("receive from closed channel")
@@ -276,7 +309,7 @@ class Chan(_ChanBase, Generic[T]):
         else:
             sg = Sudog(self, OP_RECV)
             if not wait_blocking(
-                self, sg, self._recvq, timeout, "ch.recv_blocking", "await ch.recv()"
+                self, sg, self._waitq(False), timeout, "ch.recv_blocking", "await ch.recv()"
             ):
                 raise TimeoutError(f"channel receive did not complete within {timeout} s")
             v, ok = sg.elem, sg.ok
@@ -318,7 +351,7 @@ class Chan(_ChanBase, Generic[T]):
 
 if CORE is not None:
     CORE.bind_chan(
-        Chan=Chan, Sudog=Sudog, ChannelClosed=ChannelClosed, OP_SEND=OP_SEND,
+        Chan=Chan, Sudog=Sudog, WaitQ=WaitQ, ChannelClosed=ChannelClosed, OP_SEND=OP_SEND,
         OP_RECV=OP_RECV, WAIT_CHAN_SEND=WAIT_CHAN_SEND, WAIT_CHAN_RECEIVE=WAIT_CHAN_RECEIVE,
     )  # fmt: skip
     # A ChanOp is a coroutine to asyncio (go(ch.recv()), create_task, wait_for).

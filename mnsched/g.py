@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .aio import call_on_loop, complete_future, install_loop_bound_hook
 from .errors import BlockingCallError, InternalError
+from .lockrank import RANK_G, RANK_STATE, lock_factory
 from .m import m
 
 if TYPE_CHECKING:
@@ -102,6 +103,7 @@ LEGAL_TRANSITIONS = frozenset({
 WAIT_CHAN_RECEIVE = "chan receive"
 WAIT_CHAN_SEND = "chan send"
 WAIT_SELECT = "select"
+WAIT_SELECT_NO_CASES = "select (no cases)"  # Go's waitReasonSelectNoCases: parked for ever
 WAIT_SLEEP = "sleep"
 WAIT_GOROUTINE = "await goroutine"
 WAIT_SYSCALL = "syscall"
@@ -135,11 +137,14 @@ LOCK_MASK = _NLOCKS - 1
 # The locks a park point yields (the driver releases one once the G is parked) and the
 # striped G locks: the C core's Lock in the C driver, which takes and drops them without
 # a method call; threading's otherwise. The C driver also accepts a threading.Lock (a
-# Call's: m is below g).
+# Call's: m is below g). Each lock is made by its rank's factory (lockrank.py): this
+# plain lock, or a RankedLock under MNSCHED_LOCKCHECK=1.
 new_lock: Callable[[], threading.Lock] = threading.Lock if CORE is None else CORE.Lock
-LOCKS = tuple(new_lock() for _ in range(_NLOCKS))
-STATE_LOCKS = tuple(new_lock() for _ in range(_NLOCKS))
-LockType = type(LOCKS[0])
+_new_g_lock = lock_factory(RANK_G, "lock_of(g)", new_lock)
+_new_state_lock = lock_factory(RANK_STATE, "state_lock_of(g)", new_lock)
+LOCKS: tuple[threading.Lock, ...] = tuple(_new_g_lock() for _ in range(_NLOCKS))
+STATE_LOCKS: tuple[threading.Lock, ...] = tuple(_new_state_lock() for _ in range(_NLOCKS))
+LockType = type(LOCKS[0])  # the park locks' type (the driver tells a park by it)
 
 
 def lock_of(g: object) -> threading.Lock:
@@ -340,8 +345,11 @@ METRICS_SAMPLE = 64
 _ready_ctr = itertools.count()
 
 
+METRICS_MASK = METRICS_SAMPLE - 1
+
+
 def _sample_ready(g: G[Any]) -> None:
-    if next(_ready_ctr) & (METRICS_SAMPLE - 1) == 0:
+    if next(_ready_ctr) & METRICS_MASK == 0:
         g._readyts = time.perf_counter_ns()
 
 
@@ -363,11 +371,19 @@ def spawn_site(g: G[Any]) -> tuple[str, int] | None:
     return code.co_filename, line if line is not None else code.co_firstlineno
 
 
-def _caller_outside_package() -> types.FrameType | None:
-    f: types.FrameType | None = sys._getframe(2)
-    while f is not None and f.f_code.co_filename.startswith(PACKAGE_DIR):
-        f = f.f_back
-    return f
+def _runtime_files() -> frozenset[str]:
+    """The runtime's own source files (mnsched/*.py, as code objects name them), not its
+    subpackages: a goroutine spawned by the bench's workloads was created there. The
+    pure driver's spawn site is the first frame outside them: a set lookup per frame,
+    not a prefix test, as spawns nest deep when goroutines are stepped eagerly."""
+    here = os.path.dirname(__file__)
+    names = [n for n in os.listdir(here) if n.endswith(".py")]
+    return frozenset(os.path.join(d, n) for d in {here, PACKAGE_DIR.rstrip(os.sep)} for n in names)
+
+
+_RUNTIME_FILES = _runtime_files()
+# From G.__init__, the frames above newproc and the runtime function that called it.
+SPAWN_DEPTH = 3
 
 
 # The driver's goready: the C one (the same, in mnsched/_core.c), or _goready.
@@ -437,12 +453,30 @@ class G(_GBase, Generic[T]):
         self._pend: BaseException | _Marker | None = None
         self._futw: asyncio.Future[Any] | None = None
         self._qpos = NEVER_QUEUED
-        self._goid = newgoid(p if p is not None and m.p is p else None)
-        self._readyts = 0
-        sample_ready(self)
-        f = _caller_outside_package()
-        self._gocode = None if f is None else f.f_code
-        self._golasti = -1 if f is None else f.f_lasti
+        if CORE is None:  # newgoid and sample_ready, inline: the pure driver's spawn path
+            _goid_lock.acquire()  # (not 'with': twice the cost, and next() cannot fail)
+            self._goid = next(_goids)
+            _goid_lock.release()
+            self._readyts = time.perf_counter_ns() if next(_ready_ctr) & METRICS_MASK == 0 else 0
+        else:  # (the C driver's own spawns skip __init__: _core.c's new_g)
+            self._goid = newgoid(p if p is not None and m.p is p else None)
+            self._readyts = 0
+            sample_ready(self)
+        # Where it was created: the first frame outside the runtime's files, looked for
+        # from above newproc and its caller (every spawn enters the runtime through a
+        # caller of newproc): _getframe(SPAWN_DEPTH) skips them without making frame
+        # objects for them, which cost more than the rest of a spawn's bookkeeping.
+        try:
+            f: types.FrameType | None = sys._getframe(SPAWN_DEPTH)
+        except ValueError:  # a stack shallower than that: no Python frame spawned it
+            f = None
+        self._gocode, self._golasti = None, -1
+        while f is not None:
+            code = f.f_code  # (a frame's attributes are descriptors: each read costs)
+            if code.co_filename not in _RUNTIME_FILES:
+                self._gocode, self._golasti = code, f.f_lasti
+                break
+            f = f.f_back
         cur = p.curg if p is not None else None
         self._goparent = 0 if cur is None else cur._goid
         if name is not None:

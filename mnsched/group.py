@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from .aio import call_on_loop
 from .chan import Chan
 from .g import G, check_coroutine, new_lock
+from .lockrank import RANK_CHAN, lock_factory
 from .runtime import Runtime, current_runtime
 from .sync import WaitGroup
 
@@ -39,6 +40,9 @@ T = TypeVar("T")
 # CPython 3.13 un-cancels the body once the goroutines are done, not before waiting, and
 # re-cancels a body cancelled from outside when it raises the failures.
 _UNCANCEL_LAST = sys.version_info >= (3, 13)
+
+
+_new_lock = lock_factory(RANK_CHAN, "a Group's _lock", new_lock)
 
 
 class Group:
@@ -52,7 +56,7 @@ class Group:
             raise ValueError(f"limit must be >= 1 (or None for no limit), not {limit}")
         self._limit = limit
         self._slots: Chan[None] | None = None if limit is None else Chan(limit)
-        self._lock = new_lock()
+        self._lock = _new_lock()
         self._wg = WaitGroup()
         self._entered = False
         self._exiting = False

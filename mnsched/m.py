@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .aio import complete_future
 from .errors import resource_limit
 from .instrument import notify_global
+from .lockrank import RANK_LEAF, lock_factory
 
 if TYPE_CHECKING:
     from .g import G
@@ -44,7 +45,7 @@ M_IDLE_TIMEOUT = 10.0
 # busy P releases the GIL at each batch end (its loop polls for I/O, ~1 ms) and takes it
 # straight back, so the waiter's interval never ran out: beside a goroutine spinning on
 # gosched, blocking calls finished seconds late, a plain thread's send waited seconds,
-# timers fired seconds late (issue 12). So while a runtime runs, the interval is this,
+# timers fired seconds late. So while a runtime runs, the interval is this,
 # shorter than a batch: a waiter's wait runs out and it gets the GIL within ~0.5 ms. Only
 # threads that actually wait pay for it (a lone busy thread is never asked to switch):
 # ~1-3% on skynet at procs 1, but ~30% at procs 2, where two busy Ps now take turns
@@ -130,6 +131,9 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_new_call_lock = lock_factory(RANK_LEAF, "a Call.lock", threading.Lock)
+
+
 class Call:
     """One blocking call. What a goroutine yields to enter SYSCALL (holding ``lock`` until
     it is parked), and its wait queue (for cancel) while the call runs."""
@@ -145,7 +149,7 @@ class Call:
         g: G[Any] | None,
     ) -> None:
         self.fn, self.args, self.kwargs, self.ctx, self.g = fn, args, kwargs, ctx, g
-        self.lock = threading.Lock()
+        self.lock = _new_call_lock()
         self.result: Any = None
         self.exc: BaseException | None = None
         self.loopfut: asyncio.Future[Any] | None = None  # for callers that are not goroutines

@@ -198,6 +198,7 @@ class _PurePBase:
         "_steptime",
         "batch_deadline",
         "busy",
+        "joinat",  # the pure driver's join: where its last G was taken from the queue
         "last_clock",
         "nfinished",
         "njoin",
@@ -224,6 +225,7 @@ class _PurePBase:
     def __init__(self) -> None:
         self._lat = [0] * METRICS_BUCKETS  # scheduling latency (sampled: METRICS_SAMPLE)
         self._steptime = [0] * METRICS_BUCKETS  # step duration (every 64th step)
+        self.joinat = 0
 
     def _histograms(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return tuple(self._lat), tuple(self._steptime)
@@ -571,7 +573,7 @@ class P(_PBase):
         tail: pushes since g's, less the joins from the tail window since (each brings
         the Gs before it one nearer the tail). Taking a G at or near the head brings
         nobody nearer the tail, so it does not count (counting it made every later G
-        look recent, and their joins miss: issue 13's join-miss bug)."""
+        look recent, and their joins miss: the join-miss bug that test_driver guards)."""
         try:
             rn = self.runnext
             if rn and rn[0] is g:
@@ -583,6 +585,11 @@ class P(_PBase):
                 tail = False
                 if n and q[0] is g:
                     i = 0
+                elif (j := self.joinat) < n and q[j] is g:
+                    # Where the last join took its G: a parent awaits its children in
+                    # spawn order, and each moved into its elder's place (no scan).
+                    i = j
+                    tail = j >= n - JOIN_WINDOW
                 elif self.qseq - g._qpos < JOIN_WINDOW:
                     try:
                         i = q.index(g, max(0, n - JOIN_WINDOW))
@@ -601,6 +608,7 @@ class P(_PBase):
                     self.njoinmiss += 1  # the head moved while we looked: i may be stale
                     return
                 del q[i - n]
+                self.joinat = i
                 if tail:
                     self.qseq -= 1  # those before it are now one nearer the tail (above)
         except (IndexError, ValueError, RuntimeError):  # RuntimeError: mutated while searched
@@ -628,6 +636,24 @@ class P(_PBase):
                 self.njoin -= 1
         else:
             self.ready_here(g)
+
+    def handoff(self) -> list[G[Any]]:
+        """Give up this stuck P's runnable goroutines (Go: handoffp), from sysmon's
+        thread: returns those free to run anywhere, for the global queue; the pinned
+        ones go back to its inbox, the only place they can run. Its own thread may be
+        readying goroutines here at the same time (user code in the stuck step): every
+        queue is taken an item at a time, with atomic pops."""
+        free: list[G[Any]] = []
+        pinned: list[G[Any]] = []
+        for q in (self.runnext, self.runq, self.inbox):
+            try:
+                while q:
+                    g = q.popleft()
+                    (free if g._home is None else pinned).append(g)
+            except IndexError:
+                pass
+        self.inbox.extend(pinned)
+        return free
 
     def wake(self) -> None:
         """Work appeared for this P (from any thread): if it is idle, make it active and
@@ -1231,7 +1257,7 @@ if CORE is not None:
         STATE_LOCKS=STATE_LOCKS, goexit=goexit, cancelled_error=_cancelled_error,
         casgstatus=casgstatus, LOCK_MASK=LOCK_MASK, JOIN_WINDOW=JOIN_WINDOW,
         LOCAL_QUEUE_SIZE=LOCAL_QUEUE_SIZE, INLINE_JOIN_DEPTH=INLINE_JOIN_DEPTH,
-        GLOBAL_CHECK_TICKS=GLOBAL_CHECK_TICKS, CLOCK_EVERY=CLOCK_EVERY,
+        GLOBAL_CHECK_TICKS=GLOBAL_CHECK_TICKS, CLOCK_EVERY=CLOCK_EVERY, LockType=LockType,
     )  # fmt: skip
 # The driver's step(p, g): the C one, or P.step.
 STEP: Callable[[P, G[Any]], None] = P.step if CORE is None else CORE.step

@@ -13,6 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .g import CORE
+from .lockrank import RANK_LEAF, lock_factory
 
 # Go: len(p.runq) == 256. When the local queue is full, half of it moves to the global
 # queue (runqputslow), so other Ps can find it without stealing.
@@ -23,6 +24,9 @@ LOCAL_QUEUE_SIZE = 256
 # head): a G that spawns up to this many children and then awaits them keeps the tree
 # depth-first.
 JOIN_WINDOW = 16
+
+
+_new_lock = lock_factory(RANK_LEAF, "a run queue's lock (thieves)", threading.Lock)
 
 
 class _PureRunQ(deque[Any]):
@@ -36,7 +40,7 @@ class _PureRunQ(deque[Any]):
 
     def __init__(self) -> None:
         super().__init__()
-        self.lock = threading.Lock()
+        self.lock = _new_lock()
 
     def steal_half(self) -> list[Any]:
         """Take half of the queue, rounded up, from the head (Go: runqgrab).

@@ -27,6 +27,7 @@ from .console import ConsoleServer
 from .errors import BlockingCallError, InternalError, RuntimeClosedError
 from .g import DONE, DRIVER, RUNNING, G, abandon, add_waiter, check_coroutine, logger
 from .goroutines import install_sigquit
+from .lockrank import RANK_RUNTIME, lock_factory
 from .log import debug_output
 from .m import M_IDLE_TIMEOUT, MAX_THREADS, Call, MPool, m, share_gil
 from .p import P, PTotals, histograms
@@ -45,7 +46,7 @@ LOOP_KINDS = ("uvloop", "asyncio")
 # get to close (their finally blocks run) before the Ps stop.
 ABANDON_GRACE = 1.0
 # After a Ctrl-C, a shutdown that takes longer than this says what it waits for (the
-# issue-12 rule: the user must not face a silent wait), listing at most this many Gs.
+# rule: the user must never face a silent wait), listing at most this many Gs.
 SHUTDOWN_REPORT_AFTER = 1.0
 WAIT_REPORT_MAX = 10
 INTERRUPT_M_GRACE = 0.5
@@ -184,6 +185,9 @@ def loop_factory(kind: str, debug: bool = False) -> Callable[[], asyncio.Abstrac
     return make_debug
 
 
+_new_runtime_lock = lock_factory(RANK_RUNTIME, "Runtime._lock", threading.Lock)
+
+
 class Runtime:
     """An mnsched runtime: ``procs`` Ps, each a loop on its own thread.
 
@@ -236,7 +240,7 @@ class Runtime:
         for obj in instruments:
             self.instrument(obj)
         self._state = NEW
-        self._lock = threading.Lock()  # the state; taken before sched.resize_lock
+        self._lock = _new_runtime_lock()  # the state; taken before sched.resize_lock
         self._closed = threading.Event()
         self._tokens: list[contextvars.Token[Runtime | None]] = []
         self._unsigquit: Callable[[], None] = lambda: None  # set by MNSCHED_DEBUG=sigquit

@@ -36,6 +36,7 @@ from .g import (
     new_lock,
     sample_ready,
 )
+from .lockrank import RANK_RESIZE, RANK_SCHED, lock_factory
 from .m import Call, MPool, m
 from .p import P, PTotals
 from .runq import LOCAL_QUEUE_SIZE
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 logger = logging.getLogger("mnsched")
+
+
+_new_sched_lock = lock_factory(RANK_SCHED, "Sched.lock", new_lock)
+_new_resize_lock = lock_factory(RANK_RESIZE, "Sched.resize_lock", threading.Lock)
 
 
 class StealOrder:
@@ -138,7 +143,7 @@ class Sched:
         self.token: Any = None if parallel else StepToken()
         self.make_loop = make_loop
         self.mpool = mpool
-        self.lock = new_lock()  # guards idle, nspinning, P.active and the id generator
+        self.lock = _new_sched_lock()  # guards idle, nspinning, P.active, ids
         self.runq: deque[G[Any]] = deque()  # the global run queue; pinned Gs never enter it
         # The running Ps and their steal order, swapped together by procresize.
         self.allp: tuple[P, ...] = ()
@@ -169,7 +174,7 @@ class Sched:
         # Changing the Ps (under resize_lock, taken before lock): Ps removed by gomaxprocs
         # (joined at close), spares sysmon started because every P was stuck, and a
         # parked P kept ready for sysmon, outside allp.
-        self.resize_lock = threading.Lock()
+        self.resize_lock = _new_resize_lock()
         self.retired: list[P] = []
         self.gone = PTotals()  # the counters of retired Ps whose threads have ended
         self.spares: list[P] = []
@@ -217,11 +222,14 @@ class Sched:
         pin: bool = False,
         eager: bool = False,
         context: contextvars.Context | None = None,
+        here: P | None = None,
     ) -> G[T]:
         """Make a G (Go: newproc). From one of this runtime's Ps it goes to that P's
         runnext (or, ``eager``, is stepped at once, from a loop callback); from any
         other thread, to the global queue. ``pin`` pins it to the calling P; it runs in
-        ``context`` if given, else in a copy of the caller's (as ``create_task``)."""
+        ``context`` if given, else in a copy of the caller's (as ``create_task``).
+        ``here`` is the caller's P (m.p) when it has read it already: a thread-local
+        read costs more than the rest of the spawn's own checks."""
         if (  # the common case inline; check_coroutine says what is wrong otherwise
             type(coro) is not CoroutineType
             or coro.cr_frame is None
@@ -231,7 +239,7 @@ class Sched:
             check_coroutine(coro)
         if self.closing or not self.allp:
             self._refuse(coro)
-        p = m.p
+        p = here if here is not None else m.p
         if p is None or p.sched is not self:
             if pin:
                 coro.close()

@@ -1,5 +1,5 @@
 """``python -m mnsched.stress --minutes 10``: a seeded soak of the runtime, with invariant
-checks after every round (issue 12). CI runs it for one minute.
+checks after every round. CI runs it for one minute.
 
 Each round runs for ``--round-seconds`` under ``mnsched.run`` at a P count, loop kind and
 step mode (serial, or one round in four parallel) drawn from the seed. Workers spawn

@@ -1,7 +1,8 @@
 """sudog: one party waiting on a channel or a sync object (Go's ``sudog``), and the ways
 a party waits: a goroutine parks, a task of a foreign asyncio loop awaits a future, a
 plain thread blocks on a semaphore. Channels (chan.py), select (selectgo.py) and sync
-objects (sync.py) queue sudogs and complete them; see docs/design.md, "Channels".
+objects (sync.py) queue sudogs in a ``WaitQ`` and complete them; see docs/design.md,
+"Channels".
 
 An *owner* (a channel, a WaitGroup, ...) has ``_lock``, which guards its queues and the
 sudogs in them, and ``_foreign``, set once a party from outside any runtime has used it
@@ -12,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .aio import complete_future
@@ -34,7 +34,10 @@ class Owner(Protocol):
 class Sudog:
     """One waiting party: what it sends or received, and how to wake it."""
 
-    __slots__ = ("case", "done", "elem", "fut", "g", "ok", "op", "owner", "q", "sel", "sem")
+    __slots__ = (
+        "case", "done", "elem", "fut", "g", "next", "ok", "op", "owner", "prev", "q", "sel",
+        "sem",
+    )  # fmt: skip
 
     def __init__(self, owner: Owner, op: str, elem: Any = None) -> None:
         self.owner = owner
@@ -42,24 +45,22 @@ class Sudog:
         self.elem = elem
         self.ok = False  # a receive got a value (False: the channel was closed)
         self.done = False  # a partner completed the operation (under the owner's lock)
-        self.q: deque[Sudog] | None = None  # the queue it waits in
+        self.q: WaitQ | None = None  # the queue it waits in (None once taken out)
+        self.prev: Sudog | None  # its neighbours there: set by push
+        self.next: Sudog | None
         self.g: G[Any] | None = None
         self.sel: Select | None = None
         self.case = -1
         self.fut: asyncio.Future[Any] | None = None  # a foreign task's
         self.sem: threading.Lock | None = None  # a plain thread's: a lock it blocks on
 
-    def enqueue(self, q: deque[Sudog]) -> None:
-        self.q = q
-        q.append(self)
-
     def unqueue(self) -> bool:
         """Take it out of its queue (under the owner's lock); False if a partner (or a
         close) already took it out, and so will wake it."""
-        try:
-            self.q.remove(self)  # type: ignore[union-attr]
-        except (ValueError, AttributeError):
+        q = self.q
+        if q is None:
             return False
+        q.remove(self)
         return True
 
     def wake(self, p: P | None = None) -> None:
@@ -86,7 +87,69 @@ class Sudog:
         goready(g)
 
 
-def wait(owner: Owner, sg: Sudog, q: deque[Sudog], reason: str, p: P | None) -> Awaitable[None]:
+class WaitQ:
+    """Go's waitq: sudogs in a doubly linked list, first in first out, so that any one
+    of them leaves in O(1): a fired select's other cases, a cancelled waiter. (A deque's
+    ``remove`` scans: waking n selects back to front cost O(n^2).) Guarded by the
+    owner's lock. A sudog is in at most one queue, and ``sg.q`` is None once out."""
+
+    __slots__ = ("first", "last")
+
+    def __init__(self) -> None:
+        self.first: Sudog | None = None
+        self.last: Sudog | None = None
+
+    def push(self, sg: Sudog) -> None:
+        last = self.last
+        sg.q, sg.prev, sg.next = self, last, None
+        if last is None:
+            self.first = sg
+        else:
+            last.next = sg
+        self.last = sg
+
+    def pop(self) -> Sudog | None:
+        """Take out the first sudog, if any."""
+        sg = self.first
+        if sg is not None:
+            self.first = nxt = sg.next
+            if nxt is None:
+                self.last = None
+            else:
+                nxt.prev = None
+            sg.q = sg.next = None
+        return sg
+
+    def remove(self, sg: Sudog) -> None:
+        """Take sg (in this queue) out, wherever it is."""
+        prev, nxt = sg.prev, sg.next
+        if prev is None:
+            self.first = nxt
+        else:
+            prev.next = nxt
+        if nxt is None:
+            self.last = prev
+        else:
+            nxt.prev = prev
+        sg.q = sg.prev = sg.next = None
+
+    def __iter__(self) -> Iterator[Sudog]:
+        sg = self.first
+        while sg is not None:
+            yield sg
+            sg = sg.next
+
+    def count(self) -> int:
+        """How many wait (O(n): for reprs and reports)."""
+        return sum(1 for _ in self)
+
+
+def count(q: WaitQ | None) -> int:
+    """How many wait in q, a queue made only once someone waited (None before)."""
+    return 0 if q is None else q.count()
+
+
+def wait(owner: Owner, sg: Sudog, q: WaitQ, reason: str, p: P | None) -> Awaitable[None]:
     """Queue sg in q and wait until a partner completes it (or the owner closes). The
     owner's lock is held on entry and released by the wait. From a goroutine (p is the
     caller's P) it parks; from any other asyncio task it awaits a future."""
@@ -94,12 +157,11 @@ def wait(owner: Owner, sg: Sudog, q: deque[Sudog], reason: str, p: P | None) -> 
     if g is None:
         return wait_foreign(owner, sg, q)
     sg.g = g
-    sg.q = q  # sg.enqueue(q), inline: this is the hot path of every blocking channel op
-    q.append(sg)
+    q.push(sg)
     return gopark_op(g, owner._lock, sg, reason)
 
 
-async def wait_foreign(owner: Owner, sg: Sudog, q: deque[Sudog]) -> None:
+async def wait_foreign(owner: Owner, sg: Sudog, q: WaitQ) -> None:
     """A task of an asyncio loop that is not a goroutine waits for a partner. The owner
     is locked on entry and unlocked here."""
     try:
@@ -109,7 +171,7 @@ async def wait_foreign(owner: Owner, sg: Sudog, q: deque[Sudog]) -> None:
         raise
     owner._foreign = True
     sg.fut = loop.create_future()
-    sg.enqueue(q)
+    q.push(sg)
     owner._lock.release()
     try:
         await sg.fut
@@ -126,7 +188,7 @@ async def wait_foreign(owner: Owner, sg: Sudog, q: deque[Sudog]) -> None:
 
 
 def wait_blocking(
-    owner: Owner, sg: Sudog, q: deque[Sudog], timeout: float | None, what: str, instead: str
+    owner: Owner, sg: Sudog, q: WaitQ, timeout: float | None, what: str, instead: str
 ) -> bool:
     """A plain thread waits for a partner (owner locked on entry, unlocked here). False
     if the time ran out first; True once a partner (or a close) has taken it out."""
@@ -138,7 +200,7 @@ def wait_blocking(
     owner._foreign = True
     sem = sg.sem = threading.Lock()
     sem.acquire()
-    sg.enqueue(q)
+    q.push(sg)
     owner._lock.release()
     if sem.acquire(timeout=-1 if timeout is None else timeout):
         return True

@@ -8,21 +8,23 @@ a channel does (sudog.py; docs/design.md, "Channels"), cancellation included.
 from __future__ import annotations
 
 import inspect
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from .g import WAIT_MUTEX, WAIT_ONCE, WAIT_WAITGROUP, new_lock
+from .lockrank import RANK_CHAN, lock_factory
 from .m import m
-from .sudog import Sudog, wait, wait_blocking
+from .sudog import Sudog, WaitQ, wait, wait_blocking
+
+_new_lock = lock_factory(RANK_CHAN, "a sync object's _lock", new_lock)
 
 
 class _Waitable:
     """A lock and a FIFO queue of waiting sudogs: a sudog's owner."""
 
     def __init__(self, reason: str) -> None:
-        self._lock = new_lock()
-        self._waiters: deque[Sudog] = deque()
+        self._lock = _new_lock()
+        self._waiters = WaitQ()
         self._foreign = False
         self._reason = reason
 
@@ -39,10 +41,10 @@ class _Waitable:
 
     def _wake_all(self) -> list[Sudog]:
         """Complete every waiter (under the lock); wake them once it is released."""
-        woken = list(self._waiters)
-        self._waiters.clear()
-        for sg in woken:
+        woken = []
+        while (sg := self._waiters.pop()) is not None:
             sg.done = True
+            woken.append(sg)
         return woken
 
 
@@ -88,7 +90,7 @@ class WaitGroup(_Waitable):
             raise TimeoutError(f"WaitGroup still at {self._n} after {timeout} s")
 
     def __repr__(self) -> str:
-        return f"<WaitGroup count={self._n} waiters={len(self._waiters)}>"
+        return f"<WaitGroup count={self._n} waiters={self._waiters.count()}>"
 
 
 class Mutex(_Waitable):
@@ -131,12 +133,11 @@ class Mutex(_Waitable):
         with self._lock:
             if not self._locked:
                 raise RuntimeError("unlock of unlocked mutex")
-            if self._waiters:
-                sg = self._waiters.popleft()
+            sg = self._waiters.pop()
+            if sg is not None:
                 sg.done = True  # ownership passes to it; _locked stays True
             else:
                 self._locked = False
-                sg = None
         if sg is not None:
             sg.wake()
 
@@ -148,7 +149,7 @@ class Mutex(_Waitable):
         self.unlock()
 
     def __repr__(self) -> str:
-        return f"<Mutex {'locked' if self._locked else 'unlocked'} waiters={len(self._waiters)}>"
+        return f"<Mutex {'locked' if self._locked else 'unlocked'} waiters={self._waiters.count()}>"
 
 
 class Once(_Waitable):

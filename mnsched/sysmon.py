@@ -45,7 +45,6 @@ from .log import debug_output
 from .m import thread_cpu, thread_runnable
 
 if TYPE_CHECKING:
-    from .g import G
     from .p import P
     from .sched import Sched
 
@@ -71,7 +70,7 @@ SUSPECT_AFTER = 0.002
 # costs a GIL hand-off, and each hand-off hides a thread waiting for the GIL from the
 # interpreter's starvation check (it asks the holder to drop the GIL only if no switch
 # happened during its whole switch interval): sysmon waking every 1 ms beside a busy P
-# kept a loop thread with a due timer waiting seconds (issue 12). So mnsched polls every
+# kept a loop thread with a due timer waiting seconds. So mnsched polls every
 # 1 ms only while a step looks suspect or stuck; while Ps are busy and healthy it backs off
 # to 10 ms (the hog threshold: a hog is still seen within a round of its start, and the
 # suspect rule below shortens the rounds from there), and to 50 ms when all are idle.
@@ -398,21 +397,10 @@ class Sysmon:
         p.stuck_g = None
 
     def retake(self, p: P, now: float) -> None:
-        """Move a stuck P's runnable goroutines to the global queue, and run its due
-        timers here. The P's thread may be running user code that readies goroutines
-        there at the same time: every queue involved is taken an item at a time with
-        atomic pops."""
+        """Move a stuck P's runnable goroutines to the global queue (P.handoff), and run
+        its due timers here."""
         sched = self.sched
-        free: list[G[Any]] = []
-        pinned: list[G[Any]] = []
-        for q in (p.runnext, p.runq, p.inbox):
-            try:
-                while q:
-                    g = q.popleft()
-                    (free if g._home is None else pinned).append(g)
-            except IndexError:
-                pass
-        p.inbox.extend(pinned)  # they can only run there
+        free = p.handoff()
         n = p.timers.run_due(now) + len(free)
         self.nhandoffs += n
         if n and (ins := sched.instr) is not None:

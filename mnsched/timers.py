@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .aio import call_on_loop
 from .chan import Chan, WouldBlock
 from .g import PARKED, G, goready, new_lock
+from .lockrank import RANK_LEAF, lock_factory
 from .m import m
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 
 # Rebuild the heap once this many stopped entries linger in it (and they are half of it).
 COMPACT_MIN = 64
+
+
+_new_lock = lock_factory(RANK_LEAF, "a P's timers.lock", new_lock)
 
 
 class Timer:
@@ -62,7 +66,7 @@ class Timers:
     def __init__(self, p: P) -> None:
         self.p = p
         self.heap: list[tuple[float, int, Timer]] = []
-        self.lock = new_lock()
+        self.lock = _new_lock()
         self._seq = itertools.count()
         self._handle: asyncio.TimerHandle | None = None  # armed for the earliest entry
         self._armed = math.inf

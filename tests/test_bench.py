@@ -202,6 +202,30 @@ def test_instructions_are_counted_per_unit(monkeypatch):
     assert table[2].startswith("| spawn | goroutine | ")
 
 
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None, reason="valgrind is not installed: apt-get install valgrind"
+)
+@pytest.mark.parametrize("driver", ["C", "pure"])
+@pytest.mark.timeout(300)
+def test_a_skynet_leaf_costs_no_more_than_its_record(driver):
+    """Either driver's instructions per skynet leaf (callgrind: deterministic, unlike
+    the clock) within 10% of the run of record for this interpreter."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    record = instructions.RECORDED_LEAF.get(version)
+    assert record is not None, (
+        f"no recorded skynet leaf for Python {version}: count one with "
+        "'mnsched bench --instructions --quick --workloads skynet' and add it to "
+        "mnsched/bench/instructions.py's RECORDED_LEAF"
+    )
+    pure = "1" if driver == "pure" else "0"
+    leaf = instructions.per_unit("skynet", "mnsched-p1-counted", pure, quick=True)
+    limit = record[driver] * (1 + instructions.LEAF_TOLERANCE)
+    assert leaf <= limit, (
+        f"a skynet leaf costs {leaf:,.0f} instructions on the {driver} driver, over 10% "
+        f"more than the recorded {record[driver]:,} (Python {version})"
+    )
+
+
 def test_instructions_refuse_what_they_cannot_count():
     with pytest.raises(SystemExit):
         parse_args(["--instructions", "--workloads", "http-light"])
@@ -211,11 +235,14 @@ def test_instructions_refuse_what_they_cannot_count():
 @pytest.mark.skipif(
     shutil.which("go") is None, reason="Go is not installed: apt-get install golang-go"
 )
-def test_skynet_in_go_is_built_checked_and_compared(tmp_path):
+def test_the_go_programs_are_built_checked_and_compared(tmp_path):
     exe = cli.build_go(str(tmp_path))
     assert exe is not None
-    for variant in cli.GO_VARIANTS:
-        assert cli.measure_go(exe, "skynet", variant, 10_000)["value"] > 0
+    sizes = {"skynet": 10_000, "sieve": 100, "worker-pool": 1_000, "mutex": 1_000}
+    assert set(sizes) == set(cli.GO_WORKLOADS)
+    for w, n in sizes.items():  # each program checked against its Python twin's result
+        for variant in cli.GO_VARIANTS:
+            assert cli.measure_go(exe, w, variant, n)["value"] > 0
     data = {
         "variants": {
             "asyncio": {"median": 8.0, "extras": {}},

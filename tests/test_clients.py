@@ -183,7 +183,7 @@ async def _close(c: Any) -> None:
 # (Cython): used from two threads at once (P0's loop reads the socket that P1 writes to)
 # it crashed the process (segfault, on both loop kinds, under load); so for it and
 # SQLAlchemy over asyncpg the misuse is documented, not tested. httpx's misuse depends
-# on its pool's state: it failed, worked, or (the issue saw it) hung.
+# on its pool's state: it failed, worked, or (seen once) hung.
 MISUSE_CLIENTS = ["aiohttp", "redis"]
 
 

@@ -19,6 +19,7 @@ import mnsched
 import mnsched.g as gmod
 import mnsched.p as pmod
 from conftest import at_procs
+from mnsched.serve import spawn_here
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,7 +47,7 @@ def test_bad_mnsched_pure_is_refused():
 
 @at_procs(1)
 def test_spawn_then_await_in_order_joins_inline(run, monkeypatch):
-    # The join-miss bug of issue 13: taking the head of the queue made every later G look
+    # The join-miss bug: taking the head of the queue made every later G look
     # recent, and their joins missed (the waiter parked). Every join here must run its
     # child inline: children are spawned, then awaited in spawn order (the queue's head).
     # More than a local queue holds (256) overflow to the global queue and come back in
@@ -151,11 +152,38 @@ def test_finished_goroutines_leave_nothing(run):
 # -- differential: the same seeded programs print the same on both drivers ---------------
 
 
-def program(seed: int) -> list[str]:
+class _EventLog:
+    """An instrument: every scheduling event, in order, by goroutine name."""
+
+    def __init__(self, out: list[str]) -> None:
+        self.out = out
+
+    def spawned(self, g: mnsched.G[object]) -> None:
+        self.out.append(f"spawned {g.name}")
+
+    def before_step(self, g: mnsched.G[object], p: object) -> None:
+        self.out.append(f"step {g.name}")
+
+    def after_step(self, g: mnsched.G[object], p: object) -> None:
+        self.out.append(f"stepped {g.name}")
+
+    def parked(self, g: mnsched.G[object], reason: str) -> None:
+        self.out.append(f"parked {g.name} {reason}")
+
+    def readied(self, g: mnsched.G[object]) -> None:
+        self.out.append(f"readied {g.name}")
+
+    def exited(self, g: mnsched.G[object]) -> None:
+        self.out.append(f"exited {g.name}")
+
+
+def program(seed: int, events: bool = False) -> list[str]:
     """A seeded random program (spawns, inline and parked joins, unbuffered and buffered
-    channels, select, gosched, cancellations, failures) at procs=1 without sysmon, whose
-    batches never end, so that its interleaving depends only on the scheduler's rules:
-    what it prints is what the driver did."""
+    channels, select, gosched, asyncio futures resolved by the loop, goroutines started
+    from a loop callback with spawn_here, cancellations, failures) at procs=1 without
+    sysmon, whose batches never end, so that its interleaving depends only on the
+    scheduler's rules: what it prints is what the driver did. With events, it prints
+    every scheduling event too (an instrument's calls), in order."""
     pmod.BATCH_TIME = pmod.TIME_SLICE = 1e9
     rnd = random.Random(seed)
     out: list[str] = []
@@ -180,16 +208,34 @@ def program(seed: int) -> list[str]:
                     case = mnsched.Recv(ch)
                     fired = await mnsched.select(case, default=None)
                     out.append(f"w{k} select {fired is case} {case.value} {case.ok}")
+                elif op == "future":  # an asyncio future the loop resolves: pins it here
+                    loop = asyncio.get_running_loop()
+                    fut = loop.create_future()
+                    loop.call_soon(lambda f=fut, v=k: f.done() or f.set_result(v))
+                    out.append(f"w{k} future {await fut}")
+                elif op == "here":  # a goroutine a loop callback starts on this P
+                    done = asyncio.get_running_loop().create_future()
+                    asyncio.get_running_loop().call_soon(
+                        lambda d=done, v=k: (
+                            d.done() or d.set_result(spawn_here(helper(v), name=f"h{v}"))
+                        )
+                    )
+                    out.append(f"w{k} here {await (await done)}")
             return acc + k
         finally:
             out.append(f"w{k} exits")
+
+    async def helper(k: int) -> int:
+        out.append(f"h{k} runs")
+        await mnsched.gosched()
+        return -k
 
     async def main() -> None:
         chans = [mnsched.Chan(rnd.choice((0, 0, 1, 4))) for _ in range(3)]
         gs = []
         for k in range(rnd.randint(5, 40)):
             plan = [
-                rnd.choice(("send", "recv", "yield", "loop", "select", "fail"))
+                rnd.choice(("send", "recv", "yield", "loop", "select", "fail", "future", "here"))
                 for _ in range(rnd.randint(0, 4))
             ]
             gs.append(mnsched.go(worker(k, rnd.choice(chans), plan), name=f"w{k}"))
@@ -206,19 +252,60 @@ def program(seed: int) -> list[str]:
             except BaseException as e:  # CancelledError too: it is what is compared
                 out.append(f"{g.name} raised {type(e).__name__}")
 
-    mnsched.run(main(), procs=1, sysmon=False)
+    instruments = [_EventLog(out)] if events else []
+    rt = mnsched.Runtime(procs=1, sysmon=False, instruments=instruments)
+    with rt:
+        rt.go(main(), name="main").result(timeout=60)
     return out
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("mnsched._core") is None, reason="the C core is not built here"
-)
-@pytest.mark.parametrize("seed", range(12))
-def test_drivers_print_the_same(seed):
+def timed_program(seed: int) -> list[str]:
+    """A seeded random program of blocking calls (syscall) and sleeps, beside channel
+    operations: when each finishes depends on the clock, so what is compared is each
+    goroutine's own record (its operations touch only its own channel) and its result,
+    goroutine by goroutine, at procs 2 with sysmon."""
+    rnd = random.Random(seed)
+    logs: dict[int, list[str]] = {}
+
+    async def worker(k: int, plan: list[tuple[str, float]]) -> int:
+        log = logs[k] = []
+        ch: mnsched.Chan[int] = mnsched.Chan(2)
+        for op, t in plan:
+            if op == "syscall":
+                log.append(f"syscall {await mnsched.syscall(pow, k, 2)}")
+            elif op == "sleep":
+                log.append(f"slept {await mnsched.sleep(t, k)}")
+            elif op == "send":
+                try:
+                    ch.try_send(k)
+                    log.append("sent")
+                except mnsched.WouldBlock:
+                    log.append("full")
+            else:
+                got = await mnsched.select(mnsched.Recv(ch), default=None)
+                log.append(f"poll {got is not None}")
+        return k * k
+
+    async def main() -> list[str]:
+        plans = [
+            [
+                (rnd.choice(("syscall", "sleep", "send", "poll")), rnd.random() / 500)
+                for _ in range(5)
+            ]
+            for _ in range(rnd.randint(5, 30))
+        ]
+        gs = [mnsched.go(worker(k, plan)) for k, plan in enumerate(plans)]
+        results = [await g for g in gs]
+        return [f"w{k}: {' '.join(logs[k])} -> {r}" for k, r in enumerate(results)]
+
+    return mnsched.run(main(), procs=2)
+
+
+def _both_drivers(kind: str, seed: int) -> dict[str, str]:
     outs = {}
     for pure in ("0", "1"):
         res = subprocess.run(
-            [sys.executable, __file__, str(seed)],
+            [sys.executable, __file__, kind, str(seed)],
             env={**os.environ, "MNSCHED_PURE": pure},
             capture_output=True,
             text=True,
@@ -226,13 +313,44 @@ def test_drivers_print_the_same(seed):
         )
         assert res.returncode == 0, res.stderr
         outs[pure] = res.stdout
-    assert outs["0"] == outs["1"]
     assert len(outs["0"].splitlines()) > 5  # the program did something
+    return outs
+
+
+_NEEDS_CORE = pytest.mark.skipif(
+    importlib.util.find_spec("mnsched._core") is None, reason="the C core is not built here"
+)
+
+
+@_NEEDS_CORE
+@pytest.mark.parametrize("seed", range(12))
+def test_drivers_print_the_same(seed):
+    outs = _both_drivers("program", seed)
+    assert outs["0"] == outs["1"]
+
+
+@_NEEDS_CORE
+@pytest.mark.parametrize("seed", range(6))
+def test_drivers_fire_the_same_instrument_events_in_the_same_order(seed):
+    outs = _both_drivers("events", seed)
+    assert outs["0"] == outs["1"]
+    assert "parked" in outs["0"] and "readied" in outs["0"]
+
+
+@_NEEDS_CORE
+@pytest.mark.parametrize("seed", range(6))
+def test_drivers_agree_on_blocking_calls_and_sleeps(seed):
+    outs = _both_drivers("timed", seed)
+    assert outs["0"] == outs["1"]
 
 
 if __name__ == "__main__":
     sys.path.insert(0, HERE)
-    print("\n".join(program(int(sys.argv[1]))))
+    kind, seed = sys.argv[1], int(sys.argv[2])
+    if kind == "timed":
+        print("\n".join(timed_program(seed)))
+    else:
+        print("\n".join(program(seed, events=kind == "events")))
 
 
 # -- the driver's lock (g.new_lock: the C core's Lock, or threading.Lock): threading's
@@ -242,8 +360,10 @@ if __name__ == "__main__":
 def test_the_drivers_lock_behaves_as_threading_lock():
     import threading
 
+    from mnsched.lockrank import RankedLock
+
     lock = gmod.new_lock()
-    assert type(lock) is gmod.LockType
+    assert gmod.LockType in (type(lock), RankedLock)  # park locks: these, or checked ones
     assert not lock.locked() and "unlocked" in repr(lock)
     assert lock.acquire() is True and lock.locked() and "locked" in repr(lock)
     assert lock.acquire(False) is False

@@ -1,4 +1,4 @@
-"""The README's examples run as written."""
+"""The README's examples run as written (and docs/embedding.md's, its longer version)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+EMBEDDING = (ROOT / "docs" / "embedding.md").read_text()  # the README's longer version
+BLOCKS = re.findall(r"```python\n(.*?)```", README + EMBEDDING, re.S)
 
 
 def _block(marker: str) -> str:

@@ -189,3 +189,96 @@ def test_select_stress(run):
         return received[1]
 
     assert run(main()) == 4 * n
+
+
+# -- nil channels and select {} (Go's spec: "a nil channel is never ready") -----------------
+
+
+def test_cases_on_a_nil_channel_never_fire(run):
+    async def main():
+        ch = Chan(1)
+        # with a default: a nil case is never ready, whatever it would send or receive
+        assert await select(Recv(None), Send(None, 1), default="idle") == "idle"
+        ch.try_send("v")
+        rx = Recv(ch)
+        fired = await select(Recv(None), rx, Send(None, 2))
+        return fired is rx, rx.value
+
+    assert run(main()) == (True, "v")
+
+
+def test_merging_two_channels_by_switching_closed_ones_off(run):
+    """Go's idiom: set a closed channel's variable to nil so its case stops firing."""
+
+    async def main():
+        a, b, out = Chan(), Chan(), []
+
+        async def feed(ch, items):
+            for v in items:
+                await ch.send(v)
+            ch.close()
+
+        mnsched.go(feed(a, [1, 2, 3]))
+        mnsched.go(feed(b, [10, 20]))
+        ca, cb = a, b
+        while ca is not None or cb is not None:
+            ra, rb = Recv(ca), Recv(cb)
+            fired = await select(ra, rb)
+            if not fired.ok:  # closed: never again
+                if fired is ra:
+                    ca = None
+                else:
+                    cb = None
+                continue
+            out.append(fired.value)
+        return sorted(out)
+
+    assert run(main()) == [1, 2, 3, 10, 20]
+
+
+def test_select_with_no_cases_waits_until_cancelled(run):
+    async def main():
+        parked = mnsched.go(select(), name="forever")
+        nil_only = mnsched.go(select(Recv(None), Send(None, 1)), name="nil-only")
+        while {i.wait_reason for i in mnsched.stacks() if i.name in ("forever", "nil-only")} != {
+            "select (no cases)"
+        }:
+            await mnsched.gosched()
+        parked.cancel()
+        nil_only.cancel()
+        outcomes = []
+        for g in (parked, nil_only):
+            try:
+                await g
+            except asyncio.CancelledError:
+                outcomes.append("cancelled")
+        return outcomes
+
+    assert run(main()) == ["cancelled", "cancelled"]
+
+
+def test_a_task_of_a_plain_loop_can_select_for_ever_until_cancelled():
+    async def main():
+        t = asyncio.ensure_future(select())
+        await asyncio.sleep(0)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        return t.cancelled()
+
+    assert asyncio.run(main())
+
+
+def test_select_for_ever_is_a_deadlock_when_nothing_else_can_run(run):
+    async def main():
+        await select()
+
+    with pytest.raises(mnsched.Deadlock, match=r"select \(no cases\)"):
+        run(main())
+
+
+def test_a_case_that_is_not_a_channel_is_refused():
+    with pytest.raises(TypeError, match="or None, a case that never fires"):
+        Recv(3)
+    with pytest.raises(TypeError, match="or None, a case that never fires"):
+        Send("ch", 1)

@@ -153,7 +153,7 @@ def test_stats_add_up_with_syscalls(run):
 
 
 def test_the_switch_interval_is_short_while_a_runtime_runs_and_put_back_after():
-    # Beside a busy P a thread waiting for the GIL must get it (issue 12): the interval
+    # Beside a busy P a thread waiting for the GIL must get it: the interval
     # is lowered while any runtime runs, and restored when the last one closes.
     saved = sys.getswitchinterval()
     assert saved > SHARED_SWITCH_INTERVAL

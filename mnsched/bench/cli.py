@@ -110,31 +110,32 @@ def machine() -> dict[str, Any]:
     }
 
 
-# Go's own runtime on skynet (mnsched/bench/skynet.go), when a Go toolchain is installed.
-GO_WORKLOADS = ("skynet",)
+# Go's own runtime on the workloads Go anchors (mnsched/bench/gobench.go: the same
+# programs in Go), when a Go toolchain is installed.
+GO_WORKLOADS = ("skynet", "sieve", "worker-pool", "mutex")
 GO_VARIANTS = ("go-p1", "go-p2")
 
 
 def build_go(tmp: str) -> str | None:
-    """Build skynet.go into tmp; None without a Go toolchain."""
+    """Build gobench.go into tmp; None without a Go toolchain."""
     go = shutil.which("go")
     if go is None:
         return None
-    exe = os.path.join(tmp, "skynet")
-    src = Path(__file__).with_name("skynet.go")
+    exe = os.path.join(tmp, "gobench")
+    src = Path(__file__).with_name("gobench.go")
     env = {**os.environ, "GOCACHE": os.path.join(tmp, "gocache"), "GO111MODULE": "off"}
     out = subprocess.run(
         [go, "build", "-o", exe, str(src)], capture_output=True, text=True, env=env, check=False
     )
     if out.returncode != 0:
-        raise SystemExit(f"mnsched bench: building skynet.go failed:\n{out.stderr.strip()}")
+        raise SystemExit(f"mnsched bench: building gobench.go failed:\n{out.stderr.strip()}")
     return exe
 
 
 def measure_go(exe: str, workload: str, variant: str, n: int) -> dict[str, float]:
     procs = variant.removeprefix("go-p")
     out = subprocess.run(
-        [exe, str(n)],
+        [exe, workload, str(n)],
         capture_output=True,
         text=True,
         check=False,

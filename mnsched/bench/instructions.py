@@ -39,6 +39,18 @@ VARIANTS = (
     ("mnsched (C core)", "mnsched-p1-counted", "0"),
     ("mnsched (pure Python)", "mnsched-p1-counted", "1"),
 )
+# The run of record per skynet leaf at the quick sizes (1,000 and 10,000 leaves), by
+# interpreter and driver (``mnsched bench --instructions --quick --workloads skynet``'s
+# two mnsched columns; pyenv's CPythons on this project's CI machine). A count is
+# deterministic to ~0.3% between runs; tests/test_bench.py fails when one grows more
+# than LEAF_TOLERANCE over its record. Re-record (and say why in the CHANGELOG) when a
+# change makes a leaf dearer on purpose, or much cheaper.
+RECORDED_LEAF = {
+    "3.11": {"C": 7_140, "pure": 46_500},
+    "3.12": {"C": 8_680, "pure": 51_100},
+    "3.13": {"C": 8_550, "pure": 50_400},
+}
+LEAF_TOLERANCE = 0.10
 _COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
 
 
@@ -88,15 +100,20 @@ def collected(workload: str, variant: str, pure: str, n: int) -> int:
     return int(found.group(1))
 
 
+def per_unit(workload: str, variant: str, pure: str, quick: bool = False) -> float:
+    """Instructions per unit of workload: the difference of two sizes' counts."""
+    small, large = (n // 10 for n in SIZES[workload]) if quick else SIZES[workload]
+    a = collected(workload, variant, pure, small)
+    b = collected(workload, variant, pure, large)
+    return (b - a) / (large - small)
+
+
 def count(workloads: Sequence[str], quick: bool = False) -> list[Count]:
-    counts = []
-    for w in workloads:
-        small, large = (n // 10 for n in SIZES[w]) if quick else SIZES[w]
-        for label, variant, pure in VARIANTS:
-            a = collected(w, variant, pure, small)
-            b = collected(w, variant, pure, large)
-            counts.append(Count(w, label, (b - a) / (large - small)))
-    return counts
+    return [
+        Count(w, label, per_unit(w, variant, pure, quick))
+        for w in workloads
+        for label, variant, pure in VARIANTS
+    ]
 
 
 def table(counts: Sequence[Count]) -> str:

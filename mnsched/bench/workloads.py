@@ -236,7 +236,7 @@ async def timers_mnsched(n: int) -> tuple[bool, float]:
 # -- starvation: latencies while a task loops on a cooperative yield ------------------------
 # A spinner (``while True: await gosched()``; plainly ``await asyncio.sleep(0)``) keeps
 # its P busy forever. It must not hold up blocking calls finishing, wake-ups from other
-# threads, or timers (issue 12: under the GIL each busy P thread is one more contender).
+# threads, or timers (under the GIL each busy P thread is one more contender).
 
 
 async def _with_spinner(
@@ -431,6 +431,98 @@ async def sieve_mnsched(n: int) -> int:
     for g in gs:
         g.cancel()
     return prime
+
+
+# -- worker pool: WORKERS workers square n jobs from a buffered channel (gobench.go) ---------
+
+WORKERS = 64  # gobench.go's WORKERS
+
+
+async def worker_pool_asyncio(n: int) -> int:
+    jobs: asyncio.Queue[int | None] = asyncio.Queue(WORKERS)
+    results: asyncio.Queue[int] = asyncio.Queue(WORKERS)
+
+    async def worker() -> None:
+        while (j := await jobs.get()) is not None:  # None: Go's close(jobs)
+            await results.put(j * j)
+
+    async def feed() -> None:
+        for j in range(n):
+            await jobs.put(j)
+        for _ in range(WORKERS):
+            await jobs.put(None)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(WORKERS)]
+    tasks.append(asyncio.create_task(feed()))
+    total = 0
+    for _ in range(n):
+        total += await results.get()
+    await asyncio.gather(*tasks)
+    return total
+
+
+async def worker_pool_mnsched(n: int) -> int:
+    jobs: mnsched.Chan[int] = mnsched.Chan(WORKERS)
+    results: mnsched.Chan[int] = mnsched.Chan(WORKERS)
+
+    async def worker() -> None:
+        async for j in jobs:
+            await results.send(j * j)
+
+    async def feed() -> None:
+        for j in range(n):
+            await jobs.send(j)
+        jobs.close()
+
+    gs = [mnsched.go(worker()) for _ in range(WORKERS)]
+    gs.append(mnsched.go(feed()))
+    total = 0
+    for _ in range(n):
+        total += await results.recv()
+    for g in gs:
+        await g
+    return total
+
+
+# -- mutex: WORKERS goroutines take one lock n times in all, yielding inside (gobench.go) ----
+
+
+def _shares(n: int) -> list[int]:
+    return [n // WORKERS + (w < n % WORKERS) for w in range(WORKERS)]
+
+
+async def mutex_asyncio(n: int) -> int:
+    lock = asyncio.Lock()
+    counter = 0
+
+    async def worker(k: int) -> None:
+        nonlocal counter
+        for _ in range(k):
+            async with lock:
+                c = counter
+                await asyncio.sleep(0)
+                counter = c + 1
+
+    await asyncio.gather(*(worker(k) for k in _shares(n)))
+    return counter
+
+
+async def mutex_mnsched(n: int) -> int:
+    mu = mnsched.Mutex()
+    counter = 0
+
+    async def worker(k: int) -> None:
+        nonlocal counter
+        for _ in range(k):
+            async with mu:
+                c = counter
+                await mnsched.gosched()
+                counter = c + 1
+
+    gs = [mnsched.go(worker(k)) for k in _shares(n)]
+    for g in gs:
+        await g
+    return counter
 
 
 # -- http: requests/s of an aiohttp app on loopback; load from another process ---------------
@@ -810,6 +902,24 @@ WORKLOADS: dict[str, Workload] = {
             sieve_asyncio,
             sieve_mnsched,
             nth_prime,
+        ),
+        Workload(
+            "worker-pool",
+            f"{WORKERS} workers square n jobs from a buffered channel (asyncio.Queue)",
+            50_000,
+            20_000,
+            worker_pool_asyncio,
+            worker_pool_mnsched,
+            lambda n: (n - 1) * n * (2 * n - 1) // 6,
+        ),
+        Workload(
+            "mutex",
+            f"{WORKERS} goroutines take one Mutex n times in all, yielding inside",
+            50_000,
+            20_000,
+            mutex_asyncio,
+            mutex_mnsched,
+            lambda n: n,
         ),
         Workload(
             "http-light",

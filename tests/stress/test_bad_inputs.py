@@ -1,5 +1,5 @@
 """Bad input to every entry point gives a clear error naming the fix, raised to the
-caller, and leaves the runtime usable (issue 12)."""
+caller, and leaves the runtime usable."""
 
 from __future__ import annotations
 
@@ -41,7 +41,6 @@ ASYNC_CASES: dict[str, tuple[Callable[[], Any], type[BaseException], str]] = {
     "sleep('x')": (lambda: mnsched.sleep("x"), TypeError, "needs a number of seconds"),
     "sleep(nan)": (lambda: mnsched.sleep(float("nan")), TypeError, "needs a number"),
     "syscall(42)": (lambda: mnsched.syscall(42), TypeError, "needs a callable"),
-    "select()": (lambda: mnsched.select(), ValueError, "at least one case"),
     "select(42)": (lambda: mnsched.select(42), TypeError, "takes Recv and Send cases"),
     "send on closed": (lambda: _closed_chan().send(1), mnsched.ChannelClosed, "send on"),
     "a failing syscall": (lambda: mnsched.syscall(time.sleep, -1), ValueError, "non-negative"),

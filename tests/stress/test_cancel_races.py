@@ -1,5 +1,5 @@
 """Cancellation racing a wake-up on every wait queue, and channels conserving values
-under random cancellation and close (issue 12). A plain thread wakes the goroutine while
+under random cancellation and close. A plain thread wakes the goroutine while
 the main goroutine cancels it, from many random offsets: whichever wins, the outcome is
 consistent and nothing (a value, a lock, a count) is lost or duplicated."""
 

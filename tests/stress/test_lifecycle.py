@@ -1,6 +1,6 @@
 """The runtime's life under load: spawning and feeding goroutines while it closes (an
 exact ledger of every goroutine), and the P count churning under load (a thread census
-after). Issue 12."""
+after)."""
 
 from __future__ import annotations
 
