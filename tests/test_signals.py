@@ -4,6 +4,7 @@ longer than a second it says on stderr what it waits for; a second SIGINT exits 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -160,9 +161,19 @@ def start(body: str, procs: int, kind: str, sig: str = "SIGINT") -> subprocess.P
 
 
 def wait_ready(proc: subprocess.Popen[str]) -> None:
+    """Until the child says "ready". Read byte by byte from the pipe itself: a buffered
+    readline could take the next line too ("KeyboardInterrupt", when both arrive
+    together on a loaded machine), and communicate(), which reads the pipe, would never
+    see it."""
     assert proc.stdout is not None
-    line = proc.stdout.readline()  # bounded by the test's timeout
-    assert line.strip() == "ready", line + (proc.stderr.read() if proc.stderr else "")
+    fd, line = proc.stdout.fileno(), b""
+    while not line.endswith(b"\n"):  # bounded by the test's timeout
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    text = line.decode()
+    assert text.strip() == "ready", text + (proc.stderr.read() if proc.stderr else "")
 
 
 def finish(proc: subprocess.Popen[str], since: float) -> tuple[str, str, float]:
