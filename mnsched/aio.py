@@ -25,12 +25,14 @@ from typing import Any
 
 class _SwapCurrentTask:
     """Stands in for asyncio's current-task dict where there is none to write (3.14 keeps
-    the current task in thread state): ``ct[loop] = task`` enters it, ``del ct[loop]``
-    and ``ct.pop(loop, None)`` leave whichever task is current."""
+    the current task in thread state): ``ct[loop] = task`` enters it in place of
+    whichever task is current (as the dict's store replaces it), ``del ct[loop]`` and
+    ``ct.pop(loop, None)`` leave whichever task is current."""
 
     __slots__ = ()
 
     def __setitem__(self, loop: asyncio.AbstractEventLoop, task: Any) -> None:
+        self.pop(loop)
         _enter_task(loop, task)
 
     def __delitem__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -62,8 +64,8 @@ def _current_tasks() -> dict[Any, Any] | _SwapCurrentTask:
     return _SwapCurrentTask()
 
 
-# Who is each loop's current task: ``CURRENT_TASKS[loop] = g`` makes g current (nobody
-# must be), ``del CURRENT_TASKS[loop]`` and ``CURRENT_TASKS.pop(loop, None)`` undo it.
+# Who is each loop's current task: ``CURRENT_TASKS[loop] = g`` makes g current (in place
+# of whoever is), ``del CURRENT_TASKS[loop]`` and ``CURRENT_TASKS.pop(loop, None)`` undo it.
 CURRENT_TASKS = _current_tasks()
 
 

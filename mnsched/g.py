@@ -320,13 +320,22 @@ def _goready(g: G[Any], old: int = PARKED, p: P | None = None) -> None:
         g._sched.ready_remote(g)
 
 
-_goids = itertools.count(1)
+# Go: proc.go's _GoidCacheBatch; _core.c's GOID_BATCH (the same ids in both drivers).
+GOID_BATCH = 16
+_goidgen = 0  # the last goroutine id taken from the shared counter
 _goid_lock = threading.Lock()
 
 
 def _newgoid(p: P | None) -> int:
-    with _goid_lock:  # next() on a count is not atomic without the GIL
-        return next(_goids)
+    """The pure driver's newgoid: a spawn on no P takes one id; a P takes GOID_BATCH
+    (its goidcache, which G.__init__ gives out inline) and the first of them."""
+    global _goidgen
+    with _goid_lock:  # (a += is not atomic without the GIL)
+        first = _goidgen + 1
+        _goidgen += 1 if p is None else GOID_BATCH
+    if p is not None:
+        p.goidcache, p.goidend = first + 1, first + GOID_BATCH
+    return first
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -454,9 +463,12 @@ class G(_GBase, Generic[T]):
         self._futw: asyncio.Future[Any] | None = None
         self._qpos = NEVER_QUEUED
         if CORE is None:  # newgoid and sample_ready, inline: the pure driver's spawn path
-            _goid_lock.acquire()  # (not 'with': twice the cost, and next() cannot fail)
-            self._goid = next(_goids)
-            _goid_lock.release()
+            # (p, if not None, is the spawner's, on its thread: newproc)
+            if p is not None and (goid := p.goidcache) != p.goidend:
+                p.goidcache = goid + 1
+                self._goid = goid
+            else:
+                self._goid = _newgoid(p)
             self._readyts = time.perf_counter_ns() if next(_ready_ctr) & METRICS_MASK == 0 else 0
         else:  # (the C driver's own spawns skip __init__: _core.c's new_g)
             self._goid = newgoid(p if p is not None and m.p is p else None)
@@ -531,6 +543,8 @@ class G(_GBase, Generic[T]):
                         yield from gopark(g, lock, Join(self, g), WAIT_GOROUTINE)
                     else:
                         lock.release()
+            if self._exc is None:
+                return self._result  # type: ignore[no-any-return]  # (_outcome's first line)
             try:
                 return self._outcome()
             except BaseException:

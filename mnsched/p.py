@@ -198,6 +198,8 @@ class _PurePBase:
         "_steptime",
         "batch_deadline",
         "busy",
+        "goidcache",  # goroutine ids taken for this P (g._newgoid), not given out yet
+        "goidend",
         "joinat",  # the pure driver's join: where its last G was taken from the queue
         "last_clock",
         "nfinished",
@@ -226,6 +228,7 @@ class _PurePBase:
         self._lat = [0] * METRICS_BUCKETS  # scheduling latency (sampled: METRICS_SAMPLE)
         self._steptime = [0] * METRICS_BUCKETS  # step duration (every 64th step)
         self.joinat = 0
+        self.goidcache = self.goidend = 0  # none taken yet (g._newgoid)
 
     def _histograms(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         return tuple(self._lat), tuple(self._steptime)
@@ -630,10 +633,15 @@ class P(_PBase):
             self.njoin += 1
             self.njoined += 1
             self._clock_tick += 1  # for sysmon: g's step began when its joiner's did
+            # step_eagerly, inline: the joiner is the loop's current task; g takes its
+            # place (CURRENT_TASKS: a store replaces whoever is current), and gives it back.
+            joiner = self.curg
             try:
-                self.step_eagerly(g)
+                STEP(self, g)
             finally:
                 self.njoin -= 1
+                self.curg = joiner
+                CURRENT_TASKS[self.loop] = joiner
         else:
             self.ready_here(g)
 
@@ -1019,17 +1027,61 @@ class P(_PBase):
         if (ins := self.sched.instr) is not None:
             ins.before_step(g, self)
         ct[loop] = g
+        # One try, whose handlers only note the outcome: the step's end is dealt with
+        # after the cleanup (as the instruments see it: after_step, then exited), and a
+        # StopIteration caught here is not raised again out of a nested finally (the
+        # common end of a goroutine: that re-raise cost ~850 instructions per goroutine).
         try:
-            try:
-                y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
-            finally:
-                del ct[loop]
-                self.curg = None
-                if t0:
-                    self._steptime[hist_bucket(time.perf_counter_ns() - t0)] += 1
-                if (ins := self.sched.instr) is not None:  # again: the step may have set it
-                    ins.after_step(g, self)
+            y = g._ctx.run(g._coro.send, None) if g._pend is None else self._throw_pending(g)
         except StopIteration as e:
+            y, result, raised = _ENDED, e.value, None
+        except BaseException as e:
+            y, raised = _ENDED, e
+        finally:
+            del ct[loop]
+            self.curg = None
+            if t0:
+                self._steptime[hist_bucket(time.perf_counter_ns() - t0)] += 1
+            if (ins := self.sched.instr) is not None:  # again: the step may have set it
+                ins.after_step(g, self)
+        if type(y) is LockType:
+            # gopark: g put itself in a wait queue (a Call, for a blocking call) under
+            # that lock. Mark it parked (in SYSCALL) before releasing the lock, so
+            # whoever finds g there finds it parked; the state lock orders this
+            # against a concurrent cancel().
+            sl = STATE_LOCKS[hash(g) & LOCK_MASK]
+            sl.acquire()
+            try:
+                casgstatus(g, RUNNING, SYSCALL if type(g._waitq) is Call else PARKED)
+            except BaseException:
+                sl.release()
+                y.release()
+                raise
+            g._waitsince = self.last_clock
+            self.nparks += 1
+            if ins is not None:
+                ins.parked(g, g._waitreason)
+            if (pend := g._pend) is CANCEL or pend is DEFERRED:
+                g._pend = DELIVERED  # cancel() came first: we deliver it
+                # Read under the queue's lock: once it is released a waker may ready
+                # g and clear _waitq (cancel_wait then finds g taken: a no-op).
+                waitq = g._waitq
+                sl.release()
+                y.release()
+                waitq.cancel_wait(g)
+            else:
+                sl.release()
+                y.release()
+        elif y is _ENDED:
+            if raised is not None:
+                raised.__traceback__ = _user_frames(raised.__traceback__)
+                try:
+                    goexit(g, None, raised, self)
+                    if isinstance(raised, (KeyboardInterrupt, SystemExit)):
+                        self.sched.fatal_error(raised)
+                finally:
+                    del raised  # (a frame holding its own exception: a cycle)
+                return
             pend = g._pend
             if pend is CANCEL:
                 # Cancelled during its last step (a Ctrl-C while main computes): it ends
@@ -1039,48 +1091,15 @@ class P(_PBase):
             else:
                 if pend is not None:
                     g._pend = None  # DEFERRED: no wait came, it keeps its result
-                goexit(g, e.value, None, self)
-        except BaseException as e:
-            e.__traceback__ = _user_frames(e.__traceback__)
-            goexit(g, None, e, self)
-            if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                self.sched.fatal_error(e)
+                goexit(g, result, None, self)
         else:
-            if type(y) is LockType:
-                # gopark: g put itself in a wait queue (a Call, for a blocking call) under
-                # that lock. Mark it parked (in SYSCALL) before releasing the lock, so
-                # whoever finds g there finds it parked; the state lock orders this
-                # against a concurrent cancel().
-                sl = STATE_LOCKS[hash(g) & LOCK_MASK]
-                sl.acquire()
-                try:
-                    casgstatus(g, RUNNING, SYSCALL if type(g._waitq) is Call else PARKED)
-                except BaseException:
-                    sl.release()
-                    y.release()
-                    raise
-                g._waitsince = self.last_clock
-                self.nparks += 1
-                if ins is not None:
-                    ins.parked(g, g._waitreason)
-                if (pend := g._pend) is CANCEL or pend is DEFERRED:
-                    g._pend = DELIVERED  # cancel() came first: we deliver it
-                    # Read under the queue's lock: once it is released a waker may ready
-                    # g and clear _waitq (cancel_wait then finds g taken: a no-op).
-                    waitq = g._waitq
-                    sl.release()
-                    y.release()
-                    waitq.cancel_wait(g)
-                else:
-                    sl.release()
-                    y.release()
-            else:
-                self._trap(g, y)
+            self._trap(g, y)
 
     def step_eagerly(self, g: G[Any]) -> None:
-        """Step g at once, from a loop callback, an asyncio task running on this P (as
-        asyncio's eager tasks start) or a G joining it: the running task or G steps aside
-        meanwhile. A G that finishes without waiting then costs no trip through the loop."""
+        """Step g at once, from a loop callback or an asyncio task running on this P (as
+        asyncio's eager tasks start): the running task steps aside meanwhile (join does
+        the same for a G, inline). A G that finishes without waiting then costs no trip
+        through the loop."""
         loop = self.loop
         ct = CURRENT_TASKS
         prev = ct.pop(loop, None)
@@ -1220,6 +1239,11 @@ class P(_PBase):
             msg=getattr(g, "_cancel_msg", None)
         ):
             g._pend = None  # the future carries the cancellation now (as asyncio.Task)
+
+
+# What step notes as "yielded" when the coroutine returned or raised instead (no
+# coroutine can yield it: nothing outside p.py sees it).
+_ENDED = object()
 
 
 def _user_frames(tb: TracebackType | None) -> TracebackType | None:

@@ -24,6 +24,31 @@ async def _me():
     return asyncio.current_task()
 
 
+def test_the_current_task_stand_in_behaves_as_the_dict():
+    """3.14 keeps the current task in thread state, and aio's _SwapCurrentTask stands in
+    for the dict the driver writes on 3.11-3.13: a store replaces whoever is current (an
+    inline join makes its G current over the joiner's), delete and pop leave it."""
+    from mnsched.aio import _SwapCurrentTask
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        a, b = object(), object()
+        ct = _SwapCurrentTask()
+        assert ct.pop(loop, None) is me
+        ct[loop] = a
+        ct[loop] = b  # over a: no "another task is being executed"
+        current = asyncio.current_task()
+        del ct[loop]
+        nobody = asyncio.current_task()
+        ct[loop] = me
+        popped = ct.pop(loop), ct.pop(loop, "none")
+        ct[loop] = me  # (asyncio leaves it as main returns)
+        return current is b, nobody, popped[0] is me, popped[1]
+
+    assert asyncio.run(main()) == (True, None, True, "none")
+
+
 def test_asyncio_sleep_and_mnsched_sleep_mix(run):
     async def worker(i):
         await asyncio.sleep(0.001)

@@ -207,6 +207,424 @@ def test_nonblock(run):
     assert run(main())
 
 
+# -- powser1.go, powser2.go: McIlroy's power series, a goroutine per generator ----------
+#
+# Go: Power series package. A power series is a channel, along which flow rational
+# coefficients. A denominator of zero signifies the end. Original code in Newsqueak by
+# Doug McIlroy. See Squinting at Power Series by Doug McIlroy,
+# https://swtch.com/~rsc/thread/squint.pdf
+#
+# The two Go programs are one algorithm with two representations of a coefficient:
+# powser1 sends ``rat`` values, powser2 sends ``*rat`` pointers behind an ``item``
+# interface and asserts their type on receipt. One port takes the representation as a
+# parameter. What Go's main never calls (Recip, Subst, Binom, Mon, Monmul, Shift, the
+# printing mode and eval) is not ported.
+
+
+def _quo(a: int, b: int) -> int:
+    """Go's integer division, which truncates toward zero (Python's // floors)."""
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
+
+
+class _RatValue(tuple[int, int]):
+    """powser1.go's ``rat``: a value, copied into the channel."""
+
+    __slots__ = ()
+
+    def __new__(cls, num: int, den: int) -> _RatValue:
+        return super().__new__(cls, (num, den))
+
+    @property
+    def num(self) -> int:
+        return self[0]
+
+    @property
+    def den(self) -> int:
+        return self[1]
+
+    @staticmethod
+    def of(it: object) -> _RatValue:
+        """A value's type is static in Go: this only checks the port."""
+        assert isinstance(it, _RatValue), it
+        return it
+
+    def eq(self, c: _RatValue) -> bool:
+        return self.num == c.num and self.den == c.den
+
+
+class _RatPointer:
+    """powser2.go's ``*rat`` behind ``type item interface { pr(); eq(c item) bool }``."""
+
+    __slots__ = ("den", "num")
+
+    def __init__(self, num: int, den: int) -> None:
+        self.num, self.den = num, den
+
+    @staticmethod
+    def of(it: object) -> _RatPointer:
+        """Go's type assertion ``it.(*rat)``: panics on anything else."""
+        if not isinstance(it, _RatPointer):
+            raise TypeError(f"interface conversion: item is {type(it).__name__}, not *rat")
+        return it
+
+    def eq(self, c: object) -> bool:
+        c1 = _RatPointer.of(c)
+        return self.num == c1.num and self.den == c1.den
+
+
+class _Dch:
+    """A demand channel: a request on ``req`` is answered on ``dat``."""
+
+    __slots__ = ("dat", "nam", "req")
+
+    def __init__(self, nam: int) -> None:
+        self.req: Chan[int] = Chan()
+        self.dat: Chan[Any] = Chan()
+        self.nam = nam
+
+
+class _PowerSeries:
+    CHNAMES = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+    def __init__(self, rat: Any) -> None:
+        # Go: Init()
+        self.rat = rat
+        self.chnameserial = -1
+        self.seqno = 0
+        self.zero = self.itor(0)
+        self.one = self.itor(1)
+        self.finis = self.i2tor(1, 0)
+        self.Ones = self.Rep(self.one)
+        self.Twos = self.Rep(self.itor(2))
+
+    def mkdch(self) -> _Dch:
+        c = self.chnameserial % len(self.CHNAMES)
+        self.chnameserial += 1
+        return _Dch(c)
+
+    def mkdch2(self) -> list[_Dch]:
+        return [self.mkdch(), self.mkdch()]
+
+    mkPS, mkPS2 = mkdch, mkdch2
+
+    # Go: split reads a single demand channel and replicates its output onto two, which
+    # may be read at different rates. A process is created at first demand for a rat
+    # and dies after the rat has been sent to both outputs.
+    #
+    # When multiple generations of split exist, the newest will service requests on one
+    # channel, which is always renamed to be out[0]; the oldest will service requests on
+    # the other channel, out[1]. All generations but the newest hold queued data that
+    # has already been sent to out[0]. When data has finally been sent to out[1], a
+    # signal on the release-wait channel tells the next newer generation to begin
+    # servicing out[1].
+    async def dosplit(self, inp: _Dch, out: list[_Dch], wait: Chan[int]) -> None:
+        both = False  # Go: do not service both channels
+        first, waited = Recv(out[0].req), Recv(wait)
+        if await select(first, waited) is waited:
+            both = True
+            first, second = Recv(out[0].req), Recv(out[1].req)
+            if await select(first, second) is second:
+                out[0], out[1] = out[1], out[0]
+        self.seqno += 1
+        await inp.req.send(self.seqno)
+        release: Chan[int] = Chan()
+        mnsched.go(self.dosplit(inp, out, release))
+        dat = await inp.dat.recv()
+        await out[0].dat.send(dat)
+        if not both:
+            await wait.recv()
+        await out[1].req.recv()
+        await out[1].dat.send(dat)
+        await release.send(0)
+
+    async def split(self, inp: _Dch, out: list[_Dch]) -> None:
+        release: Chan[int] = Chan()
+        mnsched.go(self.dosplit(inp, out, release))
+        await release.send(0)
+
+    async def put(self, dat: Any, out: _Dch) -> None:
+        await out.req.recv()
+        await out.dat.send(dat)
+
+    async def get(self, inp: _Dch) -> Any:
+        self.seqno += 1
+        await inp.req.send(self.seqno)
+        return self.rat.of(await inp.dat.recv())
+
+    async def getn(self, inp: list[_Dch]) -> list[Any]:
+        """Go: Get one rat from each of n demand channels; a nil channel switches its
+        case off once that half is done."""
+        n = len(inp)
+        if n != 2:
+            raise AssertionError("bad n in getn")
+        req: list[Chan[int] | None] = [inp[0].req, inp[1].req]
+        dat: list[Chan[Any] | None] = [None, None]
+        out: list[Any] = [None, None]
+        for _ in range(2 * n):
+            self.seqno += 1
+            cases = (
+                Send(req[0], self.seqno),
+                Send(req[1], self.seqno),
+                Recv(dat[0]),
+                Recv(dat[1]),
+            )
+            i = cases.index(await select(*cases))
+            if i < 2:
+                dat[i], req[i] = inp[i].dat, None
+            else:
+                out[i - 2], dat[i - 2] = self.rat.of(cases[i].value), None
+        return out
+
+    async def get2(self, in0: _Dch, in1: _Dch) -> list[Any]:
+        return await self.getn([in0, in1])
+
+    async def copy(self, inp: _Dch, out: _Dch) -> None:
+        while True:
+            await out.req.recv()
+            await out.dat.send(await self.get(inp))
+
+    async def repeat(self, dat: Any, out: _Dch) -> None:
+        while True:
+            await self.put(dat, out)
+
+    # Go: Integer gcd; needed for rational arithmetic
+    def gcd(self, u: int, v: int) -> int:
+        if u < 0:
+            return self.gcd(-u, v)
+        if u == 0:
+            return v
+        return self.gcd(v - u * _quo(v, u), u)
+
+    # Go: Make a rational from two ints and from one int
+    def i2tor(self, u: int, v: int) -> Any:
+        g = self.gcd(u, v)
+        if v > 0:
+            return self.rat(_quo(u, g), _quo(v, g))
+        return self.rat(_quo(-u, g), _quo(-v, g))
+
+    def itor(self, u: int) -> Any:
+        return self.i2tor(u, 1)
+
+    # Go: End mark and end test
+    def end(self, u: Any) -> int:
+        return 1 if u.den == 0 else 0
+
+    # Go: Operations on rationals
+    def add(self, u: Any, v: Any) -> Any:
+        g = self.gcd(u.den, v.den)
+        return self.i2tor(u.num * _quo(v.den, g) + v.num * _quo(u.den, g), u.den * _quo(v.den, g))
+
+    def mul(self, u: Any, v: Any) -> Any:
+        g1 = self.gcd(u.num, v.den)
+        g2 = self.gcd(u.den, v.num)
+        return self.rat(_quo(u.num, g1) * _quo(v.num, g2), _quo(u.den, g2) * _quo(v.den, g1))
+
+    def neg(self, u: Any) -> Any:
+        return self.i2tor(-u.num, u.den)
+
+    # Go: Power-series constructors return channels on which power series flow. They
+    # start an encapsulated generator that puts the terms of the series on the channel.
+
+    def Split(self, U: _Dch) -> list[_Dch]:
+        """Go: Make a pair of power series identical to a given power series"""
+        UU = self.mkdch2()
+        mnsched.go(self.split(U, UU))
+        return UU
+
+    def Add(self, U: _Dch, V: _Dch) -> _Dch:
+        """Go: Add two power series"""
+        Z = self.mkPS()
+
+        async def body() -> None:
+            while True:
+                await Z.req.recv()
+                uv = await self.get2(U, V)
+                match self.end(uv[0]) + 2 * self.end(uv[1]):
+                    case 0:
+                        await Z.dat.send(self.add(uv[0], uv[1]))
+                    case 1:
+                        await Z.dat.send(uv[1])
+                        await self.copy(V, Z)
+                    case 2:
+                        await Z.dat.send(uv[0])
+                        await self.copy(U, Z)
+                    case 3:
+                        await Z.dat.send(self.finis)
+
+        mnsched.go(body())
+        return Z
+
+    def Cmul(self, c: Any, U: _Dch) -> _Dch:
+        """Go: Multiply a power series by a constant"""
+        Z = self.mkPS()
+
+        async def body() -> None:
+            done = False
+            while not done:
+                await Z.req.recv()
+                u = await self.get(U)
+                if self.end(u) != 0:
+                    done = True
+                else:
+                    await Z.dat.send(self.mul(c, u))
+            await Z.dat.send(self.finis)
+
+        mnsched.go(body())
+        return Z
+
+    def Sub(self, U: _Dch, V: _Dch) -> _Dch:
+        return self.Add(U, self.Cmul(self.neg(self.one), V))
+
+    def Rep(self, c: Any) -> _Dch:
+        Z = self.mkPS()
+        mnsched.go(self.repeat(c, Z))
+        return Z
+
+    def Mul(self, U: _Dch, V: _Dch) -> _Dch:
+        """Go: Multiply. The algorithm is
+        let U = u + x*UU
+        let V = v + x*VV
+        then UV = u*v + x*(u*VV+v*UU) + x*x*UU*VV"""
+        Z = self.mkPS()
+
+        async def body() -> None:
+            await Z.req.recv()
+            uv = await self.get2(U, V)
+            if self.end(uv[0]) != 0 or self.end(uv[1]) != 0:
+                await Z.dat.send(self.finis)
+            else:
+                await Z.dat.send(self.mul(uv[0], uv[1]))
+                UU = self.Split(U)
+                VV = self.Split(V)
+                W = self.Add(self.Cmul(uv[0], VV[0]), self.Cmul(uv[1], UU[0]))
+                await Z.req.recv()
+                await Z.dat.send(await self.get(W))
+                await self.copy(self.Add(W, self.Mul(UU[1], VV[1])), Z)
+
+        mnsched.go(body())
+        return Z
+
+    def Diff(self, U: _Dch) -> _Dch:
+        """Go: Differentiate"""
+        Z = self.mkPS()
+
+        async def body() -> None:
+            await Z.req.recv()
+            u = await self.get(U)
+            if self.end(u) == 0:
+                done = False
+                i = 1
+                while not done:
+                    u = await self.get(U)
+                    if self.end(u) != 0:
+                        done = True
+                    else:
+                        await Z.dat.send(self.mul(self.itor(i), u))
+                        await Z.req.recv()
+                    i += 1
+            await Z.dat.send(self.finis)
+
+        mnsched.go(body())
+        return Z
+
+    def Integ(self, c: Any, U: _Dch) -> _Dch:
+        """Go: Integrate, with const of integration"""
+        Z = self.mkPS()
+
+        async def body() -> None:
+            await self.put(c, Z)
+            done = False
+            i = 1
+            while not done:
+                await Z.req.recv()
+                u = await self.get(U)
+                if self.end(u) != 0:
+                    done = True
+                await Z.dat.send(self.mul(self.i2tor(1, i), u))
+                i += 1
+            await Z.dat.send(self.finis)
+
+        mnsched.go(body())
+        return Z
+
+    async def Exp(self, U: _Dch) -> _Dch:
+        """Go: Exponential of a power series with constant term 0 (nonzero constant
+        term would make nonrational coefficients); bug: the constant term is simply
+        ignored.
+        Z = exp(U)
+        DZ = Z*DU
+        integrate to get Z"""
+        ZZ = self.mkPS2()
+        await self.split(self.Integ(self.one, self.Mul(ZZ[0], self.Diff(U))), ZZ)
+        return ZZ[1]
+
+    def MonSubst(self, U: _Dch, c0: Any, n: int) -> _Dch:
+        """Go: Monomial Substitution: U(c x^n). Each Ui is multiplied by c^i and
+        followed by n-1 zeros"""
+        Z = self.mkPS()
+
+        async def body() -> None:
+            c = self.one
+            while True:
+                await Z.req.recv()
+                u = await self.get(U)
+                await Z.dat.send(self.mul(u, c))
+                c = self.mul(c, c0)
+                if self.end(u) != 0:
+                    await Z.dat.send(self.finis)
+                    break
+                for _ in range(1, n):
+                    await Z.req.recv()
+                    await Z.dat.send(self.zero)
+
+        mnsched.go(body())
+        return Z
+
+    async def check(self, U: _Dch, c: Any, count: int, name: str) -> None:
+        for _ in range(count):
+            r = await self.get(U)
+            if not r.eq(c):
+                raise AssertionError(f"{name}: got {r.num}/{r.den}, should get {c.num}/{c.den}")
+
+    async def checka(self, U: _Dch, a: list[Any], name: str) -> None:
+        for want in a:  # Go: N = 10 terms
+            await self.check(U, want, 1, name)
+
+
+@pytest.mark.parametrize("rat", [_RatValue, _RatPointer], ids=["powser1", "powser2"])
+def test_powser(run, rat):
+    async def main():
+        ps = _PowerSeries(rat)
+        itor, i2tor, zero, one, neg = ps.itor, ps.i2tor, ps.zero, ps.one, ps.neg
+        N = 10
+        await ps.check(ps.Ones, one, 5, "Ones")
+        await ps.check(ps.Add(ps.Ones, ps.Ones), itor(2), 0, "Add Ones Ones")  # 1 1 1 1 1
+        await ps.check(ps.Add(ps.Ones, ps.Twos), itor(3), 0, "Add Ones Twos")  # 3 3 3 3 3
+        await ps.checka(ps.Diff(ps.Ones), [itor(i + 1) for i in range(N)], "Diff")  # 1 2 3 4 5
+        a = [zero] + [i2tor(1, i) for i in range(1, N)]  # Go: integration constant
+        await ps.checka(ps.Integ(zero, ps.Ones), a, "Integ")  # 0 1 1/2 1/3 1/4 1/5
+        await ps.check(ps.Cmul(neg(one), ps.Twos), itor(-2), 10, "CMul")  # -1 -1 -1 -1 -1
+        await ps.check(ps.Sub(ps.Ones, ps.Twos), itor(-1), 0, "Sub Ones Twos")  # -1 -1 -1
+        await ps.checka(ps.Mul(ps.Ones, ps.Ones), [itor(i + 1) for i in range(N)], "Mul")
+        exp = [(1, 1), (1, 1), (3, 2), (13, 6), (73, 24), (167, 40), (4051, 720),
+               (37633, 5040), (43817, 4480), (4596553, 362880)]  # fmt: skip
+        await ps.checka(await ps.Exp(ps.Ones), [i2tor(*t) for t in exp], "Exp")  # 1 1 3/2
+        at = ps.Integ(zero, ps.MonSubst(ps.Ones, neg(one), 2))
+        a, c = [], 1
+        for i in range(N):
+            if i % 2 == 0:
+                a.append(zero)
+            else:
+                a.append(i2tor(c, i))
+                c *= -1
+        await ps.checka(at, a, "ATan")  # 0 -1 0 -1/3 0 -1/5
+        # Go's program exits with its generators blocked; run() cancels them.
+        return True
+
+    assert run(main())
+
+
 # -- select.go: a select's value expressions, nil channels switching cases off ------------
 
 

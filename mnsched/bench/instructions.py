@@ -41,14 +41,14 @@ VARIANTS = (
 )
 # The run of record per skynet leaf at the quick sizes (1,000 and 10,000 leaves), by
 # interpreter and driver (``mnsched bench --instructions --quick --workloads skynet``'s
-# two mnsched columns; pyenv's CPythons on this project's CI machine). A count is
-# deterministic to ~0.3% between runs; tests/test_bench.py fails when one grows more
+# two mnsched columns; pyenv's CPythons on this project's CI machine). A count moves
+# by up to ~1% between runs of the same tree; tests/test_bench.py fails when one grows more
 # than LEAF_TOLERANCE over its record. Re-record (and say why in the CHANGELOG) when a
 # change makes a leaf dearer on purpose, or much cheaper.
 RECORDED_LEAF = {
-    "3.11": {"C": 7_140, "pure": 46_500},
-    "3.12": {"C": 8_680, "pure": 51_100},
-    "3.13": {"C": 8_550, "pure": 50_400},
+    "3.11": {"C": 7_140, "pure": 43_600},
+    "3.12": {"C": 8_680, "pure": 48_100},
+    "3.13": {"C": 8_550, "pure": 47_300},
 }
 LEAF_TOLERANCE = 0.10
 _COLLECTED = re.compile(r"==\d+== Collected : (\d+)")
