@@ -52,10 +52,16 @@ async def _lost_updates() -> tuple[int, dict[str, Any]]:
 
 
 def test_serial_steps_lose_no_update(run):
-    lost, st = run(_lost_updates())
-    assert st["parallel"] is False
-    assert st["hogs"] == 0  # no step was long enough to be preempted: the promise held
-    assert lost == 0
+    # The promise holds where no step is preempted. A loaded machine can stretch a step
+    # past the hog threshold (CI's sanitizer step did once), and a hog rightly runs
+    # beside the others: such a run shows nothing either way, so it is run again.
+    for _ in range(3):
+        lost, st = run(_lost_updates())
+        assert st["parallel"] is False
+        if st["hogs"] == 0:
+            break
+    assert st["hogs"] == 0, f"a step was preempted as a hog in every run ({st['hogs']} now)"
+    assert lost == 0  # no step was long enough to be preempted: the promise held
 
 
 @at_procs(2, 4)  # parallel steps need a second P
